@@ -1,0 +1,315 @@
+"""Train the built-in model from scratch: render the world, train the VAE, then the UNet and text encoder.
+
+Every stage checkpoints into the work folder and resumes from there, so an interrupted run loses at
+most a few minutes. Seeds are fixed; on a machine with a GPU it is used automatically.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from studio.builtin import world
+from studio.builtin.tokenizer import write_tokenizer
+
+MAX_TOKENS = 32  # the longest caption is 20 tokens; a short context keeps cross-attention cheap
+
+
+@dataclass
+class TrainConfig:
+    work: Path
+    out: Path
+    images: int = 24000
+    vae_steps: int = 2500
+    vae_batch: int = 8
+    unet_steps: int = 12000
+    unet_batch: int = 16
+    unet_lr: float = 1e-3
+    text_lr: float = 5e-4
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.999
+    checkpoint_every: int = 500
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+    bf16: bool = True  # autocast; on CPUs with AVX512-BF16 it trains ~1.1-1.4x faster
+
+
+def vae_config() -> dict[str, Any]:
+    return dict(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=world.SIZE,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16,
+        # Mid-block attention spreads a local edit across the whole image (seen in the probe).
+        mid_block_add_attention=False, scaling_factor=1.0,
+    )
+
+
+def unet_config() -> dict[str, Any]:
+    return dict(
+        sample_size=world.SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(64, 128, 128),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=128, attention_head_dim=4, norm_num_groups=16,
+    )
+
+
+def text_config() -> dict[str, Any]:
+    return dict(
+        hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
+        max_position_embeddings=MAX_TOKENS, projection_dim=128,
+    )
+
+
+def scheduler_config() -> dict[str, Any]:
+    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                prediction_type="epsilon", steps_offset=1)
+
+
+def log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+# ---------------------------------------------------------------- data
+
+def render_dataset(cfg: TrainConfig) -> tuple[np.ndarray, list[str]]:
+    path = cfg.work / "dataset.npz"
+    if path.exists():
+        data = np.load(path)
+        return data["images"], json.loads(str(data["captions"]))
+    log(f"rendering {cfg.images} images")
+    images = np.empty((cfg.images, world.SIZE, world.SIZE, 3), np.uint8)
+    captions = []
+    for i in range(cfg.images):
+        scene, img = world.sample(cfg.seed * 10_000_000 + i)
+        images[i] = np.asarray(img)
+        captions.append(scene.caption())
+    np.savez(path, images=images, captions=json.dumps(captions))
+    return images, captions
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic: a kill mid-save leaves the previous checkpoint intact
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    # Our own checkpoints only; weights_only keeps even these from running code.
+    return torch.load(path, weights_only=False) if path.exists() else None
+
+
+def lr_factor(step: int, total: int, warmup: int = 200) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+# ---------------------------------------------------------------- VAE
+
+def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(cfg.seed)
+    vae = AutoencoderKL(**vae_config()).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    ckpt_path = cfg.work / "vae.pt"
+    start = 0
+    if (ckpt := load_checkpoint(ckpt_path)) is not None:
+        vae.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        start = ckpt["step"]
+        log(f"vae: resumed at step {start}")
+    rng = np.random.default_rng(cfg.seed + start)
+    vae.train()
+    t0 = time.time()
+    for step in range(start, cfg.vae_steps):
+        for g in opt.param_groups:
+            g["lr"] = 1e-3 * lr_factor(step, cfg.vae_steps, warmup=100)
+        x = to_tensor(images[rng.integers(0, len(images), cfg.vae_batch)]).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            posterior = vae.encode(x).latent_dist
+            z = posterior.sample()
+            recon = vae.decode(z).sample.float()
+        mean, logvar = posterior.mean.float(), posterior.logvar.float()
+        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+        # Edge-aware L1: flat colours are easy, the outlines are what a blurry VAE loses.
+        dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+        dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+        loss = (F.l1_loss(recon, x) + F.mse_loss(recon, x) + 0.5 * F.l1_loss(dx(recon), dx(x))
+                + 0.5 * F.l1_loss(dy(recon), dy(x)) + 1e-4 * kl)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % 100 == 0:
+            psnr = -10 * math.log10(F.mse_loss(recon.clamp(-1, 1), x).item() / 4 + 1e-12)
+            rate = (step + 1 - start) / (time.time() - t0)
+            log(f"vae step {step + 1}/{cfg.vae_steps} loss {loss.item():.4f} psnr {psnr:.1f} dB "
+                f"{rate:.2f} it/s eta {(cfg.vae_steps - step - 1) / rate / 60:.1f} min")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vae_steps:
+            save_checkpoint(ckpt_path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+    vae.eval()
+    return vae
+
+
+@torch.no_grad()
+def centre_latents(vae, images: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Encode every image, then fold the latents' per-channel mean and std into the VAE's 1x1 convs.
+
+    SD 1.x pipelines apply one scalar scaling factor and no shift, so the latents the UNet sees must
+    already be centred with unit variance. Rewriting quant_conv / post_quant_conv makes that exact:
+    encode(x) now yields (mu - m) / s and decode undoes it, with the decoder's output unchanged.
+    """
+    mus = torch.cat([vae.encode(to_tensor(images[i:i + 256]).to(device)).latent_dist.mean
+                     for i in range(0, len(images), 256)])
+    m = mus.mean(dim=(0, 2, 3))
+    s = mus.std(dim=(0, 2, 3))
+    c = m.numel()
+    q, pq = vae.quant_conv, vae.post_quant_conv
+    q.weight[:c] /= s.view(-1, 1, 1, 1)
+    q.bias[:c] = (q.bias[:c] - m) / s
+    q.bias[c:] -= 2 * torch.log(s)  # log-variance scales with s^2
+    pq.bias += (pq.weight[:, :, 0, 0] @ m)
+    pq.weight *= s.view(1, -1, 1, 1)
+    log(f"latents: mean {m.tolist()} std {s.tolist()} folded into the VAE")
+    return (mus - m.view(1, -1, 1, 1)) / s.view(1, -1, 1, 1)
+
+
+# ---------------------------------------------------------------- UNet + text encoder
+
+def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], device: torch.device):
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(cfg.work / "tokenizer")
+    ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                    return_tensors="pt").input_ids
+    empty = tokenizer([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
+    torch.manual_seed(cfg.seed + 1)
+    unet = UNet2DConditionModel(**unet_config()).to(device)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                        **text_config())).to(device)
+    ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
+    opt = torch.optim.AdamW([{"params": unet.parameters(), "lr": cfg.unet_lr},
+                             {"params": text.parameters(), "lr": cfg.text_lr}], weight_decay=1e-2)
+    base_lrs = [cfg.unet_lr, cfg.text_lr]
+    sched = DDPMScheduler(**scheduler_config())
+    alphas = sched.alphas_cumprod.to(device)
+    snr = alphas / (1 - alphas)
+    ckpt_path = cfg.work / "unet.pt"
+    start = 0
+    if (ckpt := load_checkpoint(ckpt_path)) is not None:
+        for mod, key in ((unet, "unet"), (text, "text"), (ema_unet, "ema_unet"), (ema_text, "ema_text")):
+            mod.load_state_dict(ckpt[key])
+        opt.load_state_dict(ckpt["opt"])
+        start = ckpt["step"]
+        log(f"unet: resumed at step {start}")
+    log(f"unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M params, "
+        f"text {sum(p.numel() for p in text.parameters()) / 1e6:.2f} M")
+    gen = torch.Generator().manual_seed(cfg.seed + 2 + start)
+    unet.train()
+    text.train()
+    t0, running = time.time(), 0.0
+    for step in range(start, cfg.unet_steps):
+        for g, base in zip(opt.param_groups, base_lrs):
+            g["lr"] = base * lr_factor(step, cfg.unet_steps)
+        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
+        x0 = latents[idx].to(device)
+        tok = ids[idx].clone()
+        drop = torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout
+        tok[drop] = empty
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen).to(device)
+        xt = sched.add_noise(x0, noise, t)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            cond = text(tok.to(device)).last_hidden_state
+            pred = unet(xt, t, encoder_hidden_states=cond).sample.float()
+        # Min-SNR-5 weighting (Hang et al. 2023) for epsilon prediction: min(snr, 5) / snr.
+        w = torch.clamp(snr[t], max=5.0) / snr[t]
+        loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([*unet.parameters(), *text.parameters()], 1.0)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for ema, live in ((ema_unet, unet), (ema_text, text)):
+                for pe, pl in zip(ema.parameters(), live.parameters()):
+                    pe.lerp_(pl, 1 - decay)
+        running = 0.98 * running + 0.02 * loss.item() if step > start else loss.item()
+        if (step + 1) % 100 == 0:
+            rate = (step + 1 - start) / (time.time() - t0)
+            log(f"unet step {step + 1}/{cfg.unet_steps} loss {running:.4f} {rate:.2f} it/s "
+                f"eta {(cfg.unet_steps - step - 1) / rate / 60:.1f} min")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.unet_steps:
+            save_checkpoint(ckpt_path, {"unet": unet.state_dict(), "text": text.state_dict(),
+                                        "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
+                                        "opt": opt.state_dict(), "step": step + 1})
+    return ema_unet.eval(), ema_text.eval(), tokenizer
+
+
+# ---------------------------------------------------------------- pipeline folder
+
+def save_pipeline(cfg: TrainConfig, vae, unet, text, tokenizer, seconds: dict[str, float]) -> None:
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae, unet=unet, text_encoder=text, tokenizer=tokenizer,
+        scheduler=DPMSolverMultistepScheduler(**scheduler_config()),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.to(torch.float16)  # half the size on disk; the loader upcasts on CPU
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(cfg.out, safe_serialization=True)
+    for name in ("vocab.json", "merges.txt"):  # the slow-tokenizer files, for older transformers
+        (cfg.out / "tokenizer" / name).write_bytes((cfg.work / "tokenizer" / name).read_bytes())
+    info = {"train_config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+            "seconds": seconds, "vocabulary": world.vocabulary(),
+            "held_out": sorted(f"{c} {s}" for c, s in world.HELD_OUT)}
+    (cfg.out / "training.json").write_text(json.dumps(info, indent=2))
+    log(f"pipeline written to {cfg.out}")
+
+
+def pick_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def run(cfg: TrainConfig) -> None:
+    random.seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    cfg.work.mkdir(parents=True, exist_ok=True)
+    device = pick_device()
+    log(f"training on {device}, {torch.get_num_threads()} threads")
+    seconds: dict[str, float] = {}
+    t = time.time()
+    images, captions = render_dataset(cfg)
+    write_tokenizer(cfg.work / "tokenizer", world.vocabulary(), MAX_TOKENS)
+    seconds["render"] = time.time() - t
+    t = time.time()
+    vae = train_vae(cfg, images, device)
+    latents = centre_latents(vae, images, device).cpu()
+    seconds["vae"] = time.time() - t
+    t = time.time()
+    unet, text, tokenizer = train_unet(cfg, latents, captions, device)
+    seconds["unet"] = time.time() - t
+    save_pipeline(cfg, vae.cpu(), unet.cpu(), text.cpu(), tokenizer, seconds)
