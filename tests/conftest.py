@@ -9,6 +9,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from pathlib import Path  # noqa: E402
+
 import pytest  # noqa: E402
 
 
@@ -19,3 +21,21 @@ def data_dir(tmp_path, monkeypatch):
     d.mkdir()
     monkeypatch.setenv("STUDIO_HOME", str(d))
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """Folder of a tiny random pipeline (32x32 native size), built once per test session."""
+    from tests.tiny_pipeline import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model, tmp_path_factory):
+    """An Engine with the tiny model loaded (shared: loading is the slow part)."""
+    from studio.engine import Engine
+
+    engine = Engine(device="cpu", data_dir=tmp_path_factory.mktemp("engine-home"))
+    engine.load(str(tiny_model))
+    return engine

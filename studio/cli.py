@@ -1,0 +1,248 @@
+"""The `studio` command line: a thin face over the engine and the gallery (contract in DESIGN.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from studio.engine.request import FILLS, SCHEDULERS, SEED_MAX
+
+
+class CLIError(Exception):
+    """A failure to report as one line on stderr with a non-zero exit."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="where the gallery and settings live (default: $STUDIO_HOME or the "
+                                           "platform's user data folder)")
+    parser = argparse.ArgumentParser(prog="studio", parents=[common],
+                                     description="Studio: an image studio built on diffusion models. "
+                                                 "With no command it starts the desktop app.")
+    sub = parser.add_subparsers(dest="command")
+
+    gen = sub.add_parser("generate", parents=[common], help="generate images from a prompt")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--negative", default="", help="negative prompt")
+    gen.add_argument("--steps", type=int, default=20)
+    gen.add_argument("--cfg", type=float, default=7.0, help="guidance scale")
+    gen.add_argument("--seed", type=int, help="0..4294967295 (default: random)")
+    gen.add_argument("--width", type=int)
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--scheduler", default="DPM++ 2M", choices=SCHEDULERS)
+    gen.add_argument("--model", default="builtin", help="model name (see `studio models`) or path")
+    gen.add_argument("--init", type=Path, help="start image (img2img, inpaint, outpaint)")
+    gen.add_argument("--mask", type=Path, help="mask image: white = repaint")
+    gen.add_argument("--strength", type=float, default=0.75, help="denoising strength for --init")
+    gen.add_argument("--mask-grow", type=int, default=0, help="grow (or shrink, if negative) the mask, px")
+    gen.add_argument("--mask-feather", type=int, default=4, help="soften the mask edge, px")
+    gen.add_argument("--inpaint-area", choices=("whole", "masked"), default="whole",
+                     help="repaint at full size, or only a padded box around the mask")
+    gen.add_argument("--padding", type=int, default=32, help="padding around the mask for --inpaint-area masked")
+    gen.add_argument("--outpaint", help="extend the canvas by LEFT,TOP,RIGHT,BOTTOM pixels")
+    gen.add_argument("--outpaint-fill", choices=FILLS, default="edge", help="how the new area is prefilled")
+    gen.add_argument("--batch", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
+    gen.add_argument("--variation-seed", type=int)
+    gen.add_argument("--variation-strength", type=float, default=0.0)
+    gen.add_argument("--out", type=Path, help="file or folder to write the PNG(s) to")
+    gen.add_argument("--no-gallery", action="store_true", help="do not keep the images in the gallery")
+    gen.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    gen.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin checkpoints (runs their code)")
+    gen.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+
+    gal = sub.add_parser("gallery", parents=[common], help="list, export and import gallery images")
+    gsub = gal.add_subparsers(dest="gallery_command", required=True)
+    lst = gsub.add_parser("list", parents=[common])
+    lst.add_argument("--search")
+    lst.add_argument("--favorites", action="store_true")
+    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--json", action="store_true")
+    exp = gsub.add_parser("export", parents=[common])
+    exp.add_argument("ids", nargs="+", type=int)
+    exp.add_argument("--to", type=Path, required=True)
+    exp.add_argument("--format", choices=("png", "jpeg", "webp"), default="png")
+    exp.add_argument("--strip-metadata", action="store_true")
+    exp.add_argument("--template", default="{date}-{seed}-{prompt}", help="file name: {seed} {prompt} {date} {id}")
+    imp = gsub.add_parser("import", parents=[common])
+    imp.add_argument("paths", nargs="+", type=Path)
+
+    mod = sub.add_parser("models", parents=[common], help="list the models Studio can use")
+    mod.add_argument("--json", action="store_true")
+    info = sub.add_parser("info", parents=[common], help="show the recipe stored in an image")
+    info.add_argument("image", type=Path)
+    info.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"generate": cmd_generate, "gallery": cmd_gallery, "models": cmd_models, "info": cmd_info}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("studio: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
+        from studio.errors import describe
+
+        print(f"studio: error: {describe(exc)}", file=sys.stderr)
+        return 1
+
+
+# ---------------------------------------------------------------- generate
+
+def _open_image(path: Path, what: str) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except FileNotFoundError as exc:
+        raise CLIError(f"{what} {path} does not exist") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise CLIError(f"{what} {path} is not a readable image ({exc})") from exc
+
+
+def _outpaint(text: str | None) -> tuple[int, int, int, int] | None:
+    if text is None:
+        return None
+    try:
+        parts = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 4:
+        raise CLIError(f"--outpaint takes LEFT,TOP,RIGHT,BOTTOM pixel counts, e.g. 64,0,64,0 (got {text!r})")
+    return parts  # type: ignore[return-value]
+
+
+def request_from_args(args: argparse.Namespace) -> Any:
+    from studio.engine.request import GenerationRequest
+
+    init = _open_image(args.init, "the init image") if args.init else None
+    mask = _open_image(args.mask, "the mask") if args.mask else None
+    seed = args.seed if args.seed is not None else random.randint(0, SEED_MAX)
+    return GenerationRequest(
+        prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, cfg=args.cfg, seed=seed,
+        width=args.width, height=args.height, scheduler=args.scheduler, strength=args.strength,
+        init_image=init, mask=mask, mask_grow=args.mask_grow, mask_feather=args.mask_feather,
+        inpaint_area=args.inpaint_area, padding=args.padding, outpaint=_outpaint(args.outpaint),
+        outpaint_fill=args.outpaint_fill, batch_size=args.batch, variation_seed=args.variation_seed,
+        variation_strength=args.variation_strength, model=args.model,
+    ).validate()
+
+
+def _out_paths(out: Path | None, count: int) -> list[Path | None]:
+    if out is None:
+        return [None] * count
+    if out.is_dir() or str(out).endswith(os.sep) or out.suffix == "":
+        return [out / f"studio-{k}.png" for k in range(count)]  # named after the seed below
+    if count == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{k}{out.suffix}") for k in range(count)]
+
+
+def write_png_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file beside `path`, fsync, rename: a reader never sees half a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".studio-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from studio.engine import Engine
+    from studio.engine.metadata import encode_png
+    from studio.paths import data_dir
+
+    if args.no_gallery and args.out is None:
+        raise CLIError("nothing would be kept: give --out, or drop --no-gallery")
+    request = request_from_args(args)
+    home = data_dir(args.data_dir)
+    engine = Engine(device=args.device, data_dir=home, allow_pickle=args.allow_pickle)
+    engine.load(request.model)
+    results = engine.generate(request)
+    gallery = None if args.no_gallery else _open_gallery(home)
+    for result, out in zip(results, _out_paths(args.out, len(results))):
+        gallery_id, path = None, None
+        if gallery is not None:
+            gallery_id = gallery.save(result.image, result.recipe, parent_id=request.parent_id)
+            path = gallery.image_path(gallery_id)
+        if out is not None:
+            if out.name.startswith("studio-") and args.out.suffix == "":
+                out = out.with_name(f"studio-{result.seed}.png")
+            write_png_atomic(out, encode_png(result.image, result.recipe))
+            path = out
+        record = {"path": str(path), "seed": result.seed, "width": result.image.width,
+                  "height": result.image.height, "model": result.recipe["model"]["name"],
+                  "gallery_id": gallery_id, "seconds": round(result.seconds, 3)}
+        print(json.dumps(record) if args.json else f"{path}  seed {result.seed}  {result.seconds:.2f} s")
+    return 0
+
+
+# ---------------------------------------------------------------- gallery, models, info
+
+def _open_gallery(home: Path) -> Any:
+    from studio.gallery import Gallery
+
+    return Gallery(home)
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from studio.paths import data_dir
+
+    gallery = _open_gallery(data_dir(args.data_dir))
+    if args.gallery_command == "list":
+        rows = gallery.list(search=args.search, favorites=args.favorites, limit=args.limit)
+        for row in rows:
+            record = {"id": row["id"], "path": str(gallery.image_path(row["id"])), "prompt": row["prompt"],
+                      "seed": row["seed"], "favorite": bool(row["favorite"]), "created_at": row["created_at"]}
+            print(json.dumps(record) if args.json else
+                  f"{row['id']:>6}  {row['created_at'][:19]}  seed {row['seed']}  {'★ ' if row['favorite'] else ''}"
+                  f"{row['prompt']}")
+        return 0
+    if args.gallery_command == "export":
+        written = gallery.export(args.ids, args.to, fmt=args.format, strip_metadata=args.strip_metadata,
+                                 template=args.template)
+        for path in written:
+            print(path)
+        return 0
+    ids = gallery.import_paths(args.paths)
+    print(f"imported {len(ids)} image(s)")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from studio.engine.models import list_models
+    from studio.paths import data_dir
+
+    entries = list_models(data_dir(args.data_dir))
+    for entry in entries:
+        print(json.dumps(entry.as_dict()) if args.json else f"{entry.name}  ({entry.kind})  {entry.path}")
+    if not entries and not args.json:
+        print("no models installed: the built-in model is missing and the data folder's models/ is empty")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from studio.engine.metadata import format_parameters, read_recipe
+
+    _open_image(args.image, "the image")  # a clear message for a missing or corrupt file
+    recipe = read_recipe(args.image)
+    if recipe is None:
+        raise CLIError(f"{args.image} carries no generation metadata")
+    print(json.dumps(recipe, indent=None if args.json else 2) if args.json else format_parameters(recipe))
+    return 0

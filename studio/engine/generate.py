@@ -1,0 +1,287 @@
+"""The engine: one loaded pipeline, and `generate(request) -> results` with progress, previews and cancel.
+
+The GUI's worker thread and the CLI both drive this class; it has no Qt in it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from studio import __version__
+from studio.engine import canvas_ops, models
+from studio.engine.preview import LatentRGBMap, latent_to_rgb, map_for_vae
+from studio.engine.request import GenerationRequest, GenerationResult, RequestError, StepInfo, image_hash, snap8
+from studio.engine.schedulers import make_scheduler
+
+StepCallback = Callable[[StepInfo], None]
+StopCheck = Callable[[], bool]
+
+
+class Cancelled(Exception):
+    """The run was stopped by its caller; nothing was decoded or saved."""
+
+
+@dataclass
+class _Job:
+    """What one pipeline call needs, after the request's images were prepared."""
+
+    mode: str
+    width: int
+    height: int
+    kwargs: dict[str, Any]
+    finish: Callable[[Image.Image], Image.Image]  # pipeline output -> final image (paste-back)
+    region: tuple[int, int, int, int] | None = None  # the crop the pipeline works on, if any
+
+
+class Engine:
+    """Owns one loaded model; every generation in the process goes through `generate`."""
+
+    def __init__(self, device: str = "auto", data_dir: Path | None = None,
+                 memory: models.MemoryOptions | None = None, allow_pickle: bool = False) -> None:
+        self.device_request = device
+        self.data_dir = data_dir
+        self.memory = memory or models.MemoryOptions()
+        self.allow_pickle = allow_pickle
+        self.model: models.LoadedModel | None = None
+        self.rgb_map: LatentRGBMap | None = None
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self, ref: str | Path = "builtin", on_progress: Callable[[str], None] | None = None,
+             should_stop: StopCheck | None = None) -> models.LoadedModel:
+        """Load a model by name or path, replacing the current one; raise ModelError or Cancelled."""
+        say = on_progress or (lambda _msg: None)
+        entry = models.resolve(ref, self.data_dir, self.allow_pickle)
+        if self.model is not None and self.model.entry.path == entry.path:
+            return self.model
+        say(f"Loading {entry.name}…")
+        loaded = models.load(entry, self.device_request, self.memory, self.allow_pickle)
+        if should_stop is not None and should_stop():
+            raise Cancelled()
+        self.model = None  # drop the old pipeline before keeping the new one
+        self.model = loaded
+        say("Preparing previews…")
+        cache = self.data_dir / "cache" if self.data_dir is not None else None
+        self.rgb_map = map_for_vae(loaded.pipe.vae, float(loaded.pipe.vae.config.scaling_factor), cache)
+        say(f"{entry.name} ready on {loaded.device.type}")
+        return loaded
+
+    def _ensure_loaded(self, ref: str) -> models.LoadedModel:
+        if self.model is None or ref not in ("builtin", self.model.entry.name, str(self.model.entry.path)):
+            return self.load(ref)
+        return self.model
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, request: GenerationRequest, on_step: StepCallback | None = None,
+                 should_stop: StopCheck | None = None, preview: bool = True,
+                 sequential: bool = False, preview_all: bool = False) -> list[GenerationResult]:
+        """Run `request`; item k of a batch uses seed + k and equals a single run with that seed."""
+        request.validate()
+        model = self._ensure_loaded(request.model)
+        job = self._prepare(request, model)
+        seeds = [(request.seed + k) % 2**32 for k in range(request.batch_size)]
+        start = time.perf_counter()
+        if sequential or request.batch_size == 1:
+            images = []
+            for k, seed in enumerate(seeds):
+                images += self._run(model, request.with_seed(seed), job, [seed], on_step, should_stop,
+                                    preview, False, item=(k, len(seeds)), start=start)
+        else:
+            images = self._run(model, request, job, seeds, on_step, should_stop, preview, preview_all,
+                               (0, 1), start)
+        seconds = (time.perf_counter() - start) / len(images)
+        return [GenerationResult(job.finish(img), seed, self._recipe(request, model, job, seed, k, seconds), seconds)
+                for k, (img, seed) in enumerate(zip(images, seeds))]
+
+    def _run(self, model: models.LoadedModel, request: GenerationRequest, job: _Job, seeds: list[int],
+             on_step: StepCallback | None, should_stop: StopCheck | None, preview: bool, preview_all: bool,
+             item: tuple[int, int], start: float) -> list[Image.Image]:
+        import torch
+
+        pipe = model.variant(job.mode)
+        pipe.scheduler = make_scheduler(request.scheduler, model.scheduler_config)
+        capture = _X0Capture(pipe.scheduler)
+        if should_stop is not None and should_stop():
+            raise Cancelled()
+
+        def callback(p: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if should_stop is not None and should_stop():
+                raise Cancelled()  # raising skips the remaining steps and the VAE decode
+            if on_step is not None:
+                shown: list[Any] = []
+                if preview and self.rgb_map is not None:
+                    x0 = capture.x0 if capture.x0 is not None else tensors["latents"]
+                    shown = [latent_to_rgb(x0[k], self.rgb_map) for k in range(x0.shape[0] if preview_all else 1)]
+                on_step(StepInfo(i + 1, p.num_timesteps, time.perf_counter() - start, shown[0] if shown else None,
+                                 *item, previews=shown, region=job.region))
+            return tensors
+
+        kwargs = dict(job.kwargs)
+        if job.mode == "txt2img":
+            kwargs["latents"] = self._initial_noise(model, request, job, seeds)
+        else:
+            kwargs["generator"] = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        with torch.inference_mode():
+            out = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt or None,
+                       num_inference_steps=request.steps, guidance_scale=request.cfg,
+                       num_images_per_prompt=len(seeds), width=job.width, height=job.height,
+                       callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"],
+                       output_type="pil", **kwargs)
+        return list(out.images)
+
+    def _initial_noise(self, model: models.LoadedModel, request: GenerationRequest, job: _Job,
+                       seeds: list[int]) -> Any:
+        """Noise from CPU generators (same on every machine), then moved to the device."""
+        import torch
+
+        pipe = model.pipe
+        shape = (1, pipe.unet.config.in_channels, job.height // pipe.vae_scale_factor,
+                 job.width // pipe.vae_scale_factor)
+        noises = []
+        for k, seed in enumerate(seeds):
+            noise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
+            if request.variation_seed is not None and request.variation_strength > 0:
+                other_seed = (request.variation_seed + k) % 2**32
+                other = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(other_seed))
+                noise = slerp(request.variation_strength, noise, other)
+            noises.append(noise)
+        return torch.cat(noises).to(model.device, model.dtype)
+
+    # ------------------------------------------------------------------ preparing inputs
+
+    def _prepare(self, request: GenerationRequest, model: models.LoadedModel) -> _Job:
+        native = model.native_size
+        if request.mode == "txt2img":
+            return _Job("txt2img", request.width or native, request.height or native, {}, lambda im: im)
+        init = request.init_image.convert("RGB")  # type: ignore[union-attr]
+        if request.mode == "img2img":
+            width = request.width or snap8(init.width)
+            height = request.height or snap8(init.height)
+            image = init.resize((width, height), Image.Resampling.LANCZOS) if init.size != (width, height) else init
+            return _Job("img2img", width, height, {"image": image, "strength": request.strength}, lambda im: im)
+        return self._prepare_inpaint(request, init, native)
+
+    def _prepare_inpaint(self, request: GenerationRequest, init: Image.Image, native: int) -> _Job:
+        if request.outpaint is not None:
+            left, top, right, bottom = request.outpaint
+            init, mask = canvas_ops.extend_canvas(init, left, top, right, bottom, fill=request.outpaint_fill,
+                                                  seed=request.seed)
+        else:
+            try:
+                mask = canvas_ops.validate_mask(request.mask, init.size)  # type: ignore[arg-type]
+            except canvas_ops.MaskError as exc:
+                raise RequestError(str(exc)) from exc
+        # An extension's mask already ramps softly into the old image; feathering it again would
+        # reach further in and repaint pixels the designer did not ask to change.
+        soft = mask if request.outpaint is not None else canvas_ops.grow_and_feather(
+            mask, request.mask_grow, request.mask_feather)
+        box = None
+        if request.inpaint_area == "masked":
+            box = canvas_ops.crop_box(soft, request.padding)
+            region, region_mask = init.crop(box), soft.crop(box)
+            width, height = _working_size(region.size, request.width or native, request.height or native)
+        else:
+            region, region_mask = init, soft
+            width, height = request.width or snap8(init.width), request.height or snap8(init.height)
+        kwargs = {"image": region.resize((width, height), Image.Resampling.LANCZOS),
+                  "mask_image": region_mask.resize((width, height), Image.Resampling.BILINEAR),
+                  "strength": request.strength}
+        size = region.size
+
+        def finish(generated: Image.Image) -> Image.Image:
+            if generated.size != size:
+                generated = generated.resize(size, Image.Resampling.LANCZOS)
+            return canvas_ops.paste_back(init, generated, soft, box)
+
+        return _Job("inpaint", width, height, kwargs, finish, box)
+
+    # ------------------------------------------------------------------ recipe
+
+    def _recipe(self, request: GenerationRequest, model: models.LoadedModel, job: _Job, seed: int,
+                index: int, seconds: float) -> dict[str, Any]:
+        scheduler = make_scheduler(request.scheduler, model.scheduler_config)
+        return {
+            "schema": 1, "app": "studio", "app_version": __version__, "mode": request.mode,
+            "prompt": request.prompt, "negative_prompt": request.negative_prompt,
+            "steps": request.steps, "cfg": float(request.cfg), "seed": seed,
+            "width": job.width, "height": job.height, "scheduler": request.scheduler,
+            "scheduler_class": type(scheduler).__name__, "scheduler_config": _jsonable(dict(scheduler.config)),
+            "strength": request.strength if request.mode != "txt2img" else None,
+            "batch_size": request.batch_size, "batch_index": index,
+            "variation_seed": ((request.variation_seed + index) % 2**32
+                               if request.variation_seed is not None else None),
+            "variation_strength": request.variation_strength,
+            "model": {"name": model.entry.name, "hash": model.weights_hash, "path": str(model.entry.path)},
+            "init_image_hash": image_hash(request.init_image), "mask_hash": image_hash(request.mask),
+            "mask_grow": request.mask_grow, "mask_feather": request.mask_feather,
+            "inpaint_area": request.inpaint_area, "padding": request.padding,
+            "outpaint": list(request.outpaint) if request.outpaint else None,
+            "outpaint_fill": request.outpaint_fill if request.outpaint else None,
+            "device": model.device.type, "dtype": str(model.dtype).replace("torch.", ""),
+            "seconds": round(seconds, 3), "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "parent_id": request.parent_id,
+        }
+
+
+class _X0Capture:
+    """Wraps a scheduler's `step` to keep the model's prediction of the clean latent (x0).
+
+    Euler, Heun, LMS and DDIM return it as `pred_original_sample`; the multistep solvers (DPM++,
+    UniPC) keep it as their latest converted model output. Either way the scheduler did the
+    epsilon/v-prediction arithmetic itself, so the preview is right for both parameterisations.
+    """
+
+    def __init__(self, scheduler: Any) -> None:
+        self.x0: Any = None
+        original = scheduler.step
+
+        def step(*args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
+            out = original(*args, return_dict=True, **kwargs)
+            x0 = getattr(out, "pred_original_sample", None)
+            outputs = getattr(scheduler, "model_outputs", None)
+            if x0 is None and outputs and outputs[-1] is not None:
+                x0 = outputs[-1]
+            self.x0 = x0
+            return out if return_dict else (out.prev_sample,)
+
+        scheduler.step = step
+
+
+def slerp(t: float, a: Any, b: Any) -> Any:
+    """Spherical interpolation of two noise tensors (Shoemake 1985), as AUTOMATIC1111 mixes variation seeds."""
+    import torch
+
+    a_flat, b_flat = a.flatten(), b.flatten()
+    dot = torch.clamp((a_flat / a_flat.norm()) @ (b_flat / b_flat.norm()), -1.0, 1.0)
+    if abs(float(dot)) > 0.9995:
+        return (1 - t) * a + t * b
+    omega = math.acos(float(dot))
+    return (math.sin((1 - t) * omega) * a + math.sin(t * omega) * b) / math.sin(omega)
+
+
+def _working_size(size: tuple[int, int], width: int, height: int) -> tuple[int, int]:
+    """Scale a crop to about the model's working area, keeping its aspect, sides a multiple of 8."""
+    scale = math.sqrt(width * height / (size[0] * size[1]))
+    return snap8(round(size[0] * scale)), snap8(round(size[1] * scale))
+
+
+def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, (list, tuple)):
+            value = [v for v in value if isinstance(v, (int, float, str, bool))]
+        elif not isinstance(value, (int, float, str, bool, type(None))):
+            value = str(value)
+        out[key] = value
+    return out

@@ -1,0 +1,212 @@
+"""Find and load models: the built-in one, diffusers folders, single-file .safetensors checkpoints.
+
+Nothing here ever reaches for a hub: every load is `local_files_only`, and HF_HUB_OFFLINE is set
+before diffusers is imported. Pickle checkpoints are refused unless the caller allows them, because
+unpickling runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from studio.resources import BUILTIN_MODEL, BUILTIN_MODEL_NAME
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be found or loaded, with a message meant for a person."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model Studio can load: where it is and what it is."""
+
+    name: str
+    path: Path
+    kind: str  # "builtin", "diffusers", "single-file"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "path": str(self.path), "kind": self.kind}
+
+
+@dataclass
+class MemoryOptions:
+    attention_slicing: bool = False
+    vae_tiling: bool = False
+    cpu_offload: bool = False  # model CPU offload, for small GPUs
+
+
+@dataclass
+class LoadedModel:
+    """One loaded pipeline and the variants that share its weights."""
+
+    entry: ModelEntry
+    pipe: Any  # the text-to-image pipeline
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype
+    weights_hash: str
+    scheduler_config: dict[str, Any]
+    variants: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def native_size(self) -> int:
+        return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
+
+    def variant(self, mode: str) -> Any:
+        """The pipeline for `mode`, made once with `from_pipe` so no weights are copied."""
+        if mode == "txt2img":
+            return self.pipe
+        if mode not in self.variants:
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+            factory = AutoPipelineForImage2Image if mode == "img2img" else AutoPipelineForInpainting
+            self.variants[mode] = factory.from_pipe(self.pipe)
+            self.variants[mode].set_progress_bar_config(disable=True)
+        return self.variants[mode]
+
+
+def user_models_dir(data_dir: Path | None) -> Path | None:
+    return data_dir / "models" if data_dir is not None else None
+
+
+def list_models(data_dir: Path | None = None) -> list[ModelEntry]:
+    """The built-in model (when installed) and every model in the data folder's `models/`."""
+    found: list[ModelEntry] = []
+    if (BUILTIN_MODEL / "model_index.json").exists():
+        found.append(ModelEntry(BUILTIN_MODEL_NAME, BUILTIN_MODEL, "builtin"))
+    folder = user_models_dir(data_dir)
+    if folder is not None and folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            if (p / "model_index.json").exists():
+                found.append(ModelEntry(p.name, p, "diffusers"))
+            elif p.suffix == ".safetensors":
+                found.append(ModelEntry(p.stem, p, "single-file"))
+    return found
+
+
+def resolve(ref: str | Path, data_dir: Path | None = None, allow_pickle: bool = False) -> ModelEntry:
+    """Turn a model name or path into a ModelEntry, or explain why it cannot be used."""
+    text = str(ref)
+    if text in ("builtin", BUILTIN_MODEL_NAME):
+        if not (BUILTIN_MODEL / "model_index.json").exists():
+            raise ModelError(f"the built-in model is not installed (expected it in {BUILTIN_MODEL}); "
+                             "train it with `python -m studio.train_builtin`")
+        return ModelEntry(BUILTIN_MODEL_NAME, BUILTIN_MODEL, "builtin")
+    for entry in list_models(data_dir):
+        if entry.name == text:
+            return entry
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise ModelError(f"no model named or at {text!r}; `studio models` lists the installed ones")
+    if path.is_dir():
+        if not (path / "model_index.json").exists():
+            raise ModelError(f"{path} is not a diffusers pipeline folder (it has no model_index.json)")
+        return ModelEntry(path.name, path, "diffusers")
+    if path.suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:
+        raise ModelError(f"{path.name} is a pickle checkpoint: loading it can run arbitrary code. "
+                         "Convert it to .safetensors, or allow pickle checkpoints explicitly if you trust it")
+    if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES):
+        return ModelEntry(path.stem, path, "single-file")
+    raise ModelError(f"{path.name} is not a model: expected a diffusers folder or a .safetensors file")
+
+
+def pick_device(requested: str = "auto") -> tuple[Any, Any]:
+    """(device, dtype): CUDA, then MPS, then CPU; half precision on GPUs, fp32 on the CPU."""
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            requested = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            requested = "mps"
+        else:
+            requested = "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ModelError("CUDA was requested but no CUDA device is available")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelError("MPS was requested but this machine has no Metal device")
+    if requested not in ("cuda", "mps", "cpu"):
+        raise ModelError(f"unknown device {requested!r}; use auto, cpu, cuda or mps")
+    dtype = torch.float32 if requested == "cpu" else torch.float16
+    return torch.device(requested), dtype
+
+
+def weights_hash(entry: ModelEntry) -> str:
+    """A1111-style short hash: sha256 of the checkpoint file (or the UNet's weights in a folder)."""
+    if entry.path.is_file():
+        files = [entry.path]
+    else:
+        files = sorted((entry.path / "unet").glob("*.safetensors")) or sorted((entry.path / "unet").glob("*"))
+    digest = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:10]
+
+
+def _single_file_config(path: Path) -> Path:
+    """A local diffusers folder that describes a single-file checkpoint's architecture."""
+    for candidate in (path.with_suffix(""), path.parent / f"{path.stem}.config", path.parent):
+        if (candidate / "model_index.json").exists():
+            return candidate
+    raise ModelError(f"cannot tell the architecture of {path.name} offline: put a diffusers config folder "
+                     f"(model_index.json and the component configs) beside it as {path.stem}.config/")
+
+
+def load(entry: ModelEntry, device: str = "auto", memory: MemoryOptions | None = None,
+         allow_pickle: bool = False) -> LoadedModel:
+    """Load `entry` onto the device; raise ModelError with a readable reason on any failure."""
+    import torch  # noqa: F401  (import order: torch before diffusers)
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+
+    dev, dtype = pick_device(device)
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()
+    kwargs: dict[str, Any] = dict(torch_dtype=dtype, local_files_only=True)
+    try:
+        if entry.kind == "single-file":
+            config = _single_file_config(entry.path)
+            pipe = StableDiffusionPipeline.from_single_file(str(entry.path), config=str(config), **kwargs)
+        else:
+            index = json.loads((entry.path / "model_index.json").read_text())
+            if "safety_checker" in index:
+                kwargs.update(safety_checker=None, requires_safety_checker=False)
+            pipe = DiffusionPipeline.from_pretrained(str(entry.path), use_safetensors=not allow_pickle, **kwargs)
+    except ModelError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"could not load the model at {entry.path}: {_first_line(exc)}") from exc
+    if not hasattr(pipe, "unet"):
+        raise ModelError(f"{entry.name} is a {type(pipe).__name__}; Studio runs UNet (SD 1.x/2.x/XL) pipelines")
+    apply_memory_options(pipe, dev, memory or MemoryOptions())
+    pipe.set_progress_bar_config(disable=True)
+    return LoadedModel(entry, pipe, dev, dtype, weights_hash(entry), dict(pipe.scheduler.config))
+
+
+def apply_memory_options(pipe: Any, device: Any, memory: MemoryOptions) -> None:
+    if memory.cpu_offload and device.type == "cuda":
+        pipe.enable_model_cpu_offload()
+    else:
+        pipe.to(device)
+    if memory.attention_slicing:
+        pipe.enable_attention_slicing()
+    if memory.vae_tiling:
+        pipe.vae.enable_tiling()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,139 @@
+"""The one record that carries a whole generation, and what comes back.
+
+A `GenerationRequest` is immutable and validated up front, so nothing downstream has to guess: the
+GUI, the CLI and a stored recipe all build the same record, and the same record replays an image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
+SEED_MAX = 2**32 - 1
+SCHEDULERS = ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "UniPC", "Heun", "LMS")
+FILLS = ("edge", "blur", "noise", "none")
+
+
+class RequestError(ValueError):
+    """A request that cannot run, with a message meant for the person who made it."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything one generation needs; the mode follows from which images are given."""
+
+    prompt: str
+    negative_prompt: str = ""
+    steps: int = 20
+    cfg: float = 7.0
+    seed: int = 0
+    width: int | None = None  # None: the model's native size (or the init image's)
+    height: int | None = None
+    scheduler: str = "DPM++ 2M"
+    strength: float = 0.75  # img2img / inpaint denoising strength
+    init_image: Image.Image | None = field(default=None, repr=False, compare=False)
+    mask: Image.Image | None = field(default=None, repr=False, compare=False)
+    mask_grow: int = 0
+    mask_feather: int = 4
+    inpaint_area: Literal["whole", "masked"] = "whole"
+    padding: int = 32
+    outpaint: tuple[int, int, int, int] | None = None  # left, top, right, bottom in pixels
+    outpaint_fill: str = "edge"
+    batch_size: int = 1
+    variation_seed: int | None = None
+    variation_strength: float = 0.0
+    model: str = "builtin"
+    parent_id: int | None = None
+
+    @property
+    def mode(self) -> Mode:
+        if self.outpaint is not None:
+            return "outpaint"
+        if self.mask is not None:
+            return "inpaint"
+        if self.init_image is not None:
+            return "img2img"
+        return "txt2img"
+
+    def with_seed(self, seed: int) -> GenerationRequest:
+        return replace(self, seed=seed % (SEED_MAX + 1), batch_size=1)
+
+    def validate(self) -> GenerationRequest:
+        """Raise RequestError with a precise reason for the first thing that is wrong."""
+        _check(isinstance(self.prompt, str), "the prompt must be text")
+        _check(1 <= self.steps <= 150, f"steps must be between 1 and 150 (got {self.steps})")
+        _check(1.0 <= self.cfg <= 30.0, f"guidance (CFG) must be between 1 and 30 (got {self.cfg:g})")
+        _check(0 <= self.seed <= SEED_MAX, f"the seed must be between 0 and {SEED_MAX} (got {self.seed})")
+        _check(self.scheduler in SCHEDULERS,
+               f"unknown scheduler {self.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
+        _check(0.0 < self.strength <= 1.0, f"strength must be above 0 and at most 1 (got {self.strength:g})")
+        _check(1 <= self.batch_size <= 16, f"batch size must be between 1 and 16 (got {self.batch_size})")
+        _check(0.0 <= self.variation_strength <= 1.0,
+               f"variation strength must be between 0 and 1 (got {self.variation_strength:g})")
+        if self.variation_seed is not None:
+            _check(0 <= self.variation_seed <= SEED_MAX, f"the variation seed must be between 0 and {SEED_MAX}")
+        for name, value in (("width", self.width), ("height", self.height)):
+            if value is not None:
+                _check(16 <= value <= 4096, f"{name} must be between 16 and 4096 pixels (got {value})")
+                _check(value % 8 == 0, f"{name} must be a multiple of 8 (got {value}; try {snap8(value)})")
+        _check(self.inpaint_area in ("whole", "masked"), "inpaint area must be 'whole' or 'masked'")
+        _check(0 <= self.padding <= 1024, f"padding must be between 0 and 1024 pixels (got {self.padding})")
+        _check(-256 <= self.mask_grow <= 256, f"mask grow must be between -256 and 256 (got {self.mask_grow})")
+        _check(0 <= self.mask_feather <= 256, f"mask feather must be between 0 and 256 (got {self.mask_feather})")
+        if self.mask is not None:
+            _check(self.init_image is not None, "a mask needs an image to repaint (give --init)")
+            _check(self.mask.size == self.init_image.size,  # type: ignore[union-attr]
+                   f"the mask is {self.mask.size[0]}x{self.mask.size[1]} but the image is "
+                   f"{self.init_image.size[0]}x{self.init_image.size[1]}")  # type: ignore[union-attr]
+        if self.outpaint is not None:
+            _check(self.init_image is not None, "outpainting needs an image to extend (give --init)")
+            _check(len(self.outpaint) == 4 and all(v >= 0 for v in self.outpaint) and any(self.outpaint),
+                   "outpaint takes four pixel counts LEFT,TOP,RIGHT,BOTTOM, none negative, not all zero")
+            _check(self.outpaint_fill in FILLS, f"outpaint fill must be one of: {', '.join(FILLS)}")
+        return self
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise RequestError(message)
+
+
+def snap8(value: int) -> int:
+    return max(8, int(round(value / 8)) * 8)
+
+
+def image_hash(image: Image.Image | None) -> str | None:
+    """A short content hash of an input image, recorded in the recipe (the image itself is not)."""
+    if image is None:
+        return None
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return hashlib.sha256(buf.getvalue()).hexdigest()[:16]
+
+
+@dataclass
+class StepInfo:
+    """Progress of a running generation, passed to `on_step` once per denoising step."""
+
+    step: int  # 1-based
+    total: int
+    elapsed: float
+    preview: Any = None  # numpy uint8 HxWx3 of the first image's predicted result, or None
+    item: int = 0  # which batch item (sequential runs) this step belongs to
+    items: int = 1
+    previews: list[Any] = field(default_factory=list)  # every batch item's preview, with preview_all
+    region: tuple[int, int, int, int] | None = None  # where on the input image the previews belong
+
+
+@dataclass
+class GenerationResult:
+    image: Image.Image
+    seed: int
+    recipe: dict[str, Any]
+    seconds: float

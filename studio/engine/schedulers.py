@@ -1,0 +1,33 @@
+"""Schedulers by the names designers know (the AUTOMATIC1111 names), built from diffusers' own classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from studio.engine.request import SCHEDULERS, RequestError
+
+# name -> (diffusers class name, config overrides)
+_TABLE: dict[str, tuple[str, dict[str, Any]]] = {
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2,
+                                                 "use_karras_sigmas": False}),
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2,
+                                                        "use_karras_sigmas": True}),
+    "DDIM": ("DDIMScheduler", {}),
+    "UniPC": ("UniPCMultistepScheduler", {}),
+    "Heun": ("HeunDiscreteScheduler", {}),
+    "LMS": ("LMSDiscreteScheduler", {}),
+}
+assert tuple(_TABLE) == SCHEDULERS
+
+
+def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:
+    """A fresh scheduler (they hold per-run state) configured like the model's own."""
+    import diffusers
+
+    if name not in _TABLE:
+        raise RequestError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
+    class_name, overrides = _TABLE[name]
+    cls = getattr(diffusers, class_name)
+    return cls.from_config(base_config, **overrides)

@@ -1,0 +1,29 @@
+"""Turn any exception into one line a designer can act on (used by the CLI and the GUI alike)."""
+
+from __future__ import annotations
+
+import errno
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "the disk is full: nothing was saved; free some space and try again"
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename or exc}"
+    from studio.engine.request import RequestError
+
+    known: tuple[type[BaseException], ...] = (RequestError, ValueError)
+    try:
+        from studio.cli import CLIError
+        from studio.engine.models import ModelError
+
+        known += (CLIError, ModelError)
+    except ImportError:  # pragma: no cover - partial installs
+        pass
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, known):
+        return text
+    if "out of memory" in text.lower():
+        return ("the device ran out of memory: try a smaller size or batch, or turn on "
+                "attention slicing / CPU offload")
+    return f"{type(exc).__name__}: {text}"

@@ -1,0 +1,66 @@
+"""Start the desktop app: the window first, then the backend loads torch, diffusers and the model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication
+
+from studio.paths import data_dir
+
+
+def dark_palette() -> QPalette:
+    """A neutral dark theme: images are judged against grey, not against a bright UI."""
+    p = QPalette()
+    roles = {
+        QPalette.ColorRole.Window: "#2b2b2e", QPalette.ColorRole.WindowText: "#e6e6e6",
+        QPalette.ColorRole.Base: "#1f1f22", QPalette.ColorRole.AlternateBase: "#2f2f33",
+        QPalette.ColorRole.ToolTipBase: "#3a3a3f", QPalette.ColorRole.ToolTipText: "#f0f0f0",
+        QPalette.ColorRole.Text: "#e6e6e6", QPalette.ColorRole.Button: "#35353a",
+        QPalette.ColorRole.ButtonText: "#e6e6e6", QPalette.ColorRole.BrightText: "#ffffff",
+        QPalette.ColorRole.Highlight: "#3d7eea", QPalette.ColorRole.HighlightedText: "#ffffff",
+        QPalette.ColorRole.Link: "#6aa0ff", QPalette.ColorRole.PlaceholderText: "#8a8a90",
+        QPalette.ColorRole.Mid: "#4a4a50", QPalette.ColorRole.Dark: "#19191b", QPalette.ColorRole.Light: "#505056",
+    }
+    for role, colour in roles.items():
+        p.setColor(role, QColor(colour))
+    for role in (QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText, QPalette.ColorRole.WindowText):
+        p.setColor(QPalette.ColorGroup.Disabled, role, QColor("#77777c"))
+    return p
+
+
+def create_window(home: Path, device: str = "auto", model: str | None = None):  # noqa: ANN201
+    """The window and its backend, not yet shown (tests use this too)."""
+    from studio.gallery import Gallery
+    from studio.ui.main_window import MainWindow
+    from studio.ui.settings import Settings
+    from studio.ui.worker import Backend
+
+    settings = Settings(home / "settings.ini")
+    if model:
+        settings.set("model", model)
+    gallery = Gallery(home)
+    backend = Backend(home, device=device)
+    window = MainWindow(backend, settings, gallery)
+    return window
+
+
+def run_app(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="studio")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--model", help="model to load (default: the last one used, else the built-in model)")
+    args, qt_args = parser.parse_known_args(argv)
+    app = QApplication([sys.argv[0], *qt_args])
+    app.setApplicationName("Studio")
+    app.setStyle("Fusion")
+    app.setPalette(dark_palette())
+    window = create_window(data_dir(args.data_dir), args.device, args.model)
+    window.show()
+    # torch and diffusers load on the backend thread once the window is on screen.
+    QTimer.singleShot(0, lambda: (window.backend.start(), window.backend.load_model(window.settings.get("model"))))
+    return app.exec()

@@ -1,0 +1,595 @@
+"""The canvas: shows the picture, paints the inpaint mask, zooms, pans, extends, shows previews.
+
+A QWidget with its own paintEvent: the picture is one 32-bit QImage drawn through a zoom + offset
+transform, and only the exposed part of it is drawn, so a 4096x4096 image costs what the window
+shows. The mask lives in a MaskLayer (canvas_mask.py); strokes touch only their own rectangle.
+Image coordinates never depend on the zoom: widget = offset + image * zoom.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+from PySide6.QtCore import QEvent, QPointF, QRect, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import (
+    QColor,
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QImage,
+    QKeyEvent,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+    QResizeEvent,
+    QUndoStack,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import QWidget
+
+from studio.engine import canvas_ops
+from studio.ui import canvas_paint as paint
+from studio.ui.canvas_commands import ImageCommand, MaskCommand, StrokeCommand
+from studio.ui.canvas_images import as_qimage, gray_view_const, qimage_to_pil
+from studio.ui.canvas_mask import MaskLayer, MaskSnapshot, snapshot_array
+from studio.ui.canvas_preview import PreviewLayer
+
+BRUSH, ERASER, EXTEND = "brush", "eraser", "extend"
+TOOLS = (BRUSH, ERASER, EXTEND)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+MIN_ZOOM, MAX_ZOOM = 1 / 64, 64.0
+UNDO_LIMIT = 100
+FIT_MARGIN = 24
+
+
+class CanvasView(QWidget):
+    """The image canvas with mask painting, zoom/pan, outpaint extension and live previews.
+
+    The mask is mode "L", white = repaint. Every edit (stroke, mask change, image replacement) is a
+    command on `undo_stack`; the main window wires Ctrl+Z / Ctrl+Shift+Z to it.
+    """
+
+    image_changed = Signal()
+    mask_changed = Signal()
+    zoom_changed = Signal(float)
+    image_dropped = Signal(str)
+    load_failed = Signal(str)
+    extend_requested = Signal(int, int, int, int)
+    tool_changed = Signal(str)
+    brush_size_changed = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.undo_stack = QUndoStack(self)
+        self.undo_stack.setUndoLimit(UNDO_LIMIT)
+        self._image = QImage()
+        self._layer = MaskLayer()
+        self._preview = PreviewLayer()
+        self._zoom = 1.0
+        self._offset = QPointF(0, 0)
+        self._fit_mode = True
+        self._tool = BRUSH
+        self._brush_size = 48
+        self._hardness = 0.7
+        self._grow = 0
+        self._feather = 0
+        self._effective: QImage | None = None
+        self._extend_fill = "edge"
+        self._cursor: QPointF | None = None
+        self._pan_from: QPointF | None = None
+        self._space = False
+        self._drag_sides: frozenset[str] = frozenset()
+        self._drag_extents = (0, 0, 0, 0)
+        self._checker = paint.checker_brush(self.palette())
+        self.setAcceptDrops(True)
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        self.setMinimumSize(160, 120)
+
+    def sizeHint(self) -> QSize:
+        return QSize(800, 600)
+
+    # ------------------------------------------------------------------------------ image and mask
+
+    def has_image(self) -> bool:
+        return not self._image.isNull()
+
+    def image(self) -> Image.Image | None:
+        """The picture as a PIL image ("RGB", or "RGBA" if it has alpha); None while empty."""
+        return qimage_to_pil(self._image) if self.has_image() else None
+
+    def qimage(self) -> QImage:
+        """The picture as the canvas holds it (shared, do not modify)."""
+        return self._image
+
+    def set_image(self, img: Image.Image | QImage, keep_mask: bool = False) -> None:
+        """Show a new picture as a new document: the undo history is cleared and the view fitted.
+        The mask is kept only with keep_mask and an unchanged size."""
+        new = as_qimage(img)
+        keep = keep_mask and new.size() == self._image.size()
+        mask = self._layer.snapshot() if keep else MaskSnapshot(new.width(), new.height(), None)
+        self.undo_stack.clear()
+        self._fit_mode = True
+        self._swap(new, mask, 0, 0)
+
+    def mask(self) -> Image.Image | None:
+        """The mask, mode "L" at the image size, white = repaint; None while there is no image."""
+        return self._layer.to_pil() if self.has_image() else None
+
+    def effective_mask(self) -> Image.Image | None:
+        """The mask after the grow/feather set by set_mask_preview (what a generation would use)."""
+        mask = self.mask()
+        if mask is None or (self._grow == 0 and self._feather == 0):
+            return mask
+        return canvas_ops.grow_and_feather(mask, self._grow, self._feather)
+
+    def has_mask(self) -> bool:
+        return self.has_image() and not self._layer.is_empty()
+
+    def set_mask(self, mask: Image.Image | QImage) -> None:
+        """Replace the mask (undoable). Raises MaskError for a wrong size or a colour mask."""
+        if not self.has_image():
+            raise canvas_ops.MaskError("there is no image to put a mask on")
+        pil = qimage_to_pil(mask) if isinstance(mask, QImage) else mask
+        if pil.size != (self._image.width(), self._image.height()):
+            raise canvas_ops.MaskError(
+                f"mask is {pil.width}x{pil.height} but the image is {self._image.width()}x{self._image.height()}"
+            )
+        self._push_mask(canvas_ops.to_grey(pil), "Set mask")
+
+    def clear_mask(self) -> None:
+        if self.has_mask():
+            self._push_mask(np.zeros((self._image.height(), self._image.width()), np.uint8), "Clear mask")
+
+    def fill_mask(self) -> None:
+        if self.has_image():
+            self._push_mask(np.full((self._image.height(), self._image.width()), 255, np.uint8), "Fill mask")
+
+    def invert_mask(self) -> None:
+        if self.has_image():
+            self._push_mask(255 - gray_view_const(self._layer.image), "Invert mask")
+
+    def _push_mask(self, values: np.ndarray, text: str) -> None:
+        before = self._layer.snapshot()
+        self.undo_stack.push(MaskCommand(self._layer, before, snapshot_array(values), text, self._mask_edited))
+
+    def apply_result(self, img: Image.Image | QImage, description: str, keep_mask: bool | None = None) -> None:
+        """Put a new picture on the canvas as one undoable step (a generation result, a paste).
+
+        keep_mask None keeps the mask when the size is unchanged (re-rolling an inpaint with the same
+        mask is common) and clears it otherwise; True/False force it (a mask never survives a resize).
+        """
+        new = as_qimage(img)
+        keep = keep_mask is not False and new.size() == self._image.size()
+        after = self._layer.snapshot() if keep else MaskSnapshot(new.width(), new.height(), None)
+        before = (self._image, self._layer.snapshot()) if self.has_image() else (QImage(), MaskSnapshot(0, 0, None))
+        self.undo_stack.push(ImageCommand(self._swap, before, (new, after), description))
+
+    def extend(self, left: int, top: int, right: int, bottom: int, fill: str | None = None, overlap: int = 8) -> None:
+        """Grow the canvas for an outpaint (canvas_ops.extend_canvas): the new picture with its new
+        area prefilled and the outpaint mask, as one undoable step. Raises ValueError for bad extents."""
+        src = self.image()
+        if src is None:
+            raise ValueError("there is no image to extend")
+        fill = fill or self._extend_fill
+        extents = (left, top, right, bottom)
+        canvas, mask = canvas_ops.extend_canvas(src, *extents, overlap=overlap, fill=fill)
+        real = canvas_ops.snap_extents(src.size, extents)
+        before = (self._image, self._layer.snapshot())
+        after = (as_qimage(canvas), snapshot_array(np.asarray(mask)))
+        text = "Extend canvas " + " ".join(f"{n}+{v}" for n, v in zip(paint.SIDES, real) if v)
+        self.undo_stack.push(ImageCommand(self._swap, before, after, text, shift=(real[0], real[1])))
+
+    def _swap(self, image: QImage, mask: MaskSnapshot, dx: int, dy: int) -> None:
+        """Make `image` and `mask` current (used by set_image and the image commands)."""
+        was_empty = not self.has_image()
+        self._image = image
+        self._layer.reset(image.width(), image.height())
+        if not image.isNull():
+            self._layer.restore(mask)
+        self._effective = None
+        self._preview.clear()
+        if self._fit_mode or was_empty:
+            self.fit()
+        else:
+            self._offset -= QPointF(dx, dy) * self._zoom
+        self.update()
+        self.image_changed.emit()
+        self.mask_changed.emit()
+
+    def _mask_edited(self, rect: QRect) -> None:
+        """A command changed the mask inside `rect` (image coordinates)."""
+        self._effective = None
+        self._preview.mask_changed()
+        self.update(self._to_widget_rect(QRectF(rect)))
+        if self._effective_on():
+            self.update()
+        self.mask_changed.emit()
+
+    # ---------------------------------------------------------------------------------- brush state
+
+    def tool(self) -> str:
+        return self._tool
+
+    def set_tool(self, tool: str) -> None:
+        if tool not in TOOLS:
+            raise ValueError(f"unknown tool {tool!r}; choose one of {', '.join(TOOLS)}")
+        if tool != self._tool:
+            self._tool = tool
+            if self._fit_mode:
+                self.fit()
+            self._update_cursor()
+            self.update()
+            self.tool_changed.emit(tool)
+
+    def brush_size(self) -> int:
+        return self._brush_size
+
+    def set_brush_size(self, size: int) -> None:
+        size = int(min(max(size, 1), 2048))
+        if size != self._brush_size:
+            old = self._brush_size
+            self._brush_size = size
+            self._update_brush_outline(max(old, size))
+            self.brush_size_changed.emit(size)
+
+    def brush_hardness(self) -> float:
+        return self._hardness
+
+    def set_brush_hardness(self, hardness: float) -> None:
+        self._hardness = min(max(float(hardness), 0.0), 1.0)
+
+    def set_overlay(self, color: QColor | str, opacity: float) -> None:
+        """Tint and opacity (0..1) of the mask overlay."""
+        self._layer.set_tint(QColor(color), opacity)
+        self._effective = None
+        self.update()
+
+    def set_extend_fill(self, fill: str) -> None:
+        """How the extend tool prefills new area: one of canvas_ops.FILL_MODES."""
+        if fill not in canvas_ops.FILL_MODES:
+            raise ValueError(f"unknown fill {fill!r}; choose one of {', '.join(canvas_ops.FILL_MODES)}")
+        self._extend_fill = fill
+
+    def set_mask_preview(self, grow: int, feather: int) -> None:
+        """Show the mask as a generation would use it after growing and feathering (0, 0: raw)."""
+        if (grow, feather) != (self._grow, self._feather):
+            self._grow, self._feather = int(grow), int(feather)
+            self._effective = None
+            self.update()
+
+    def _effective_on(self) -> bool:
+        return self._grow != 0 or self._feather != 0
+
+    # ---------------------------------------------------------------------------------- strokes
+
+    def begin_stroke(self, pos: QPointF) -> None:
+        """Start a brush or eraser stroke at image point `pos` (the mouse handlers call these three)."""
+        if not self.has_image():
+            return
+        erase = self._tool == ERASER
+        dirty = self._layer.begin_stroke(pos, self._brush_size, self._hardness, erase)
+        self.update(self._to_widget_rect(QRectF(dirty)))
+
+    def stroke_to(self, pos: QPointF) -> None:
+        dirty = self._layer.stroke_to(pos)
+        if not dirty.isEmpty():
+            self.update(self._to_widget_rect(QRectF(dirty)))
+
+    def end_stroke(self) -> StrokeCommand | None:
+        """Finish the stroke and push it on the undo stack; returns the command (None if no change)."""
+        erase = self._tool == ERASER
+        delta = self._layer.end_stroke()
+        if delta is None:
+            return None
+        command = StrokeCommand(self._layer, delta, "Erase mask" if erase else "Paint mask", self._mask_edited)
+        self.undo_stack.push(command)
+        self._mask_edited(delta.bounds)
+        return command
+
+    # ------------------------------------------------------------------------------------- preview
+
+    def show_preview(self, img: QImage | None, box: tuple[int, int, int, int] | None = None) -> None:
+        """Draw a generation preview over `box` (image coordinates; default the whole image), seen
+        through the mask when there is one; None clears it."""
+        if img is None or img.isNull() or not self.has_image():
+            self._preview.clear()
+        else:
+            self._preview.set(img, box or (0, 0, self._image.width(), self._image.height()))
+        self.update()
+
+    # ---------------------------------------------------------------------------------------- view
+
+    def zoom(self) -> float:
+        return self._zoom
+
+    def set_zoom(self, zoom: float, anchor: QPointF | None = None) -> None:
+        """Zoom keeping the image point under `anchor` (widget coordinates; default the centre) still."""
+        zoom = min(max(zoom, MIN_ZOOM), MAX_ZOOM)
+        anchor = QPointF(self.width() / 2, self.height() / 2) if anchor is None else QPointF(anchor)
+        fixed = self.map_to_image(anchor)
+        self._fit_mode = False
+        self._offset = anchor - fixed * zoom
+        if zoom >= 1 and zoom == int(zoom):
+            # Whole-pixel offsets at integer zooms keep pixels crisp (no resampling at 100%).
+            self._offset = QPointF(round(self._offset.x()), round(self._offset.y()))
+        self._set_zoom_value(zoom)
+        self.update()
+
+    def fit(self) -> None:
+        """Zoom so the whole image fits the widget, centred (Ctrl+0); later resizes keep it fitted."""
+        self._fit_mode = True
+        if not self.has_image():
+            return
+        iw, ih = self._image.width(), self._image.height()
+        # The extend tool needs room around the image to drag its edges into.
+        margin = max(FIT_MARGIN, 0.12 * min(self.width(), self.height())) if self._tool == EXTEND else FIT_MARGIN
+        zoom = min((self.width() - 2 * margin) / iw, (self.height() - 2 * margin) / ih)
+        zoom = min(max(zoom, MIN_ZOOM), MAX_ZOOM)
+        self._offset = QPointF((self.width() - iw * zoom) / 2, (self.height() - ih * zoom) / 2)
+        self._set_zoom_value(zoom)
+        self.update()
+
+    def actual_size(self) -> None:
+        """One image pixel per screen pixel, around the centre of the view (Ctrl+1)."""
+        self.set_zoom(1.0)
+
+    def map_to_image(self, pos: QPointF) -> QPointF:
+        return (QPointF(pos) - self._offset) / self._zoom
+
+    def map_from_image(self, pos: QPointF) -> QPointF:
+        return QPointF(pos) * self._zoom + self._offset
+
+    def image_rect(self) -> QRectF:
+        """Where the image is drawn, in widget coordinates."""
+        return QRectF(self._offset.x(), self._offset.y(), self._image.width() * self._zoom, self._image.height() * self._zoom)
+
+    def _set_zoom_value(self, zoom: float) -> None:
+        if zoom != self._zoom:
+            self._zoom = zoom
+            self.zoom_changed.emit(zoom)
+
+    def _to_widget_rect(self, rect: QRectF) -> QRect:
+        tl = self.map_from_image(rect.topLeft())
+        return QRectF(tl, rect.size() * self._zoom).toAlignedRect().adjusted(-2, -2, 2, 2)
+
+    # -------------------------------------------------------------------------------------- opening
+
+    def open_file(self, path: str) -> bool:
+        """Load an image file onto the canvas as an undoable step; reports failures by load_failed."""
+        name = Path(path).name
+        try:
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im)
+                im.load()
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            self.load_failed.emit(f"cannot open {name}: {exc}")
+            return False
+        self.apply_result(im, f"Open {name}", keep_mask=False)
+        self.image_dropped.emit(str(path))
+        return True
+
+    def paste_from_clipboard(self) -> bool:
+        """Paste an image (pixels, or a file path/URL) from the clipboard; False if there was none."""
+        data = QGuiApplication.clipboard().mimeData()
+        if data is not None and data.hasImage():
+            img = QImage(data.imageData())
+            if not img.isNull():
+                self.apply_result(img, "Paste image", keep_mask=False)
+                return True
+        for path in _local_paths(data):
+            return self.open_file(path)
+        text = QGuiApplication.clipboard().text().strip()
+        if text and Path(text).suffix.lower() in IMAGE_SUFFIXES and Path(text).is_file():
+            return self.open_file(text)
+        return False
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        data = event.mimeData()
+        if data.hasImage() or _local_paths(data):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        data = event.mimeData()
+        paths = _local_paths(data)
+        if paths:
+            self.open_file(paths[0])
+        elif data.hasImage():
+            self.apply_result(QImage(data.imageData()), "Drop image", keep_mask=False)
+        event.acceptProposedAction()
+
+    # ---------------------------------------------------------------------------------------- input
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        self.setFocus(Qt.FocusReason.MouseFocusReason)
+        pos = event.position()
+        button = event.button()
+        if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton and self._space):
+            self._pan_from = pos
+            self.setCursor(Qt.CursorShape.ClosedHandCursor)
+        elif button == Qt.MouseButton.LeftButton and self.has_image():
+            if self._tool == EXTEND:
+                self._drag_sides = paint.hit_sides(pos, self.image_rect())
+                self._drag_extents = (0, 0, 0, 0)
+            else:
+                self.begin_stroke(self.map_to_image(pos))
+        event.accept()
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        pos = event.position()
+        if self._pan_from is not None:
+            self._offset += pos - self._pan_from
+            self._pan_from = pos
+            self._fit_mode = False
+            self.update()
+        elif self._layer.stroking:
+            self.stroke_to(self.map_to_image(pos))
+        elif self._drag_sides:
+            extents = paint.drag_extents(self._drag_sides, self.map_to_image(pos), self._image.width(), self._image.height())
+            if extents != self._drag_extents:
+                self._drag_extents = extents
+                self.update()
+        elif self._tool == EXTEND and self.has_image():
+            self.setCursor(paint.side_cursor(paint.hit_sides(pos, self.image_rect())))
+        self._move_brush_outline(pos)
+        event.accept()
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._pan_from is not None and event.button() in (Qt.MouseButton.MiddleButton, Qt.MouseButton.LeftButton):
+            self._pan_from = None
+            self._update_cursor()
+        elif event.button() == Qt.MouseButton.LeftButton and self._layer.stroking:
+            self.stroke_to(self.map_to_image(event.position()))
+            self.end_stroke()
+        elif event.button() == Qt.MouseButton.LeftButton and self._drag_sides:
+            self._finish_extend_drag()
+        event.accept()
+
+    def _finish_extend_drag(self) -> None:
+        extents, self._drag_extents, self._drag_sides = self._drag_extents, (0, 0, 0, 0), frozenset()
+        self.update()
+        if any(extents):
+            self.extend_requested.emit(*extents)
+            self.extend(*extents)
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        steps = event.angleDelta().y() / 120.0
+        if steps and self.has_image():
+            self.set_zoom(self._zoom * math.pow(1.2, steps), event.position())
+        event.accept()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        key, mods = event.key(), event.modifiers()
+        ctrl = bool(mods & Qt.KeyboardModifier.ControlModifier)
+        if key == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = True
+            self._update_cursor()
+        elif key == Qt.Key.Key_BracketLeft:
+            self.set_brush_size(min(self._brush_size - 1, round(self._brush_size / 1.25)))
+        elif key == Qt.Key.Key_BracketRight:
+            self.set_brush_size(max(self._brush_size + 1, round(self._brush_size * 1.25)))
+        elif key == Qt.Key.Key_B and not ctrl:
+            self.set_tool(BRUSH)
+        elif key == Qt.Key.Key_E and not ctrl:
+            self.set_tool(ERASER)
+        elif key == Qt.Key.Key_0 and ctrl:
+            self.fit()
+        elif key == Qt.Key.Key_1 and ctrl:
+            self.actual_size()
+        elif key == Qt.Key.Key_Escape and self._drag_sides:
+            self._drag_sides, self._drag_extents = frozenset(), (0, 0, 0, 0)
+            self.update()
+        else:
+            super().keyPressEvent(event)
+            return
+        event.accept()
+
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space = False
+            self._update_cursor()
+            event.accept()
+            return
+        super().keyReleaseEvent(event)
+
+    def leaveEvent(self, event: QEvent) -> None:
+        self._move_brush_outline(None)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        if self._fit_mode:
+            self.fit()
+
+    def _painting_tool(self) -> bool:
+        return self._tool in (BRUSH, ERASER) and not self._space and self._pan_from is None
+
+    def _update_cursor(self) -> None:
+        if self._pan_from is not None:
+            self.setCursor(Qt.CursorShape.ClosedHandCursor)
+        elif self._space:
+            self.setCursor(Qt.CursorShape.OpenHandCursor)
+        elif self._tool == EXTEND:
+            self.setCursor(Qt.CursorShape.ArrowCursor)
+        else:
+            # The brush outline is the cursor; a system arrow on top of it would hide the centre.
+            self.setCursor(Qt.CursorShape.BlankCursor)
+        self.update()
+
+    def _move_brush_outline(self, pos: QPointF | None) -> None:
+        radius = self._brush_size / 2 * self._zoom
+        if self._cursor is not None:
+            self.update(paint.brush_outline_rect(self._cursor, radius).toAlignedRect())
+        self._cursor = None if pos is None else QPointF(pos)
+        if self._cursor is not None:
+            self.update(paint.brush_outline_rect(self._cursor, radius).toAlignedRect())
+
+    def _update_brush_outline(self, size: int) -> None:
+        if self._cursor is not None:
+            self.update(paint.brush_outline_rect(self._cursor, size / 2 * self._zoom).toAlignedRect())
+
+    # -------------------------------------------------------------------------------------- drawing
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        p = QPainter(self)
+        exposed = QRectF(event.rect())
+        p.fillRect(event.rect(), paint.surround_color(self.palette()))
+        if not self.has_image():
+            paint.draw_placeholder(p, QRectF(self.rect()), self.palette())
+            p.end()
+            return
+        target = self.image_rect()
+        paint.draw_image_shadow(p, target)
+        if self._image.hasAlphaChannel():
+            p.setBrushOrigin(target.topLeft())
+            p.fillRect(target.intersected(exposed), self._checker)
+        smooth = self._zoom < 2.0
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, smooth)
+        self._draw_part(p, self._image, target, exposed)
+        self._preview.draw(p, self._layer, self.map_from_image, self._zoom)
+        self._draw_mask(p, target, exposed)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        if any(self._drag_extents):
+            paint.draw_extend_frame(p, target, self._drag_extents, self._zoom, self.palette())
+        if self._cursor is not None and self._painting_tool():
+            paint.draw_brush_outline(p, self._cursor, self._brush_size / 2 * self._zoom, self._tool == ERASER)
+        p.end()
+
+    def _draw_mask(self, p: QPainter, target: QRectF, exposed: QRectF) -> None:
+        # While a preview shows, the tint would colour it; the mask is drawn again once it is gone.
+        if self._preview.active and not self._layer.stroking:
+            return
+        if self._effective_on():
+            if self._effective is None:
+                self._effective = self._layer.effective_overlay(self._grow, self._feather)
+            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+            self._draw_part(p, self._effective, target, exposed)
+            if not self._layer.stroking:
+                return
+        self._draw_part(p, self._layer.overlay, target, exposed)
+
+    def _draw_part(self, p: QPainter, img: QImage, target: QRectF, exposed: QRectF) -> None:
+        """Draw the part of `img` (stretched over `target`) that falls inside `exposed`, only."""
+        visible = target.intersected(exposed)
+        if visible.isEmpty():
+            return
+        sx, sy = img.width() / target.width(), img.height() / target.height()
+        x0 = math.floor((visible.left() - target.left()) * sx)
+        y0 = math.floor((visible.top() - target.top()) * sy)
+        x1 = min(img.width(), math.ceil((visible.right() - target.left()) * sx) + 1)
+        y1 = min(img.height(), math.ceil((visible.bottom() - target.top()) * sy) + 1)
+        source = QRectF(x0, y0, x1 - x0, y1 - y0)
+        dest = QRectF(target.left() + x0 / sx, target.top() + y0 / sy, (x1 - x0) / sx, (y1 - y0) / sy)
+        p.drawImage(dest, img, source)
+
+
+def _local_paths(data: object) -> list[str]:
+    """Local image files named by a drag or clipboard's URLs (remote URLs are not fetched)."""
+    if data is None or not data.hasUrls():  # type: ignore[attr-defined]
+        return []
+    paths = [u.toLocalFile() for u in data.urls() if u.isLocalFile()]  # type: ignore[attr-defined]
+    return [p for p in paths if Path(p).suffix.lower() in IMAGE_SUFFIXES]

@@ -1,0 +1,288 @@
+"""The generation controls: prompt, sliders paired with spin boxes, seed tools, size, sampler."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from PySide6.QtCore import QRegularExpression, Qt, Signal
+from PySide6.QtGui import QRegularExpressionValidator
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QSlider,
+    QSpinBox,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.engine.request import FILLS, SCHEDULERS, SEED_MAX
+from studio.ui.settings import Settings
+
+SIZE_PRESETS = ("Native", "64 × 64", "128 × 128", "256 × 256", "512 × 512", "768 × 768", "1024 × 1024",
+                "512 × 768", "768 × 512", "Custom")
+
+
+class SliderSpin(QWidget):
+    """A slider and a spin box showing one value; either one edits it."""
+
+    valueChanged = Signal(float)
+
+    def __init__(self, minimum: float, maximum: float, step: float, decimals: int = 0,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._scale = 1 / step
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(round(minimum * self._scale), round(maximum * self._scale))
+        self.spin: QSpinBox | QDoubleSpinBox = QDoubleSpinBox() if decimals else QSpinBox()
+        self.spin.setRange(minimum, maximum)  # type: ignore[arg-type]
+        self.spin.setSingleStep(step)  # type: ignore[arg-type]
+        if decimals:
+            self.spin.setDecimals(decimals)  # type: ignore[union-attr]
+        self.spin.setFixedWidth(72)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.slider, 1)
+        layout.addWidget(self.spin)
+        self.slider.valueChanged.connect(lambda v: self.spin.setValue(v / self._scale))
+        self.spin.valueChanged.connect(self._from_spin)
+
+    def _from_spin(self, value: float) -> None:
+        self.slider.blockSignals(True)
+        self.slider.setValue(round(value * self._scale))
+        self.slider.blockSignals(False)
+        self.valueChanged.emit(float(value))
+
+    def value(self) -> float:
+        return float(self.spin.value())
+
+    def setValue(self, value: float) -> None:  # noqa: N802 - Qt naming, like the widgets it wraps
+        self.spin.setValue(value)  # type: ignore[arg-type]
+
+
+class SeedBox(QWidget):
+    """Seed field (0..2^32-1) with random, lock and previous/next buttons for clicking through seeds."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.edit = QLineEdit()
+        self.edit.setValidator(QRegularExpressionValidator(QRegularExpression(r"\d{1,10}")))
+        self.edit.setToolTip("Seed: the same seed and settings give the same image")
+        self.prev_button = self._button("◀", "Previous seed (Alt+Left)", lambda: self.step(-1))
+        self.next_button = self._button("▶", "Next seed (Alt+Right)", lambda: self.step(1))
+        self.dice = self._button("🎲", "Random seed (Ctrl+R)", self.randomise)
+        self.lock = self._button("🔒", "Lock the seed: keep it between runs (Ctrl+L)", None)
+        self.lock.setCheckable(True)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for w in (self.edit, self.prev_button, self.next_button, self.dice, self.lock):
+            layout.addWidget(w)
+        layout.setStretch(0, 1)
+
+    def _button(self, text: str, tip: str, slot: Any) -> QToolButton:
+        b = QToolButton()
+        b.setText(text)
+        b.setToolTip(tip)
+        b.setAutoRaise(True)
+        if slot is not None:
+            b.clicked.connect(slot)
+        return b
+
+    def seed(self) -> int:
+        text = self.edit.text()
+        return min(int(text), SEED_MAX) if text else 0
+
+    def set_seed(self, seed: int) -> None:
+        self.edit.setText(str(seed % (SEED_MAX + 1)))
+
+    def step(self, delta: int) -> None:
+        self.set_seed(self.seed() + delta)
+
+    def randomise(self) -> None:
+        self.set_seed(random.randint(0, SEED_MAX))
+
+    def after_run(self) -> None:
+        """An unlocked seed moves on, so the next click gives a new picture."""
+        if not self.lock.isChecked():
+            self.randomise()
+
+
+class GenerationControls(QWidget):
+    """Everything a generation needs except the canvas' image and mask."""
+
+    generate_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.prompt = QPlainTextEdit()
+        self.prompt.setPlaceholderText("Describe the image… (Ctrl+Enter generates)")
+        self.prompt.setFixedHeight(76)
+        self.negative = QPlainTextEdit()
+        self.negative.setPlaceholderText("Negative prompt: what to keep out")
+        self.negative.setFixedHeight(48)
+        self.steps = SliderSpin(1, 150, 1)
+        self.cfg = SliderSpin(1, 30, 0.5, decimals=1)
+        self.strength = SliderSpin(0.01, 1.0, 0.01, decimals=2)
+        self.seed = SeedBox()
+        self.size = QComboBox()
+        self.size.addItems(SIZE_PRESETS)
+        self.width_spin, self.height_spin = self._size_spin(), self._size_spin()
+        self.scheduler = QComboBox()
+        self.scheduler.addItems(SCHEDULERS)
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 16)
+        self.batch.setToolTip("Images per click: seeds seed, seed+1, … (4 or 9 show as a grid)")
+        self.variation = SliderSpin(0, 1, 0.01, decimals=2)
+        self.variation.setToolTip("Variation strength: 0 keeps the seed's image, higher moves towards a "
+                                  "variation seed (seed + 1000)")
+        self._build_layout()
+        self.size.currentTextChanged.connect(self._preset_chosen)
+
+    def _size_spin(self) -> QSpinBox:
+        spin = QSpinBox()
+        spin.setRange(16, 4096)
+        spin.setSingleStep(8)
+        spin.setEnabled(False)
+        return spin
+
+    def _build_layout(self) -> None:
+        main = QVBoxLayout(self)
+        main.addWidget(QLabel("Prompt"))
+        main.addWidget(self.prompt)
+        main.addWidget(self.negative)
+        form = QFormLayout()
+        form.addRow("Steps", self.steps)
+        form.addRow("Guidance", self.cfg)
+        form.addRow("Seed", self.seed)
+        size_row = QHBoxLayout()
+        size_row.addWidget(self.size, 1)
+        size_row.addWidget(self.width_spin)
+        size_row.addWidget(QLabel("×"))
+        size_row.addWidget(self.height_spin)
+        form.addRow("Size", size_row)
+        form.addRow("Sampler", self.scheduler)
+        form.addRow("Batch", self.batch)
+        form.addRow("Variation", self.variation)
+        form.addRow("Strength", self.strength)
+        self.strength.setToolTip("Denoising strength for image-to-image, inpaint and outpaint")
+        main.addLayout(form)
+        self.mask_group = self._mask_group()
+        main.addWidget(self.mask_group)
+        main.addStretch(1)
+
+    def _mask_group(self) -> QGroupBox:
+        group = QGroupBox("Inpaint and outpaint")
+        form = QFormLayout(group)
+        self.inpaint_area = QComboBox()
+        self.inpaint_area.addItem("Whole image", "whole")
+        self.inpaint_area.addItem("Only masked (full detail)", "masked")
+        self.padding = QSpinBox()
+        self.padding.setRange(0, 1024)
+        self.padding.setSuffix(" px")
+        self.mask_grow = QSpinBox()
+        self.mask_grow.setRange(-256, 256)
+        self.mask_grow.setSuffix(" px")
+        self.mask_feather = QSpinBox()
+        self.mask_feather.setRange(0, 256)
+        self.mask_feather.setSuffix(" px")
+        self.outpaint_fill = QComboBox()
+        self.outpaint_fill.addItems(FILLS)
+        form.addRow("Area", self.inpaint_area)
+        form.addRow("Padding", self.padding)
+        form.addRow("Grow", self.mask_grow)
+        form.addRow("Feather", self.mask_feather)
+        form.addRow("Outpaint fill", self.outpaint_fill)
+        return group
+
+    def _preset_chosen(self, text: str) -> None:
+        custom = text == "Custom"
+        self.width_spin.setEnabled(custom)
+        self.height_spin.setEnabled(custom)
+        if "×" in text:
+            w, h = (int(v) for v in text.split("×"))
+            self.width_spin.setValue(w)
+            self.height_spin.setValue(h)
+
+    def size_value(self) -> tuple[int | None, int | None]:
+        if self.size.currentText() == "Native":
+            return None, None
+        return self.width_spin.value(), self.height_spin.value()
+
+    def set_size(self, width: int | None, height: int | None) -> None:
+        if not width or not height:
+            self.size.setCurrentText("Native")
+            return
+        label = f"{width} × {height}"
+        self.size.setCurrentText(label if label in SIZE_PRESETS else "Custom")
+        self.width_spin.setValue(width)
+        self.height_spin.setValue(height)
+
+    def request_fields(self) -> dict[str, Any]:
+        """The GenerationRequest keyword arguments these controls decide."""
+        width, height = self.size_value()
+        strength = self.variation.value()
+        seed = self.seed.seed()
+        return dict(
+            prompt=self.prompt.toPlainText().strip(), negative_prompt=self.negative.toPlainText().strip(),
+            steps=int(self.steps.value()), cfg=self.cfg.value(), seed=seed, width=width, height=height,
+            scheduler=self.scheduler.currentText(), strength=self.strength.value(), batch_size=self.batch.value(),
+            variation_seed=(seed + 1000) % (SEED_MAX + 1) if strength > 0 else None, variation_strength=strength,
+            mask_grow=self.mask_grow.value(), mask_feather=self.mask_feather.value(),
+            inpaint_area=self.inpaint_area.currentData(), padding=self.padding.value(),
+            outpaint_fill=self.outpaint_fill.currentText(),
+        )
+
+    def apply_recipe(self, recipe: dict[str, Any], seed_only: bool = False) -> None:
+        """Fill the controls from a stored recipe (gallery "reuse settings" / "reuse seed")."""
+        if recipe.get("seed") is not None:
+            self.seed.set_seed(int(recipe["seed"]))
+            self.seed.lock.setChecked(True)  # reusing a seed means keeping it
+        if seed_only:
+            return
+        self.prompt.setPlainText(str(recipe.get("prompt") or ""))
+        self.negative.setPlainText(str(recipe.get("negative_prompt") or ""))
+        for key, widget in (("steps", self.steps), ("cfg", self.cfg), ("strength", self.strength)):
+            if isinstance(recipe.get(key), (int, float)):
+                widget.setValue(float(recipe[key]))
+        if recipe.get("scheduler") in SCHEDULERS:
+            self.scheduler.setCurrentText(recipe["scheduler"])
+        if recipe.get("width") and recipe.get("height"):
+            self.set_size(int(recipe["width"]), int(recipe["height"]))
+
+    def load(self, s: Settings) -> None:
+        self.prompt.setPlainText(s.get("prompt"))
+        self.negative.setPlainText(s.get("negative_prompt"))
+        self.steps.setValue(s.get("steps"))
+        self.cfg.setValue(s.get("cfg"))
+        self.seed.set_seed(s.get("seed"))
+        self.seed.lock.setChecked(s.get("seed_locked"))
+        self.set_size(s.get("width") or None, s.get("height") or None)
+        self.scheduler.setCurrentText(s.get("scheduler"))
+        self.strength.setValue(s.get("strength"))
+        self.batch.setValue(s.get("batch"))
+        self.variation.setValue(s.get("variation_strength"))
+        self.mask_grow.setValue(s.get("mask_grow"))
+        self.mask_feather.setValue(s.get("mask_feather"))
+        self.inpaint_area.setCurrentIndex(max(0, self.inpaint_area.findData(s.get("inpaint_area"))))
+        self.padding.setValue(s.get("padding"))
+        self.outpaint_fill.setCurrentText(s.get("outpaint_fill"))
+
+    def save(self, s: Settings) -> None:
+        f = self.request_fields()
+        for key in ("steps", "cfg", "seed", "scheduler", "strength", "mask_grow", "mask_feather",
+                    "inpaint_area", "padding", "outpaint_fill"):
+            s.set(key, f[key])
+        s.set("prompt", self.prompt.toPlainText())
+        s.set("negative_prompt", self.negative.toPlainText())
+        s.set("seed_locked", self.seed.lock.isChecked())
+        s.set("width", f["width"] or 0)
+        s.set("height", f["height"] or 0)
+        s.set("batch", f["batch_size"])
+        s.set("variation_strength", f["variation_strength"])

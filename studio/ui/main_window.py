@@ -1,0 +1,380 @@
+"""The main window: controls on the left, canvas (or variation grid) in the middle, gallery on the right."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.engine.request import GenerationRequest, RequestError
+from studio.ui.controls import GenerationControls
+from studio.ui.settings import Settings
+from studio.ui.variations import VariationGrid
+from studio.ui.worker import Backend, JobResult
+
+
+def pil_to_qimage(image: Any) -> QImage:
+    rgb = image.convert("RGB")
+    return QImage(rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888).copy()
+
+
+class MainWindow(QMainWindow):
+    """Wires the controls, the canvas, the gallery and the backend together; owns no model state."""
+
+    def __init__(self, backend: Backend, settings: Settings, gallery: Any = None) -> None:
+        super().__init__()
+        from studio.ui.canvas import CanvasView
+
+        self.backend = backend
+        self.settings = settings
+        self.gallery = gallery
+        self.setWindowTitle("Studio")
+        self.controls = GenerationControls()
+        self.canvas = CanvasView()
+        self.grid = VariationGrid()
+        self.center = QStackedWidget()
+        self.center.addWidget(self.canvas)
+        self.center.addWidget(self.grid)
+        self.setCentralWidget(self.center)
+        self._running: dict[int, dict[str, Any]] = {}  # job id -> what it was for
+        self._model_info: dict[str, Any] = {}
+        self._build_left_dock()
+        self._build_gallery_dock()
+        self._build_status_bar()
+        self._build_actions()
+        self._connect_backend()
+        self.controls.load(settings)
+        self._restore_geometry()
+        self.set_busy(False)
+
+    # ------------------------------------------------------------------ layout
+
+    def _build_left_dock(self) -> None:
+        panel = QWidget()
+        layout = QVBoxLayout(panel)
+        layout.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.controls)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        layout.addWidget(scroll, 1)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("Ready")
+        self.progress.setValue(0)
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setDefault(True)
+        self.generate_button.setMinimumHeight(36)
+        self.cancel_button = QPushButton("Cancel")
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.generate_button, 2)
+        buttons.addWidget(self.cancel_button, 1)
+        layout.addWidget(self.progress)
+        layout.addLayout(buttons)
+        dock = QDockWidget("Generate")
+        dock.setObjectName("controls")
+        dock.setWidget(panel)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        dock.setMinimumWidth(330)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+        self.generate_button.clicked.connect(self.generate)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.grid.chosen.connect(self._keep_variation)
+        self.grid.seed_chosen.connect(self._adopt_seed)
+
+    def _build_gallery_dock(self) -> None:
+        self.gallery_panel = None
+        if self.gallery is None:
+            return
+        from studio.ui.gallery_view import GalleryPanel
+
+        self.gallery_panel = GalleryPanel(self.gallery)
+        dock = QDockWidget("Gallery")
+        dock.setObjectName("gallery")
+        dock.setWidget(self.gallery_panel)
+        self.gallery_dock = dock
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.gallery_panel.reuse_settings.connect(self.controls.apply_recipe)
+        self.gallery_panel.reuse_seed.connect(self._adopt_seed)
+        self.gallery_panel.send_to_canvas.connect(self.open_image)
+        self.gallery_panel.regenerate.connect(self._regenerate)
+        self.gallery_panel.make_variations.connect(self._variations_of)
+
+    def _build_status_bar(self) -> None:
+        self.model_label = QLabel("Starting…")
+        self.timing_label = QLabel("")
+        self.queue_label = QLabel("")
+        bar = self.statusBar()
+        bar.addWidget(self.model_label, 1)
+        bar.addPermanentWidget(self.queue_label)
+        bar.addPermanentWidget(self.timing_label)
+
+    def _action(self, menu: Any, text: str, shortcut: Any, slot: Any, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcuts(shortcut if isinstance(shortcut, list) else [shortcut])
+            keys = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            action.setToolTip(f"{tip or text} ({keys})")
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        self.addAction(action)  # shortcuts work wherever the focus is
+        return action
+
+    def _build_actions(self) -> None:
+        S = QKeySequence
+        file_menu = self.menuBar().addMenu("&File")
+        self._action(file_menu, "&Open image…", S.StandardKey.Open, self.open_dialog)
+        self._action(file_menu, "&Save canvas as…", S.StandardKey.SaveAs, self.save_dialog)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", S.StandardKey.Quit, self.close)
+        edit = self.menuBar().addMenu("&Edit")
+        self.undo_action = self.canvas.undo_stack.createUndoAction(self, "&Undo")
+        self.undo_action.setShortcut(S.StandardKey.Undo)
+        self.redo_action = self.canvas.undo_stack.createRedoAction(self, "&Redo")
+        self.redo_action.setShortcuts([S("Ctrl+Shift+Z"), S.StandardKey.Redo])
+        for a in (self.undo_action, self.redo_action):
+            edit.addAction(a)
+            self.addAction(a)
+        self._action(edit, "&Paste image", S.StandardKey.Paste, self.canvas.paste_from_clipboard)
+        edit.addSeparator()
+        self._action(edit, "Clear mask", S("Ctrl+Shift+M"), self.canvas.clear_mask)
+        self._action(edit, "Invert mask", S("Ctrl+I"), self.canvas.invert_mask)
+        self._action(edit, "Extend canvas 64 px left and right", S("Ctrl+Shift+E"),
+                     lambda: self.canvas.extend(64, 0, 64, 0, fill=self.controls.outpaint_fill.currentText()))
+        self._action(edit, "Extend canvas 64 px top and bottom", None,
+                     lambda: self.canvas.extend(0, 64, 0, 64, fill=self.controls.outpaint_fill.currentText()))
+        gen = self.menuBar().addMenu("&Generate")
+        self.generate_action = self._action(gen, "&Generate", [S("Ctrl+Return"), S("Ctrl+Enter")], self.generate)
+        self.cancel_action = self._action(gen, "&Cancel", S("Esc"), self.cancel)
+        self._action(gen, "Clear &queue", S("Shift+Esc"), self.backend.clear_queue)
+        gen.addSeparator()
+        self._action(gen, "4 variations", S("Ctrl+4"), lambda: self._generate_batch(4))
+        self._action(gen, "9 variations", S("Ctrl+9"), lambda: self._generate_batch(9))
+        gen.addSeparator()
+        seed = self.controls.seed
+        self._action(gen, "Random seed", S("Ctrl+R"), seed.randomise)
+        self._action(gen, "Previous seed", S("Alt+Left"), lambda: seed.step(-1))
+        self._action(gen, "Next seed", S("Alt+Right"), lambda: seed.step(1))
+        self._action(gen, "Lock seed", S("Ctrl+L"), seed.lock.toggle)
+        view = self.menuBar().addMenu("&View")
+        self._action(view, "Fit to window", S("Ctrl+0"), self.canvas.fit)
+        self._action(view, "Actual size", S("Ctrl+1"), self.canvas.actual_size)
+        self._action(view, "Show canvas", S("Ctrl+Shift+C"), lambda: self.center.setCurrentWidget(self.canvas))
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "Keyboard shortcuts", S("F1"), self.show_shortcuts)
+        self.generate_button.setToolTip(self.generate_action.toolTip())
+        self.cancel_button.setToolTip(self.cancel_action.toolTip())
+
+    def _connect_backend(self) -> None:
+        b = self.backend
+        b.model_loading.connect(self._on_model_loading)
+        b.model_loaded.connect(self._on_model_loaded)
+        b.model_failed.connect(self._on_model_failed)
+        b.started.connect(self._on_started)
+        b.step.connect(self._on_step)
+        b.finished.connect(self._on_finished)
+        b.failed.connect(self._on_failed)
+        b.cancelled.connect(self._on_cancelled)
+        b.queue_changed.connect(lambda n: self.queue_label.setText(f"{n} queued" if n else ""))
+        b.idle.connect(lambda: self.set_busy(False))
+
+    def _restore_geometry(self) -> None:
+        geometry, state = self.settings.get("window_geometry"), self.settings.get("window_state")
+        if geometry:
+            self.restoreGeometry(QByteArray(geometry))
+        else:
+            self.resize(1400, 860)
+        if state:
+            self.restoreState(QByteArray(state))
+
+    # ------------------------------------------------------------------ generation
+
+    def build_request(self, **overrides: Any) -> GenerationRequest:
+        fields = self.controls.request_fields()
+        fields["model"] = self.settings.get("model")
+        if self.canvas.has_image() and self.canvas.has_mask():
+            fields["init_image"] = self.canvas.image()
+            fields["mask"] = self.canvas.mask()
+        fields.update(overrides)
+        return GenerationRequest(**fields).validate()
+
+    def generate(self) -> None:
+        self._generate_batch(self.controls.batch.value())
+
+    def _generate_batch(self, count: int) -> None:
+        try:
+            request = self.build_request(batch_size=count)
+        except RequestError as exc:
+            self.statusBar().showMessage(str(exc), 8000)
+            return
+        self.submit(request)
+
+    def submit(self, request: GenerationRequest) -> int:
+        grid = request.batch_size > 1
+        job = self.backend.generate(request, preview_all=grid)
+        seeds = [(request.seed + k) % 2**32 for k in range(request.batch_size)]
+        self._running[job] = {"grid": grid, "seeds": seeds, "t0": time.perf_counter(), "mode": request.mode}
+        self.controls.seed.after_run()
+        self.set_busy(True)
+        return job
+
+    def cancel(self) -> None:
+        if self.backend.busy():
+            self.backend.cancel_current()
+            self.statusBar().showMessage("Cancelling…", 2000)
+
+    def set_busy(self, busy: bool) -> None:
+        self.cancel_button.setEnabled(busy)
+        self.cancel_action.setEnabled(busy)
+        if not busy:
+            self.progress.setFormat("Ready")
+
+    def _on_started(self, job: int) -> None:
+        info = self._running.get(job, {})
+        info["t0"] = time.perf_counter()
+        if info.get("grid"):
+            self.grid.start(info["seeds"])
+            self.center.setCurrentWidget(self.grid)
+        else:
+            self.center.setCurrentWidget(self.canvas)
+        self.progress.setValue(0)
+        self.progress.setFormat("Starting…")
+
+    def _on_step(self, job: int, step: int, total: int, elapsed: float, previews: list) -> None:
+        info = self._running.get(job, {})
+        self.progress.setMaximum(total)
+        self.progress.setValue(step)
+        rate = step / max(elapsed, 1e-6)
+        left = (total - step) / max(rate, 1e-6)
+        self.progress.setFormat(f"Step {step}/{total} · {rate:.1f} it/s · {left:.1f} s left")
+        if info.get("grid"):
+            self.grid.set_previews(previews)
+        elif previews:
+            self.canvas.show_preview(previews[0])
+
+    def _on_finished(self, job: int, results: list[JobResult]) -> None:
+        info = self._running.pop(job, {})
+        seconds = time.perf_counter() - info.get("t0", time.perf_counter())
+        self.timing_label.setText(f"{len(results)} image{'s' if len(results) > 1 else ''} in {seconds:.1f} s")
+        self.progress.setValue(self.progress.maximum())
+        self.progress.setFormat("Done")
+        self.last_results = results
+        if info.get("grid"):
+            for k, result in enumerate(results):
+                self.grid.set_final(k, pil_to_qimage(result.image))
+        elif results:
+            self.canvas.show_preview(None)
+            self.canvas.apply_result(results[0].image, f"Generate (seed {results[0].seed})")
+        if self.gallery_panel is not None:
+            self.gallery_panel.refresh()
+
+    def _on_failed(self, job: int, message: str) -> None:
+        self._running.pop(job, None)
+        self.canvas.show_preview(None)
+        self.progress.setFormat("Failed")
+        self.statusBar().showMessage(f"Generation failed: {message}", 15000)
+
+    def _on_cancelled(self, job: int) -> None:
+        if self._running.pop(job, None) is not None:
+            self.progress.setFormat("Cancelled")
+            self.statusBar().showMessage("Cancelled — the last preview stays on screen", 5000)
+
+    def _keep_variation(self, index: int) -> None:
+        results = getattr(self, "last_results", [])
+        if 0 <= index < len(results):
+            self.canvas.apply_result(results[index].image, f"Keep variation (seed {results[index].seed})")
+            self.center.setCurrentWidget(self.canvas)
+
+    def _adopt_seed(self, seed: int) -> None:
+        self.controls.seed.set_seed(seed)
+        self.controls.seed.lock.setChecked(True)
+        self.statusBar().showMessage(f"Seed set to {seed} (locked)", 4000)
+
+    def _regenerate(self, recipe: dict[str, Any]) -> None:
+        self.controls.apply_recipe(recipe)
+        self.controls.seed.lock.setChecked(True)
+        self.generate()
+
+    def _variations_of(self, recipe: dict[str, Any]) -> None:
+        self.controls.apply_recipe(recipe)
+        self.controls.variation.setValue(max(self.controls.variation.value(), 0.15))
+        self._generate_batch(4)
+
+    # ------------------------------------------------------------------ model
+
+    def _on_model_loading(self, message: str) -> None:
+        self.model_label.setText(message)
+
+    def _on_model_loaded(self, info: dict[str, Any]) -> None:
+        self._model_info = info
+        self.model_label.setText(f"{info['name']} · {info['device']} · {info['dtype']} · "
+                                 f"{info['native_size']} px native")
+        if not self.canvas.has_image():
+            self.controls.set_size(None, None)
+
+    def _on_model_failed(self, message: str) -> None:
+        self.model_label.setText(f"No model: {message}")
+        self.statusBar().showMessage(message, 20000)
+
+    # ------------------------------------------------------------------ files
+
+    def open_image(self, path: str) -> bool:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as img:
+                img.load()
+                image = img.convert("RGB")
+        except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+            QMessageBox.warning(self, "Cannot open image", f"{Path(path).name} is not a readable image:\n{exc}")
+            return False
+        self.canvas.apply_result(image, f"Open {Path(path).name}")
+        self.center.setCurrentWidget(self.canvas)
+        return True
+
+    def open_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open image", "", "Images (*.png *.jpg *.jpeg *.webp *.bmp)")
+        if path:
+            self.open_image(path)
+
+    def save_dialog(self) -> None:
+        if not self.canvas.has_image():
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save canvas", "canvas.png", "PNG (*.png)")
+        if path:
+            self.canvas.image().save(path)
+
+    def show_shortcuts(self) -> None:
+        lines = [f"{a.text().replace('&', '')}: {a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)}"
+                 for a in self.actions() if not a.shortcut().isEmpty()]
+        lines += ["Brush / eraser: B / E", "Brush size: [ and ]", "Pan: Space-drag or middle button",
+                  "Zoom: mouse wheel"]
+        QMessageBox.information(self, "Keyboard shortcuts", "\n".join(lines))
+
+    # ------------------------------------------------------------------ closing
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        self.controls.save(self.settings)
+        self.settings.set("window_geometry", bytes(self.saveGeometry().data()))
+        self.settings.set("window_state", bytes(self.saveState().data()))
+        self.settings.sync()
+        self.model_label.setText("Stopping…")
+        self.backend.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,70 @@
+"""Every persisted setting, declared once: name, type, default, description. Stored with QSettings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSettings
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    description: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("prompt", str, "a large red circle in the center, blue background", "the last prompt"),
+    Setting("negative_prompt", str, "", "the last negative prompt"),
+    Setting("steps", int, 20, "denoising steps"),
+    Setting("cfg", float, 7.0, "classifier-free guidance scale"),
+    Setting("seed", int, 42, "the seed of the next generation"),
+    Setting("seed_locked", bool, False, "keep the seed instead of picking a new one each run"),
+    Setting("width", int, 0, "image width in pixels (0: the model's native size)"),
+    Setting("height", int, 0, "image height in pixels (0: the model's native size)"),
+    Setting("scheduler", str, "DPM++ 2M", "sampler"),
+    Setting("strength", float, 0.75, "denoising strength for image-to-image, inpaint and outpaint"),
+    Setting("batch", int, 1, "images per click (seed, seed+1, ...)"),
+    Setting("variation_strength", float, 0.0, "how far variations move from the seed"),
+    Setting("mask_grow", int, 0, "grow the painted mask by this many pixels"),
+    Setting("mask_feather", int, 4, "soften the mask edge by this many pixels"),
+    Setting("inpaint_area", str, "whole", "repaint the whole image or only a box around the mask"),
+    Setting("padding", int, 32, "padding around the mask for 'only masked'"),
+    Setting("outpaint_fill", str, "edge", "how a canvas extension is prefilled"),
+    Setting("model", str, "builtin", "the model to load at start"),
+    Setting("window_geometry", bytes, b"", "main window size and place"),
+    Setting("window_state", bytes, b"", "dock layout"),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+class Settings:
+    """Typed access to QSettings; a value of the wrong type reads back as the default."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._q = (QSettings(str(path), QSettings.Format.IniFormat) if path is not None
+                   else QSettings("Studio", "Studio"))
+
+    def get(self, name: str) -> Any:
+        setting = _BY_NAME[name]
+        value = self._q.value(name, setting.default)
+        try:
+            if setting.type is bool and isinstance(value, str):
+                return value.lower() == "true"
+            if setting.type is bytes:
+                return bytes(value) if value else b""
+            return setting.type(value)
+        except (TypeError, ValueError):
+            return setting.default
+
+    def set(self, name: str, value: Any) -> None:
+        if name not in _BY_NAME:
+            raise KeyError(name)
+        self._q.setValue(name, value)
+
+    def sync(self) -> None:
+        self._q.sync()

@@ -1,0 +1,108 @@
+"""A grid of N live previews (seed variations); click a tile to keep that image, double-click to adopt its seed."""
+
+from __future__ import annotations
+
+import math
+
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QImage, QMouseEvent, QPainter, QPaintEvent, QPen
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+
+class VariationGrid(QWidget):
+    """Tiles laid out in a near-square grid; each shows its latest preview, then its final image."""
+
+    chosen = Signal(int)  # keep this image (canvas + gallery)
+    seed_chosen = Signal(int)  # make this tile's seed the new seed
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._images: list[QImage | None] = []
+        self._seeds: list[int] = []
+        self._final: list[bool] = []
+        self._hover = -1
+        self.setMouseTracking(True)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setToolTip("Click a variation to keep it; double-click to use its seed")
+
+    def start(self, seeds: list[int]) -> None:
+        self._seeds = list(seeds)
+        self._images = [None] * len(seeds)
+        self._final = [False] * len(seeds)
+        self.update()
+
+    def count(self) -> int:
+        return len(self._seeds)
+
+    def set_previews(self, images: list[QImage]) -> None:
+        for k, img in enumerate(images[: len(self._images)]):
+            if not img.isNull() and not self._final[k]:
+                self._images[k] = img
+        self.update()  # coalesced by Qt: many calls before a paint cost one paint
+
+    def set_final(self, index: int, image: QImage) -> None:
+        if 0 <= index < len(self._images):
+            self._images[index] = image
+            self._final[index] = True
+            self.update()
+
+    def image(self, index: int) -> QImage | None:
+        return self._images[index] if 0 <= index < len(self._images) else None
+
+    def _grid(self) -> tuple[int, int]:
+        cols = max(1, math.ceil(math.sqrt(len(self._seeds))))
+        rows = max(1, math.ceil(len(self._seeds) / cols))
+        return cols, rows
+
+    def tile_rect(self, index: int) -> QRectF:
+        cols, rows = self._grid()
+        gap = 8.0
+        side = min((self.width() - gap * (cols + 1)) / cols, (self.height() - gap * (rows + 1)) / rows)
+        x0 = (self.width() - (side * cols + gap * (cols - 1))) / 2
+        y0 = (self.height() - (side * rows + gap * (rows - 1))) / 2
+        r, c = divmod(index, cols)
+        return QRectF(x0 + c * (side + gap), y0 + r * (side + gap), side, side)
+
+    def index_at(self, x: float, y: float) -> int:
+        for k in range(len(self._seeds)):
+            if self.tile_rect(k).contains(x, y):
+                return k
+        return -1
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(512, 512)
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        pal = self.palette()
+        p.fillRect(self.rect(), pal.window())
+        for k, seed in enumerate(self._seeds):
+            rect = self.tile_rect(k)
+            img = self._images[k]
+            if img is None:
+                p.fillRect(rect, pal.base())
+            else:
+                p.drawImage(rect, img)
+            pen = QPen(pal.highlight().color() if k == self._hover else pal.mid().color(), 2 if k == self._hover else 1)
+            p.setPen(pen)
+            p.drawRect(rect)
+            p.setPen(pal.brightText().color())
+            p.drawText(rect.adjusted(6, 4, -6, -4), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom,
+                       f"seed {seed}" + ("" if self._final[k] else " …"))
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        hover = self.index_at(event.position().x(), event.position().y())
+        if hover != self._hover:
+            self._hover = hover
+            self.update()
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        k = self.index_at(event.position().x(), event.position().y())
+        if k >= 0 and event.button() == Qt.MouseButton.LeftButton and self._final[k]:
+            self.chosen.emit(k)
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        k = self.index_at(event.position().x(), event.position().y())
+        if k >= 0:
+            self.seed_chosen.emit(self._seeds[k])

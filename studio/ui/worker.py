@@ -1,0 +1,228 @@
+"""The backend thread: one long-lived QThread owns the engine; the GUI talks to it with jobs and signals.
+
+Jobs run FIFO. The running job can be cancelled (it stops within one denoising step, through the
+engine's step callback) and the queue can be cleared. Previews are throttled here, on the worker, so
+a fast model never floods the GUI's event loop. torch and diffusers are imported on this thread,
+after the window is on screen.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtGui import QImage
+
+from studio.engine.request import GenerationRequest, StepInfo
+
+PREVIEW_INTERVAL = 0.05  # seconds: at most ~20 previews a second reach the GUI
+
+
+@dataclass
+class Job:
+    """One unit of work for the backend: a generation, or a model load."""
+
+    kind: str  # "generate" or "load"
+    request: GenerationRequest | None = None
+    model: str = ""
+    save: bool = True
+    sequential: bool = False
+    preview_all: bool = False  # a preview for every batch item (the variation grid)
+    id: int = field(default_factory=itertools.count(1).__next__)
+
+
+@dataclass
+class JobResult:
+    """A finished image as the GUI receives it."""
+
+    image: Any  # PIL.Image
+    seed: int
+    recipe: dict[str, Any]
+    seconds: float
+    gallery_id: int | None = None
+    path: str | None = None
+
+
+def numpy_to_qimage(array: Any) -> QImage:
+    """uint8 HxWx3 -> a QImage that owns its pixels (the array may be freed afterwards)."""
+    h, w, _ = array.shape
+    return QImage(array.tobytes(), w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+class Backend(QObject):
+    """The GUI-side handle: submit jobs, cancel, and receive signals (delivered on the GUI thread)."""
+
+    model_loading = Signal(str)
+    model_loaded = Signal(dict)  # name, path, device, dtype, native_size, preview_psnr
+    model_failed = Signal(str)
+    started = Signal(int)
+    step = Signal(int, int, int, float, list)  # job id, step, total, elapsed, previews (list[QImage])
+    finished = Signal(int, list)  # job id, list[JobResult]
+    failed = Signal(int, str)
+    cancelled = Signal(int)
+    queue_changed = Signal(int)  # jobs waiting (not counting the running one)
+    idle = Signal()
+
+    def __init__(self, data_dir: Path | None, device: str = "auto", use_gallery: bool = True,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._jobs: queue.Queue[Job | None] = queue.Queue()
+        self._pending: list[Job] = []
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self.current: Job | None = None
+        self._thread = _BackendThread(self, data_dir, device, use_gallery)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> int:
+        with self._lock:
+            self._pending.append(job)
+        self._jobs.put(job)
+        self.queue_changed.emit(len(self._pending))
+        return job.id
+
+    def load_model(self, model: str) -> int:
+        return self.submit(Job("load", model=model))
+
+    def generate(self, request: GenerationRequest, save: bool = True, sequential: bool = False,
+                 preview_all: bool = False) -> int:
+        return self.submit(Job("generate", request=request, save=save, sequential=sequential,
+                               preview_all=preview_all))
+
+    def cancel_current(self) -> None:
+        self._cancel.set()
+
+    def clear_queue(self) -> None:
+        with self._lock:
+            dropped, self._pending = self._pending, []
+        for job in dropped:
+            self.cancelled.emit(job.id)
+        self.queue_changed.emit(0)
+
+    def busy(self) -> bool:
+        return self.current is not None or bool(self._pending)
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Cancel everything and join the thread; True when it ended in time."""
+        self.clear_queue()
+        self.cancel_current()
+        self._jobs.put(None)
+        return self._thread.wait(timeout_ms)
+
+    # called from the backend thread
+    def _take(self, job: Job) -> bool:
+        with self._lock:
+            if job not in self._pending:
+                return False  # cleared while it waited
+            self._pending.remove(job)
+            self.current = job
+        self._cancel.clear()
+        self.queue_changed.emit(len(self._pending))
+        return True
+
+    def _done(self) -> None:
+        with self._lock:
+            self.current = None
+            empty = not self._pending
+        if empty:
+            self.idle.emit()
+
+
+class _BackendThread(QThread):
+    def __init__(self, backend: Backend, data_dir: Path | None, device: str, use_gallery: bool) -> None:
+        super().__init__()
+        self.backend = backend
+        self.data_dir = data_dir
+        self.device = device
+        self.use_gallery = use_gallery
+        self.engine: Any = None
+        self.gallery: Any = None
+
+    def run(self) -> None:
+        from studio.engine import Engine
+
+        self.engine = Engine(device=self.device, data_dir=self.data_dir)
+        while (job := self.backend._jobs.get()) is not None:
+            if not self.backend._take(job):
+                continue
+            try:
+                if job.kind == "load":
+                    self._load(job)
+                else:
+                    self._generate(job)
+            finally:
+                self.backend._done()
+        if self.gallery is not None:
+            self.gallery.close()
+
+    def _stop(self) -> bool:
+        return self.backend._cancel.is_set()
+
+    def _load(self, job: Job) -> None:
+        from studio.engine import Cancelled
+        from studio.errors import describe
+
+        b = self.backend
+        try:
+            model = self.engine.load(job.model, on_progress=b.model_loading.emit, should_stop=self._stop)
+        except Cancelled:
+            b.cancelled.emit(job.id)
+            b.model_failed.emit("model load cancelled")
+            return
+        except Exception as exc:  # noqa: BLE001 - any load failure is reported, the thread lives on
+            b.model_failed.emit(describe(exc))
+            return
+        rgb_map = self.engine.rgb_map
+        b.model_loaded.emit({"name": model.entry.name, "path": str(model.entry.path), "kind": model.entry.kind,
+                             "device": model.device.type, "dtype": str(model.dtype).replace("torch.", ""),
+                             "native_size": model.native_size,
+                             "preview_psnr": rgb_map.psnr if rgb_map is not None else None})
+
+    def _generate(self, job: Job) -> None:
+        from studio.engine import Cancelled
+        from studio.errors import describe
+
+        b = self.backend
+        assert job.request is not None
+        b.started.emit(job.id)
+        last = [0.0]
+
+        def on_step(info: StepInfo) -> None:
+            now = time.perf_counter()
+            final = info.step == info.total
+            if now - last[0] < PREVIEW_INTERVAL and not final:
+                return  # throttled: the GUI only ever paints the latest frame anyway
+            last[0] = now
+            images = [numpy_to_qimage(p) for p in info.previews]
+            b.step.emit(job.id, info.step + info.item * info.total, info.total * info.items, info.elapsed, images)
+
+        try:
+            results = self.engine.generate(job.request, on_step=on_step, should_stop=self._stop,
+                                           sequential=job.sequential, preview_all=job.preview_all)
+            out = [self._keep(job, r) for r in results]
+        except Cancelled:
+            b.cancelled.emit(job.id)
+            return
+        except Exception as exc:  # noqa: BLE001 - reported to the GUI; the worker keeps serving
+            b.failed.emit(job.id, describe(exc))
+            return
+        b.finished.emit(job.id, out)
+
+    def _keep(self, job: Job, result: Any) -> JobResult:
+        kept = JobResult(result.image, result.seed, result.recipe, result.seconds)
+        if job.save and self.use_gallery and self.data_dir is not None:
+            if self.gallery is None:
+                from studio.gallery import Gallery
+
+                self.gallery = Gallery(self.data_dir)  # this thread's own connection
+            kept.gallery_id = self.gallery.save(result.image, result.recipe, parent_id=job.request.parent_id)
+            kept.path = str(self.gallery.image_path(kept.gallery_id))
+        return kept
