@@ -180,7 +180,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         gallery_id, path = None, None
         if gallery is not None:
             gallery_id = gallery.save(result.image, result.recipe, parent_id=request.parent_id)
-            path = gallery.image_path(gallery_id)
+            path = gallery.get(gallery_id).file
         if out is not None:
             if out.name.startswith("studio-") and args.out.suffix == "":
                 out = out.with_name(f"studio-{result.seed}.png")
@@ -206,13 +206,11 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
     gallery = _open_gallery(data_dir(args.data_dir))
     if args.gallery_command == "list":
-        rows = gallery.list(search=args.search, favorites=args.favorites, limit=args.limit)
+        rows = gallery.find(search=args.search or "", favorites=args.favorites, limit=args.limit)
         for row in rows:
-            record = {"id": row["id"], "path": str(gallery.image_path(row["id"])), "prompt": row["prompt"],
-                      "seed": row["seed"], "favorite": bool(row["favorite"]), "created_at": row["created_at"]}
+            record = {**row.to_dict(), "id": row.id, "path": str(row.file)}
             print(json.dumps(record) if args.json else
-                  f"{row['id']:>6}  {row['created_at'][:19]}  seed {row['seed']}  {'★ ' if row['favorite'] else ''}"
-                  f"{row['prompt']}")
+                  f"{row.id:>6}  {row.created_at[:19]}  seed {row.seed}  {'★ ' if row.favorite else ''}{row.prompt}")
         return 0
     if args.gallery_command == "export":
         written = gallery.export(args.ids, args.to, fmt=args.format, strip_metadata=args.strip_metadata,
@@ -220,9 +218,13 @@ def cmd_gallery(args: argparse.Namespace) -> int:
         for path in written:
             print(path)
         return 0
-    ids = gallery.import_paths(args.paths)
-    print(f"imported {len(ids)} image(s)")
-    return 0
+    result = gallery.import_paths(args.paths)
+    for path, reason in result.warnings:
+        print(f"studio: warning: {path}: {reason}", file=sys.stderr)
+    for path, reason in result.errors:
+        print(f"studio: skipped {path}: {reason}", file=sys.stderr)
+    print(f"imported {len(result)} image(s)")
+    return 1 if result.errors and not len(result) else 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:

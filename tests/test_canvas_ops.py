@@ -261,6 +261,9 @@ def test_seam_score_accepts_a_mask_and_skips_image_border_edges() -> None:
 
 
 def test_engine_module_does_not_import_qt_or_torch() -> None:
-    code = "import sys, studio.engine.canvas_ops; print(any(m.split('.')[0] in ('PySide6', 'torch', 'diffusers') for m in sys.modules))"
+    code = (
+        "import sys, studio.engine.canvas_ops; "
+        "print(any(m.split('.')[0] in ('PySide6', 'torch', 'diffusers') for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -281,6 +281,8 @@ def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(value, (list, tuple)):
             value = [v for v in value if isinstance(v, (int, float, str, bool))]
+        elif isinstance(value, float) and not math.isfinite(value):
+            value = str(value)  # JSON has no inf/nan; "-inf" reads back unambiguously
         elif not isinstance(value, (int, float, str, bool, type(None))):
             value = str(value)
         out[key] = value

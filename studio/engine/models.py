@@ -174,7 +174,10 @@ def load(entry: ModelEntry, device: str = "auto", memory: MemoryOptions | None =
     dev, dtype = pick_device(device)
     from diffusers.utils import logging as diffusers_logging
 
+    from transformers.utils import logging as transformers_logging
+
     diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
     kwargs: dict[str, Any] = dict(torch_dtype=dtype, local_files_only=True)
     try:
         if entry.kind == "single-file":

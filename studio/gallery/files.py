@@ -28,7 +28,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 EXPORT_FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp"}
 MAX_NAME_BYTES = 150  # well under every filesystem's 255-byte limit, leaving room for "-12.webp"
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
-_TEMPLATE_FIELD = re.compile(r"\{(\w*)\}")
+_TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
 
 
 def fsync_dir(folder: Path) -> None:

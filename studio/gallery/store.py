@@ -55,7 +55,11 @@ class ReconcileReport:
 class Gallery:
     """Images and their recipes in a data folder. Thread-safe: each thread uses its own connection."""
 
-    def __init__(self, data_dir: Path | str, *, reconcile: bool = False) -> None:
+    def __init__(self, data_dir: Path | str, *, reconcile: bool = False, timeout_s: float = 10.0) -> None:
+        """Open (creating or upgrading) the gallery in `data_dir`. `timeout_s`: how long to wait for
+        another program's write lock before `LockedError`. Reconcile is opt-in here because it
+        stats every file; `Gallery.open` does it (or call `reconcile()` on a worker thread)."""
+        self.timeout_s = timeout_s
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.images_dir = self.data_dir / "images"
         self.thumbnails_dir = self.data_dir / "thumbnails"
@@ -71,9 +75,9 @@ class Gallery:
             self.reconcile()
 
     @classmethod
-    def open(cls, data_dir: Path | str, *, reconcile: bool = True) -> Gallery:
+    def open(cls, data_dir: Path | str, *, reconcile: bool = True, timeout_s: float = 10.0) -> Gallery:
         """Open (creating or upgrading) the gallery and reconcile it with the files on disk."""
-        return cls(data_dir, reconcile=reconcile)
+        return cls(data_dir, reconcile=reconcile, timeout_s=timeout_s)
 
     # ------------------------------------------------------------------ connections
 
@@ -85,7 +89,7 @@ class Gallery:
             raise GalleryError("the gallery is closed")
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE in `transaction`), so a
         # plain read never holds a transaction open and never blocks the writer's checkpoints.
-        conn = sqlite3.connect(self.db_path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.db_path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")  # durable against app crashes; WAL + fsynced files
         conn.execute("PRAGMA foreign_keys = ON")

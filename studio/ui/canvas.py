@@ -8,11 +8,10 @@ Image coordinates never depend on the zoom: widget = offset + image * zoom.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from PySide6.QtCore import QEvent, QPointF, QRect, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (
     QColor,
@@ -24,28 +23,31 @@ from PySide6.QtGui import (
     QMouseEvent,
     QPainter,
     QPaintEvent,
-    QResizeEvent,
     QUndoStack,
-    QWheelEvent,
 )
 from PySide6.QtWidgets import QWidget
 
 from studio.engine import canvas_ops
 from studio.ui import canvas_paint as paint
 from studio.ui.canvas_commands import ImageCommand, MaskCommand, StrokeCommand
-from studio.ui.canvas_images import as_qimage, gray_view_const, qimage_to_pil
+from studio.ui.canvas_images import (
+    IMAGE_SUFFIXES,
+    as_qimage,
+    gray_view_const,
+    load_image_file,
+    local_image_paths,
+    qimage_to_pil,
+)
 from studio.ui.canvas_mask import MaskLayer, MaskSnapshot, snapshot_array
 from studio.ui.canvas_preview import PreviewLayer
+from studio.ui.canvas_view import FIT_MARGIN, ZoomPanView
 
 BRUSH, ERASER, EXTEND = "brush", "eraser", "extend"
 TOOLS = (BRUSH, ERASER, EXTEND)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-MIN_ZOOM, MAX_ZOOM = 1 / 64, 64.0
 UNDO_LIMIT = 100
-FIT_MARGIN = 24
 
 
-class CanvasView(QWidget):
+class CanvasView(ZoomPanView):
     """The image canvas with mask painting, zoom/pan, outpaint extension and live previews.
 
     The mask is mode "L", white = repaint. Every edit (stroke, mask change, image replacement) is a
@@ -54,7 +56,6 @@ class CanvasView(QWidget):
 
     image_changed = Signal()
     mask_changed = Signal()
-    zoom_changed = Signal(float)
     image_dropped = Signal(str)
     load_failed = Signal(str)
     extend_requested = Signal(int, int, int, int)
@@ -68,9 +69,6 @@ class CanvasView(QWidget):
         self._image = QImage()
         self._layer = MaskLayer()
         self._preview = PreviewLayer()
-        self._zoom = 1.0
-        self._offset = QPointF(0, 0)
-        self._fit_mode = True
         self._tool = BRUSH
         self._brush_size = 48
         self._hardness = 0.7
@@ -79,7 +77,6 @@ class CanvasView(QWidget):
         self._effective: QImage | None = None
         self._extend_fill = "edge"
         self._cursor: QPointF | None = None
-        self._pan_from: QPointF | None = None
         self._space = False
         self._drag_sides: frozenset[str] = frozenset()
         self._drag_extents = (0, 0, 0, 0)
@@ -90,8 +87,12 @@ class CanvasView(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self.setMinimumSize(160, 120)
 
-    def sizeHint(self) -> QSize:
-        return QSize(800, 600)
+    def _content_size(self) -> QSize:
+        return self._image.size()
+
+    def _fit_margin(self) -> float:
+        # The extend tool needs room around the image to drag its edges into.
+        return max(FIT_MARGIN, 0.12 * min(self.width(), self.height())) if self._tool == EXTEND else FIT_MARGIN
 
     # ------------------------------------------------------------------------------ image and mask
 
@@ -116,8 +117,11 @@ class CanvasView(QWidget):
         self._fit_mode = True
         self._swap(new, mask, 0, 0)
 
-    def mask(self) -> Image.Image | None:
-        """The mask, mode "L" at the image size, white = repaint; None while there is no image."""
+    def mask(self) -> Image.Image | None:  # type: ignore[override]
+        """The mask, mode "L" at the image size, white = repaint; None while there is no image.
+
+        This shadows QWidget.mask() (a widget shape mask, which the canvas never uses; Qt calls the
+        C++ one, not this), because the engine and main window speak of "the mask" everywhere."""
         return self._layer.to_pil() if self.has_image() else None
 
     def effective_mask(self) -> Image.Image | None:
@@ -181,7 +185,7 @@ class CanvasView(QWidget):
         real = canvas_ops.snap_extents(src.size, extents)
         before = (self._image, self._layer.snapshot())
         after = (as_qimage(canvas), snapshot_array(np.asarray(mask)))
-        text = "Extend canvas " + " ".join(f"{n}+{v}" for n, v in zip(paint.SIDES, real) if v)
+        text = "Extend canvas " + " ".join(f"{n}+{v}" for n, v in zip(paint.SIDES, real, strict=True) if v)
         self.undo_stack.push(ImageCommand(self._swap, before, after, text, shift=(real[0], real[1])))
 
     def _swap(self, image: QImage, mask: MaskSnapshot, dx: int, dy: int) -> None:
@@ -302,70 +306,13 @@ class CanvasView(QWidget):
             self._preview.set(img, box or (0, 0, self._image.width(), self._image.height()))
         self.update()
 
-    # ---------------------------------------------------------------------------------------- view
-
-    def zoom(self) -> float:
-        return self._zoom
-
-    def set_zoom(self, zoom: float, anchor: QPointF | None = None) -> None:
-        """Zoom keeping the image point under `anchor` (widget coordinates; default the centre) still."""
-        zoom = min(max(zoom, MIN_ZOOM), MAX_ZOOM)
-        anchor = QPointF(self.width() / 2, self.height() / 2) if anchor is None else QPointF(anchor)
-        fixed = self.map_to_image(anchor)
-        self._fit_mode = False
-        self._offset = anchor - fixed * zoom
-        if zoom >= 1 and zoom == int(zoom):
-            # Whole-pixel offsets at integer zooms keep pixels crisp (no resampling at 100%).
-            self._offset = QPointF(round(self._offset.x()), round(self._offset.y()))
-        self._set_zoom_value(zoom)
-        self.update()
-
-    def fit(self) -> None:
-        """Zoom so the whole image fits the widget, centred (Ctrl+0); later resizes keep it fitted."""
-        self._fit_mode = True
-        if not self.has_image():
-            return
-        iw, ih = self._image.width(), self._image.height()
-        # The extend tool needs room around the image to drag its edges into.
-        margin = max(FIT_MARGIN, 0.12 * min(self.width(), self.height())) if self._tool == EXTEND else FIT_MARGIN
-        zoom = min((self.width() - 2 * margin) / iw, (self.height() - 2 * margin) / ih)
-        zoom = min(max(zoom, MIN_ZOOM), MAX_ZOOM)
-        self._offset = QPointF((self.width() - iw * zoom) / 2, (self.height() - ih * zoom) / 2)
-        self._set_zoom_value(zoom)
-        self.update()
-
-    def actual_size(self) -> None:
-        """One image pixel per screen pixel, around the centre of the view (Ctrl+1)."""
-        self.set_zoom(1.0)
-
-    def map_to_image(self, pos: QPointF) -> QPointF:
-        return (QPointF(pos) - self._offset) / self._zoom
-
-    def map_from_image(self, pos: QPointF) -> QPointF:
-        return QPointF(pos) * self._zoom + self._offset
-
-    def image_rect(self) -> QRectF:
-        """Where the image is drawn, in widget coordinates."""
-        return QRectF(self._offset.x(), self._offset.y(), self._image.width() * self._zoom, self._image.height() * self._zoom)
-
-    def _set_zoom_value(self, zoom: float) -> None:
-        if zoom != self._zoom:
-            self._zoom = zoom
-            self.zoom_changed.emit(zoom)
-
-    def _to_widget_rect(self, rect: QRectF) -> QRect:
-        tl = self.map_from_image(rect.topLeft())
-        return QRectF(tl, rect.size() * self._zoom).toAlignedRect().adjusted(-2, -2, 2, 2)
-
     # -------------------------------------------------------------------------------------- opening
 
     def open_file(self, path: str) -> bool:
         """Load an image file onto the canvas as an undoable step; reports failures by load_failed."""
         name = Path(path).name
         try:
-            with Image.open(path) as im:
-                im = ImageOps.exif_transpose(im)
-                im.load()
+            im = load_image_file(path)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             self.load_failed.emit(f"cannot open {name}: {exc}")
             return False
@@ -381,7 +328,7 @@ class CanvasView(QWidget):
             if not img.isNull():
                 self.apply_result(img, "Paste image", keep_mask=False)
                 return True
-        for path in _local_paths(data):
+        for path in local_image_paths(data):
             return self.open_file(path)
         text = QGuiApplication.clipboard().text().strip()
         if text and Path(text).suffix.lower() in IMAGE_SUFFIXES and Path(text).is_file():
@@ -390,14 +337,14 @@ class CanvasView(QWidget):
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         data = event.mimeData()
-        if data.hasImage() or _local_paths(data):
+        if data.hasImage() or local_image_paths(data):
             event.acceptProposedAction()
         else:
             event.ignore()
 
     def dropEvent(self, event: QDropEvent) -> None:
         data = event.mimeData()
-        paths = _local_paths(data)
+        paths = local_image_paths(data)
         if paths:
             self.open_file(paths[0])
         elif data.hasImage():
@@ -424,14 +371,12 @@ class CanvasView(QWidget):
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
         pos = event.position()
         if self._pan_from is not None:
-            self._offset += pos - self._pan_from
-            self._pan_from = pos
-            self._fit_mode = False
-            self.update()
+            self._pan_by(pos)
         elif self._layer.stroking:
             self.stroke_to(self.map_to_image(pos))
         elif self._drag_sides:
-            extents = paint.drag_extents(self._drag_sides, self.map_to_image(pos), self._image.width(), self._image.height())
+            size = (self._image.width(), self._image.height())
+            extents = paint.drag_extents(self._drag_sides, self.map_to_image(pos), *size)
             if extents != self._drag_extents:
                 self._drag_extents = extents
                 self.update()
@@ -457,12 +402,6 @@ class CanvasView(QWidget):
         if any(extents):
             self.extend_requested.emit(*extents)
             self.extend(*extents)
-
-    def wheelEvent(self, event: QWheelEvent) -> None:
-        steps = event.angleDelta().y() / 120.0
-        if steps and self.has_image():
-            self.set_zoom(self._zoom * math.pow(1.2, steps), event.position())
-        event.accept()
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         key, mods = event.key(), event.modifiers()
@@ -500,10 +439,6 @@ class CanvasView(QWidget):
 
     def leaveEvent(self, event: QEvent) -> None:
         self._move_brush_outline(None)
-
-    def resizeEvent(self, event: QResizeEvent) -> None:
-        if self._fit_mode:
-            self.fit()
 
     def _painting_tool(self) -> bool:
         return self._tool in (BRUSH, ERASER) and not self._space and self._pan_from is None
@@ -571,25 +506,3 @@ class CanvasView(QWidget):
             if not self._layer.stroking:
                 return
         self._draw_part(p, self._layer.overlay, target, exposed)
-
-    def _draw_part(self, p: QPainter, img: QImage, target: QRectF, exposed: QRectF) -> None:
-        """Draw the part of `img` (stretched over `target`) that falls inside `exposed`, only."""
-        visible = target.intersected(exposed)
-        if visible.isEmpty():
-            return
-        sx, sy = img.width() / target.width(), img.height() / target.height()
-        x0 = math.floor((visible.left() - target.left()) * sx)
-        y0 = math.floor((visible.top() - target.top()) * sy)
-        x1 = min(img.width(), math.ceil((visible.right() - target.left()) * sx) + 1)
-        y1 = min(img.height(), math.ceil((visible.bottom() - target.top()) * sy) + 1)
-        source = QRectF(x0, y0, x1 - x0, y1 - y0)
-        dest = QRectF(target.left() + x0 / sx, target.top() + y0 / sy, (x1 - x0) / sx, (y1 - y0) / sy)
-        p.drawImage(dest, img, source)
-
-
-def _local_paths(data: object) -> list[str]:
-    """Local image files named by a drag or clipboard's URLs (remote URLs are not fetched)."""
-    if data is None or not data.hasUrls():  # type: ignore[attr-defined]
-        return []
-    paths = [u.toLocalFile() for u in data.urls() if u.isLocalFile()]  # type: ignore[attr-defined]
-    return [p for p in paths if Path(p).suffix.lower() in IMAGE_SUFFIXES]

@@ -7,7 +7,7 @@ canvas, so the current image is not copied) and the masks that went with them.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import QRect
 from PySide6.QtGui import QImage, QUndoCommand

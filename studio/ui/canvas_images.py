@@ -7,9 +7,14 @@ formats would round transparent pixels on the way back.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
+from PySide6.QtCore import QMimeData
 from PySide6.QtGui import QImage
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 def gray_view(image: QImage) -> np.ndarray:
@@ -74,3 +79,19 @@ def as_qimage(img: Image.Image | QImage) -> QImage:
         fmt = QImage.Format.Format_ARGB32 if img.hasAlphaChannel() else QImage.Format.Format_RGB32
         return img.convertToFormat(fmt) if img.format() != fmt else img.copy()
     return pil_to_qimage(img)
+
+
+def load_image_file(path: str) -> Image.Image:
+    """Read an image file upright (EXIF orientation applied); raises OSError/ValueError if unreadable."""
+    with Image.open(path) as im:
+        upright = ImageOps.exif_transpose(im)
+        upright.load()
+    return upright
+
+
+def local_image_paths(data: QMimeData | None) -> list[str]:
+    """Local image files named by a drag's or the clipboard's URLs (remote URLs are not fetched)."""
+    if data is None or not data.hasUrls():
+        return []
+    paths = [u.toLocalFile() for u in data.urls() if u.isLocalFile()]
+    return [p for p in paths if Path(p).suffix.lower() in IMAGE_SUFFIXES]

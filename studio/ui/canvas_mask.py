@@ -240,8 +240,8 @@ class MaskLayer:
         painter = QPainter(self.image)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.setPen(Qt.PenStyle.NoPen)
-        mode = QPainter.CompositionMode.CompositionMode_Darken if s.erase else QPainter.CompositionMode.CompositionMode_Lighten
-        painter.setCompositionMode(mode)
+        modes = QPainter.CompositionMode
+        painter.setCompositionMode(modes.CompositionMode_Darken if s.erase else modes.CompositionMode_Lighten)
         for c in centres:
             painter.setBrush(_dab_brush(c, r, s.hardness, s.erase))
             painter.drawEllipse(c, r, r)

@@ -99,7 +99,9 @@ def side_cursor(sides: frozenset[str]) -> Qt.CursorShape:
     return Qt.CursorShape.ArrowCursor
 
 
-def drag_extents(sides: frozenset[str], pos: QPointF, width: int, height: int, multiple: int = 8) -> tuple[int, ...]:
+def drag_extents(
+    sides: frozenset[str], pos: QPointF, width: int, height: int, multiple: int = 8
+) -> tuple[int, int, int, int]:
     """(left, top, right, bottom) for an edge drag to image point `pos`: the grabbed edges follow the
     pointer outwards, rounded up to `multiple` pixels."""
 

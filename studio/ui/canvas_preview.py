@@ -7,7 +7,7 @@ becomes its alpha, so the designer sees the new pixels only where they will land
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRect, QRectF, Qt
@@ -66,7 +66,9 @@ class PreviewLayer:
             return image
         x0, y0, x1, y1 = self._box
         crop = layer.image.copy(QRect(x0, y0, x1 - x0, y1 - y0))
-        alpha = crop.scaled(image.size(), Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation)
+        alpha = crop.scaled(
+            image.size(), Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation
+        )
         out = image.convertToFormat(QImage.Format.Format_ARGB32)
         view = bgra_view(out)
         view[..., 3] = (view[..., 3].astype(np.uint16) * gray_view_const(alpha) // 255).astype(np.uint8)

@@ -224,5 +224,5 @@ class _BackendThread(QThread):
 
                 self.gallery = Gallery(self.data_dir)  # this thread's own connection
             kept.gallery_id = self.gallery.save(result.image, result.recipe, parent_id=job.request.parent_id)
-            kept.path = str(self.gallery.image_path(kept.gallery_id))
+            kept.path = str(self.gallery.get(kept.gallery_id).file)
         return kept

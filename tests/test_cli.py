@@ -1,0 +1,130 @@
+"""The `studio` command line on the tiny pipeline: generate, info, gallery, models, and clean failures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio.cli import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def gen_args(tiny_model, data_dir):
+    return ["generate", "--model", str(tiny_model), "--steps", "2", "--device", "cpu", "--data-dir", str(data_dir)]
+
+
+def test_generate_writes_a_png_whose_recipe_info_reads_back(capsys, gen_args, tmp_path):
+    out_file = tmp_path / "out" / "cat.png"
+    code, out, err = run(capsys, *gen_args, "--prompt", "a red cat", "--negative", "blue", "--seed", "1234",
+                         "--cfg", "6.5", "--scheduler", "Euler a", "--out", str(out_file), "--no-gallery", "--json")
+    assert code == 0, err
+    record = json.loads(out.strip())
+    assert record["path"] == str(out_file) and record["seed"] == 1234 and record["gallery_id"] is None
+    assert (record["width"], record["height"]) == (32, 32) and record["seconds"] > 0
+    assert Image.open(out_file).size == (32, 32)
+    code, out, _ = run(capsys, "info", str(out_file), "--json")
+    recipe = json.loads(out)
+    assert (recipe["prompt"], recipe["negative_prompt"], recipe["seed"], recipe["cfg"]) == ("a red cat", "blue", 1234, 6.5)
+    assert recipe["scheduler"] == "Euler a" and recipe["steps"] == 2
+    code, out, _ = run(capsys, "info", str(out_file))
+    assert "Negative prompt: blue" in out and "Seed: 1234" in out and "Sampler: Euler a" in out
+
+
+def test_generate_keeps_images_in_the_gallery(capsys, gen_args, data_dir):
+    code, out, err = run(capsys, *gen_args, "--prompt", "a green square", "--seed", "5", "--batch", "2", "--json")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.strip().splitlines()]
+    assert [r["seed"] for r in records] == [5, 6]
+    assert all(r["gallery_id"] is not None for r in records)
+    code, out, _ = run(capsys, "gallery", "list", "--json", "--data-dir", str(data_dir))
+    listed = [json.loads(line) for line in out.strip().splitlines()]
+    assert {r["id"] for r in listed} == {r["gallery_id"] for r in records}
+    assert all(r["prompt"] == "a green square" for r in listed)
+    assert {"id", "path", "prompt", "seed", "favorite", "created_at"} <= set(listed[0])
+    code, out, _ = run(capsys, "gallery", "list", "--search", "purple", "--json", "--data-dir", str(data_dir))
+    assert out.strip() == ""
+
+
+def test_same_seed_regenerates_identical_pixels(capsys, gen_args, tmp_path):
+    for name in ("a.png", "b.png"):
+        assert run(capsys, *gen_args, "--prompt", "a blue circle", "--seed", "77", "--no-gallery",
+                   "--out", str(tmp_path / name))[0] == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(tmp_path / "b.png")))
+
+
+def test_inpaint_and_outpaint_from_the_command_line(capsys, gen_args, tmp_path):
+    init = tmp_path / "init.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(init)
+    mask = tmp_path / "mask.png"
+    m = Image.new("L", (32, 32), 0)
+    m.paste(255, (8, 8, 20, 20))
+    m.save(mask)
+    code, _, err = run(capsys, *gen_args, "--prompt", "a cat", "--init", str(init), "--mask", str(mask),
+                       "--mask-grow", "2", "--mask-feather", "2", "--inpaint-area", "masked", "--padding", "4",
+                       "--no-gallery", "--out", str(tmp_path / "inpainted.png"))
+    assert code == 0, err
+    inpainted = np.asarray(Image.open(tmp_path / "inpainted.png").convert("RGB"))
+    assert np.array_equal(inpainted[26:, :], np.asarray(Image.open(init))[26:, :])
+    code, _, err = run(capsys, *gen_args, "--prompt", "a cat", "--init", str(init), "--outpaint", "16,0,0,8",
+                       "--no-gallery", "--out", str(tmp_path / "outpainted.png"))
+    assert code == 0, err
+    assert Image.open(tmp_path / "outpainted.png").size == (48, 40)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--steps", "0"], "steps must be between 1 and 150"),
+    (["--outpaint", "1,2"], "--outpaint takes LEFT,TOP,RIGHT,BOTTOM"),
+    (["--init", "missing.png"], "does not exist"),
+    (["--model", "/no/such/model"], "no model named or at"),
+])
+def test_bad_arguments_fail_with_one_line_and_write_nothing(capsys, gen_args, tmp_path, extra, message):
+    out_file = tmp_path / "never.png"
+    code, out, err = run(capsys, *gen_args, "--prompt", "x", "--no-gallery", "--out", str(out_file), *extra)
+    assert code == 1
+    assert message in err and len(err.strip().splitlines()) == 1 and err.startswith("studio: error:")
+    assert not out_file.exists() and list(tmp_path.glob("*.png")) == []
+
+
+def test_a_corrupt_init_image_is_named(capsys, gen_args, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    code, _, err = run(capsys, *gen_args, "--prompt", "x", "--no-gallery", "--out", str(tmp_path / "o.png"),
+                       "--init", str(bad))
+    assert code == 1 and "is not a readable image" in err
+
+
+def test_no_gallery_without_out_is_refused(capsys, gen_args):
+    code, _, err = run(capsys, *gen_args, "--prompt", "x", "--no-gallery")
+    assert code == 1 and "nothing would be kept" in err
+
+
+def test_info_on_an_image_without_metadata(capsys, tmp_path):
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+    code, _, err = run(capsys, "info", str(plain))
+    assert code == 1 and "carries no generation metadata" in err
+
+
+def test_models_lists_user_models_in_the_data_folder(capsys, tiny_model, data_dir):
+    import shutil
+
+    shutil.copytree(tiny_model, data_dir / "models" / "tiny")
+    code, out, _ = run(capsys, "models", "--json", "--data-dir", str(data_dir))
+    entries = [json.loads(line) for line in out.strip().splitlines()]
+    assert {"name": "tiny", "path": str(data_dir / "models" / "tiny"), "kind": "diffusers"} in entries
+
+
+def test_console_entry_point_help():
+    result = subprocess.run([sys.executable, "-m", "studio", "generate", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--outpaint" in result.stdout and "--variation-seed" in result.stdout
