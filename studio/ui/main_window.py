@@ -227,8 +227,10 @@ class MainWindow(QMainWindow):
         self.submit(request)
 
     def submit(self, request: GenerationRequest) -> int:
-        grid = request.batch_size > 1
-        job = self.backend.generate(request, preview_all=grid)
+        # Text-to-image previews fill the preview grid (one tile, or one per variation); an inpaint
+        # previews on the canvas, over the region it repaints.
+        grid = request.batch_size > 1 or request.mode == "txt2img"
+        job = self.backend.generate(request, preview_all=request.batch_size > 1)
         seeds = [(request.seed + k) % 2**32 for k in range(request.batch_size)]
         self._running[job] = {"grid": grid, "seeds": seeds, "t0": time.perf_counter(), "mode": request.mode}
         self.controls.seed.after_run()
@@ -257,7 +259,7 @@ class MainWindow(QMainWindow):
         self.progress.setValue(0)
         self.progress.setFormat("Starting…")
 
-    def _on_step(self, job: int, step: int, total: int, elapsed: float, previews: list) -> None:
+    def _on_step(self, job: int, step: int, total: int, elapsed: float, previews: list, region: Any) -> None:
         info = self._running.get(job, {})
         self.progress.setMaximum(total)
         self.progress.setValue(step)
@@ -267,7 +269,7 @@ class MainWindow(QMainWindow):
         if info.get("grid"):
             self.grid.set_previews(previews)
         elif previews:
-            self.canvas.show_preview(previews[0])
+            self.canvas.show_preview(previews[0], region)
 
     def _on_finished(self, job: int, results: list[JobResult]) -> None:
         info = self._running.pop(job, {})
@@ -279,9 +281,10 @@ class MainWindow(QMainWindow):
         if info.get("grid"):
             for k, result in enumerate(results):
                 self.grid.set_final(k, pil_to_qimage(result.image))
-        elif results:
+        if len(results) == 1:
             self.canvas.show_preview(None)
             self.canvas.apply_result(results[0].image, f"Generate (seed {results[0].seed})")
+            self.center.setCurrentWidget(self.canvas)
         if self.gallery_panel is not None:
             self.gallery_panel.refresh()
 

@@ -62,7 +62,8 @@ class Backend(QObject):
     model_loaded = Signal(dict)  # name, path, device, dtype, native_size, preview_psnr
     model_failed = Signal(str)
     started = Signal(int)
-    step = Signal(int, int, int, float, list)  # job id, step, total, elapsed, previews (list[QImage])
+    # job id, step, total, elapsed, previews (list[QImage]), region (x0, y0, x1, y1) of the image or None
+    step = Signal(int, int, int, float, list, object)
     finished = Signal(int, list)  # job id, list[JobResult]
     failed = Signal(int, str)
     cancelled = Signal(int)
@@ -202,7 +203,8 @@ class _BackendThread(QThread):
                 return  # throttled: the GUI only ever paints the latest frame anyway
             last[0] = now
             images = [numpy_to_qimage(p) for p in info.previews]
-            b.step.emit(job.id, info.step + info.item * info.total, info.total * info.items, info.elapsed, images)
+            b.step.emit(job.id, info.step + info.item * info.total, info.total * info.items, info.elapsed, images,
+                        info.region)
 
         try:
             results = self.engine.generate(job.request, on_step=on_step, should_stop=self._stop,

@@ -1,0 +1,632 @@
+"""The gallery panel: a lazy thumbnail grid over the gallery store, search, details and actions.
+
+The model never holds more than the pages the view has scrolled through (`canFetchMore` /
+`fetchMore`, 200 rows a page), so 100,000 images open as fast as 200. Thumbnails are decoded on a
+thread pool (`thumbnails.ThumbnailLoader`); the grid paints placeholders until they land.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import (QAbstractListModel, QMimeData, QModelIndex, QObject, QPersistentModelIndex, QRunnable,
+                            QSize, Qt, QThreadPool, QTimer, QUrl, Signal)
+from PySide6.QtGui import (QAction, QDesktopServices, QDragEnterEvent, QDropEvent, QGuiApplication, QImage,
+                           QKeySequence, QPalette, QPixmap, QResizeEvent, QUndoCommand, QUndoStack)
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog,
+                               QFormLayout, QHBoxLayout, QLabel, QLineEdit, QListView, QMessageBox, QPushButton,
+                               QScrollArea, QSizePolicy, QSplitter, QToolBar, QToolButton, QVBoxLayout, QWidget)
+
+from studio.gallery import DEFAULT_TEMPLATE, Gallery, GalleryError, ImageRecord, Query
+from studio.gallery.files import IMAGE_SUFFIXES
+from studio.ui.thumbnails import FavoriteRole, IdRole, MissingRole, RecordRole, ThumbnailDelegate, ThumbnailLoader
+
+PAGE = 200
+GRID_SIZE = 256   # thumbnails on disk
+CELL = 150        # grid cell, logical pixels
+DETAIL_SIZE = 768  # the detail pane's image
+
+
+class GalleryModel(QAbstractListModel):
+    """Rows of the current query, fetched a page at a time as the view scrolls."""
+
+    def __init__(self, gallery: Gallery, loader: ThumbnailLoader, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.gallery = gallery
+        self.loader = loader
+        self.query = Query()
+        self.total = 0
+        self._records: list[ImageRecord] = []
+        self._rows: dict[int, int] = {}  # image id -> row
+        loader.ready.connect(self._thumbnail_ready)
+
+    # -- loading
+    def set_query(self, query: Query) -> None:
+        self.query = query
+        self.reload()
+
+    def reload(self, keep_loaded: bool = False) -> None:
+        """Re-run the query from the first page (new images, changed filters, deletes); with
+        `keep_loaded`, as many rows as were loaded (up to 20 pages), so the view keeps its place."""
+        limit = min(max(PAGE, len(self._records)), 20 * PAGE) if keep_loaded else PAGE
+        self.beginResetModel()
+        self.loader.clear_queue()
+        self.total = self.gallery.count(self.query)
+        self._records = self.gallery.find(self.query, offset=0, limit=limit)
+        self._rows = {r.id: i for i, r in enumerate(self._records)}
+        self.endResetModel()
+
+    def canFetchMore(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> bool:
+        return not parent.isValid() and len(self._records) < self.total
+
+    def fetchMore(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> None:
+        if parent.isValid():
+            return
+        page = self.gallery.find(self.query, offset=len(self._records), limit=PAGE)
+        page = [r for r in page if r.id not in self._rows]  # rows shifted by a save in between
+        if not page:
+            self.total = len(self._records)  # the query shrank meanwhile: stop asking
+            return
+        first = len(self._records)
+        self.beginInsertRows(QModelIndex(), first, first + len(page) - 1)
+        self._records.extend(page)
+        self._rows.update({r.id: first + i for i, r in enumerate(page)})
+        self.endInsertRows()
+
+    # -- access
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._records)
+
+    def record(self, row: int) -> ImageRecord | None:
+        return self._records[row] if 0 <= row < len(self._records) else None
+
+    def row_of(self, image_id: int) -> int | None:
+        return self._rows.get(image_id)
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        record = self.record(index.row()) if index.isValid() else None
+        if record is None:
+            return None
+        if role == Qt.ItemDataRole.DecorationRole:
+            return self.loader.pixmap(record.id, record.file, GRID_SIZE, CELL * 2)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            lines = [html.escape(record.prompt[:300]) or "<i>no prompt</i>",
+                     f"seed {record.seed}" if record.seed is not None else "", record.created_at[:16].replace("T", " ")]
+            return "<br>".join(line for line in lines if line)
+        if role == Qt.ItemDataRole.AccessibleTextRole or role == Qt.ItemDataRole.DisplayRole:
+            return record.prompt[:80]
+        if role == FavoriteRole:
+            return record.favorite
+        if role == MissingRole:
+            return record.missing or self.loader.failed(record.id, GRID_SIZE)
+        if role == IdRole:
+            return record.id
+        if role == RecordRole:
+            return record
+        return None
+
+    def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
+        base = super().flags(index)
+        return base | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else base
+
+    def replace(self, record: ImageRecord) -> None:
+        """Show a changed row (favourite toggled) without reloading the list."""
+        row = self._rows.get(record.id)
+        if row is not None:
+            self._records[row] = record
+            index = self.index(row)
+            self.dataChanged.emit(index, index)
+
+    # -- drag out: file URLs, so the canvas (or a file manager) can take the image
+    def mimeTypes(self) -> list[str]:
+        return ["text/uri-list"]
+
+    def mimeData(self, indexes: list[QModelIndex]) -> QMimeData:  # type: ignore[override]
+        data = QMimeData()
+        records = [self.record(i.row()) for i in indexes]
+        data.setUrls([QUrl.fromLocalFile(str(r.file)) for r in records if r is not None])
+        return data
+
+    def supportedDragActions(self) -> Qt.DropAction:
+        return Qt.DropAction.CopyAction
+
+    def _thumbnail_ready(self, image_id: int, size: int) -> None:
+        row = self._rows.get(image_id)
+        if row is not None and size == GRID_SIZE:
+            index = self.index(row)
+            self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
+
+
+class _FittedImage(QLabel):
+    """The detail image: scaled to fit whatever room the splitter gives it, kept sharp on resize."""
+
+    def __init__(self) -> None:
+        super().__init__(alignment=Qt.AlignmentFlag.AlignCenter)
+        self._source: QPixmap | None = None
+        self.setMinimumSize(120, 120)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+
+    def set_source(self, pixmap: QPixmap | None) -> None:
+        self._source = pixmap
+        self._fit()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        if self._source is None or self._source.isNull():
+            self.setPixmap(QPixmap())
+            return
+        ratio = self.devicePixelRatioF()
+        scaled = self._source.scaled(self.size() * ratio, Qt.AspectRatioMode.KeepAspectRatio,
+                                     Qt.TransformationMode.SmoothTransformation)
+        scaled.setDevicePixelRatio(ratio)
+        self.setPixmap(scaled)
+
+
+class _DeleteCommand(QUndoCommand):
+    """Soft delete, undone by undelete: the file and row stay until the gallery purges them."""
+
+    def __init__(self, panel: GalleryPanel, ids: list[int]) -> None:
+        super().__init__(f"Delete {len(ids)} image{'s' if len(ids) != 1 else ''}")
+        self.panel, self.ids = panel, ids
+
+    def redo(self) -> None:
+        # Exceptions cannot cross Qt's call into redo/undo: report here, and an obsolete command
+        # is dropped from the stack instead of offering an undo of nothing.
+        try:
+            self.panel.gallery.delete(self.ids)
+        except GalleryError as exc:
+            self.panel.status.setText(str(exc))
+            self.setObsolete(True)
+            return
+        self.panel.refresh()
+
+    def undo(self) -> None:
+        try:
+            self.panel.gallery.undelete(self.ids)
+        except GalleryError as exc:
+            self.panel.status.setText(str(exc))
+            return
+        self.panel.refresh()
+        self.panel.select_image(self.ids[0])
+
+
+class _Reconcile(QRunnable):
+    def __init__(self, gallery: Gallery) -> None:
+        super().__init__()
+        # The relay has no Qt parent and lives as long as this job: the panel may be gone by the
+        # time reconcile ends, and its connection then simply goes nowhere.
+        self.gallery, self.relay = gallery, _ReconcileRelay()
+
+    def run(self) -> None:
+        try:
+            report = self.gallery.reconcile()
+            message = f"{report.imported} imported, {report.missing} missing" if report.imported or report.missing else ""
+        except GalleryError as exc:
+            message = str(exc)
+        self.relay.done.emit(message)
+
+
+class _ReconcileRelay(QObject):
+    done = Signal(str)
+
+
+class ExportDialog(QDialog):
+    """Folder, format, metadata and file name template for an export."""
+
+    def __init__(self, count: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(f"Export {count} image{'s' if count != 1 else ''}")
+        self.folder = QLineEdit(str(Path.home()))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.folder, 1)
+        row.addWidget(browse)
+        self.format = QComboBox()
+        self.format.addItems(["png", "jpeg", "webp"])
+        self.strip = QCheckBox("Remove prompt and settings from the files")
+        self.template = QLineEdit(DEFAULT_TEMPLATE)
+        self.template.setToolTip("Fields: {id} {date} {seed} {prompt} {model} {steps} {cfg} {width} {height}")
+        form = QFormLayout(self)
+        form.addRow("Folder", row)
+        form.addRow("Format", self.format)
+        form.addRow("File names", self.template)
+        form.addRow("", self.strip)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def _browse(self) -> None:
+        chosen = QFileDialog.getExistingDirectory(self, "Export to", self.folder.text())
+        if chosen:
+            self.folder.setText(chosen)
+
+
+class GalleryPanel(QWidget):
+    """Browse, search and act on saved images. The main window connects the signals below."""
+
+    reuse_settings = Signal(dict)   # the full recipe
+    reuse_seed = Signal(int)
+    send_to_canvas = Signal(str)    # file path
+    regenerate = Signal(dict)
+    make_variations = Signal(dict)
+
+    def __init__(self, gallery: Gallery, parent: QWidget | None = None, *, reconcile: bool = True) -> None:
+        super().__init__(parent)
+        self.gallery = gallery
+        self.setAcceptDrops(True)
+        self.undo_stack = QUndoStack(self)
+        self.loader = ThumbnailLoader(gallery, parent=self)
+        self.model = GalleryModel(gallery, self.loader, self)
+        self._current: ImageRecord | None = None
+        self._search_timer = QTimer(self, singleShot=True, interval=150)
+        self._search_timer.timeout.connect(self._apply_filters)
+        self._build()
+        self._build_actions()
+        self.loader.ready.connect(self._detail_image_ready)
+        self.model.modelReset.connect(self._update_count)
+        self.model.reload()
+        if self.model.rowCount():
+            self.view.setCurrentIndex(self.model.index(0))
+        if reconcile:
+            self._reconcile_in_background()
+
+    # ------------------------------------------------------------------ layout
+
+    def _build(self) -> None:
+        self.search = QLineEdit(placeholderText="Search prompts…", clearButtonEnabled=True)
+        self.search.setToolTip("Full-text search over prompts and negative prompts")
+        self.search.textChanged.connect(lambda _: self._search_timer.start())
+        self.favorites_only = QToolButton(text="★", checkable=True, toolTip="Show favourites only")
+        self.favorites_only.toggled.connect(self._apply_filters)
+        self.sort = QComboBox(toolTip="Sort order")
+        self.sort.addItem("Newest first", "newest")
+        self.sort.addItem("Oldest first", "oldest")
+        self.sort.currentIndexChanged.connect(self._apply_filters)
+        self.count_label = QLabel()
+        self.count_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        filters = QHBoxLayout()
+        filters.setContentsMargins(0, 0, 0, 0)
+        filters.addWidget(self.search, 1)
+        filters.addWidget(self.favorites_only)
+        filters.addWidget(self.sort)
+
+        self.view = self._build_grid()
+        self.detail = self._build_detail()
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(self.view)
+        self.splitter.addWidget(self.detail)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
+        self.splitter.setChildrenCollapsible(False)
+
+        self.toolbar = QToolBar()
+        self.toolbar.setIconSize(QSize(16, 16))
+        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setSpacing(6)
+        layout.addLayout(filters)
+        layout.addWidget(self.count_label)
+        layout.addWidget(self.splitter, 1)
+        layout.addWidget(self.toolbar)
+        layout.addWidget(self.status)
+
+    def _build_grid(self) -> QListView:
+        view = QListView()
+        view.setViewMode(QListView.ViewMode.IconMode)
+        view.setMovement(QListView.Movement.Static)
+        view.setResizeMode(QListView.ResizeMode.Adjust)
+        view.setUniformItemSizes(True)  # layout of a page is O(1) per item: no per-item size query
+        view.setLayoutMode(QListView.LayoutMode.Batched)
+        view.setBatchSize(PAGE)
+        view.setSpacing(0)
+        view.setGridSize(QSize(CELL, CELL))
+        view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        view.setDragEnabled(True)
+        view.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        view.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        view.setMouseTracking(True)  # hover highlight
+        view.setModel(self.model)
+        view.setItemDelegate(ThumbnailDelegate(self.loader, CELL, view))
+        view.selectionModel().currentChanged.connect(self._current_changed)
+        view.activated.connect(lambda _: self._send_to_canvas())
+        return view
+
+    def _build_detail(self) -> QWidget:
+        self.image_label = _FittedImage()
+        self.image_label.setBackgroundRole(QPalette.ColorRole.Base)
+        self.image_label.setAutoFillBackground(True)
+        self.recipe_label = QLabel(wordWrap=True, textFormat=Qt.TextFormat.RichText)
+        self.recipe_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self.recipe_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.recipe_label.linkActivated.connect(self._follow_link)
+        text_scroll = QScrollArea(widgetResizable=True)
+        text_scroll.setWidget(self.recipe_label)
+        text_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.detail_splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.detail_splitter.addWidget(self.image_label)
+        self.detail_splitter.addWidget(text_scroll)
+        self.detail_splitter.setStretchFactor(0, 1)
+        self.detail_splitter.setStretchFactor(1, 1)
+        return self.detail_splitter
+
+    def _build_actions(self) -> None:
+        self.actions_by_name: dict[str, QAction] = {}
+        specs = [
+            ("reuse_settings", "Reuse settings", "A", "Put every setting of this image back in the controls",
+             lambda: self._emit_recipe(self.reuse_settings)),
+            ("reuse_seed", "Reuse seed", "S", "Use this image's seed", self._reuse_seed),
+            ("send_to_canvas", "To canvas", "C", "Open this image on the canvas (also Enter or double-click)",
+             self._send_to_canvas),
+            ("regenerate", "Regenerate", "G", "Run this image's recipe again", lambda: self._emit_recipe(self.regenerate)),
+            ("variations", "Variations", "V", "Make variations of this image", lambda: self._emit_recipe(self.make_variations)),
+            ("favorite", "Favourite", "F", "Mark or unmark as favourite", self.toggle_favorite),
+            ("delete", "Delete", QKeySequence.StandardKey.Delete, "Move to the trash (undo with Ctrl+Z)", self.delete_selected),
+            ("undo", "Undo", QKeySequence.StandardKey.Undo, "Undo the last delete", self.undo_stack.undo),
+            ("export", "Export…", "Ctrl+E", "Export the selected images", self.export_selected),
+            ("copy", "Copy", QKeySequence.StandardKey.Copy, "Copy the image to the clipboard", self.copy_image),
+            ("show_file", "Show file", "Ctrl+Shift+O", "Show the file in its folder", self.show_in_folder),
+        ]
+        for name, text, key, tip, slot in specs:
+            action = QAction(text, self)
+            action.setShortcut(QKeySequence(key))
+            # Only while the panel has focus: the prompt box and the canvas keep their own keys.
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shown = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            action.setToolTip(f"{tip} ({shown})")
+            action.triggered.connect(slot)
+            self.addAction(action)
+            self.actions_by_name[name] = action
+        self.undo_stack.canUndoChanged.connect(self.actions_by_name["undo"].setEnabled)
+        self.actions_by_name["undo"].setEnabled(False)
+        for name in ("reuse_settings", "reuse_seed", "send_to_canvas", "regenerate", "variations", "favorite", "delete",
+                     "export"):
+            self.toolbar.addAction(self.actions_by_name[name])
+        self._set_actions_enabled(False)
+
+    def _set_actions_enabled(self, enabled: bool) -> None:
+        for name, action in self.actions_by_name.items():
+            if name != "undo":
+                action.setEnabled(enabled)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        # A wide panel puts the details beside the grid; a tall dock puts them below it.
+        wide = event.size().width() > event.size().height() * 1.3
+        self.splitter.setOrientation(Qt.Orientation.Horizontal if wide else Qt.Orientation.Vertical)
+        self.detail_splitter.setOrientation(Qt.Orientation.Vertical if wide else Qt.Orientation.Horizontal)
+        super().resizeEvent(event)
+
+    # ------------------------------------------------------------------ querying
+
+    def refresh(self) -> None:
+        """Reload the grid (call after the worker saved an image); keeps the current image selected."""
+        current = self._current.id if self._current else None
+        self.model.reload(keep_loaded=True)
+        if current is not None and not self.select_image(current):
+            self._show(None)
+
+    def _apply_filters(self) -> None:
+        query = Query(search=self.search.text().strip(), favorites=self.favorites_only.isChecked(),
+                      sort=self.sort.currentData() or "newest")
+        if query != self.model.query:
+            self.model.set_query(query)
+            if self.model.rowCount():
+                self.view.setCurrentIndex(self.model.index(0))
+            else:
+                self._show(None)
+
+    def _update_count(self) -> None:
+        total = self.model.total
+        self.count_label.setText(f"{total:,} image{'s' if total != 1 else ''}")
+
+    def select_image(self, image_id: int) -> bool:
+        """Make `image_id` current if it is in the loaded rows; return whether it was."""
+        row = self.model.row_of(image_id)
+        if row is None:
+            return False
+        self.view.setCurrentIndex(self.model.index(row))
+        self.view.scrollTo(self.model.index(row))
+        return True
+
+    def current_record(self) -> ImageRecord | None:
+        return self._current
+
+    def selected_ids(self) -> list[int]:
+        rows = sorted(i.row() for i in self.view.selectionModel().selectedIndexes())
+        ids = [r.id for r in (self.model.record(row) for row in rows) if r is not None]
+        if not ids and self._current is not None:
+            ids = [self._current.id]
+        return ids
+
+    # ------------------------------------------------------------------ details
+
+    def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        self._show(self.model.record(current.row()) if current.isValid() else None)
+
+    def _show(self, record: ImageRecord | None) -> None:
+        self._current = record
+        self._set_actions_enabled(record is not None)
+        if record is None:
+            self.image_label.set_source(None)
+            self.recipe_label.setText("")
+            return
+        self.actions_by_name["favorite"].setText("Unfavourite" if record.favorite else "Favourite")
+        self.recipe_label.setText(self._recipe_html(record))
+        self._detail_image_ready(record.id, DETAIL_SIZE)
+
+    def _detail_image_ready(self, image_id: int, size: int) -> None:
+        record = self._current
+        if record is None or record.id != image_id or size != DETAIL_SIZE:
+            return
+        pixmap = self.loader.pixmap(record.id, record.file, DETAIL_SIZE)
+        if pixmap is None:  # on its way: show the grid's smaller one meanwhile, if there is one
+            grid = self.loader.pixmap(record.id, record.file, GRID_SIZE, CELL * 2)
+            self.image_label.set_source(grid)
+            if grid is None and (record.missing or self.loader.failed(record.id, DETAIL_SIZE)):
+                self.image_label.setText("File missing")
+            return
+        self.image_label.set_source(pixmap)
+
+    def _recipe_html(self, record: ImageRecord) -> str:
+        recipe = record.recipe()
+        rows: list[tuple[str, Any]] = [
+            ("Negative", recipe.get("negative_prompt") or record.negative_prompt or None),
+            ("Model", record.model_name), ("Seed", record.seed), ("Steps", record.steps),
+            ("CFG", f"{record.cfg:g}" if record.cfg is not None else None), ("Sampler", record.scheduler),
+            ("Size", f"{record.width} × {record.height}"), ("Mode", record.mode),
+            ("Strength", f"{record.strength:g}" if record.strength is not None else None),
+            ("Variation", f"{recipe['variation_seed']} @ {recipe.get('variation_strength', 0):g}"
+             if recipe.get("variation_seed") is not None else None),
+            ("Device", " / ".join(str(recipe[k]) for k in ("device", "dtype") if recipe.get(k)) or None),
+            ("Time", f"{recipe['seconds']:.1f} s" if isinstance(recipe.get("seconds"), (int, float)) else None),
+            ("Created", record.created_at[:19].replace("T", " ") + " UTC"),
+            ("Source", recipe.get("source")),
+        ]
+        table = "".join(f"<tr><td style='padding-right:10px'><b>{name}</b></td><td>{html.escape(str(value))}</td></tr>"
+                        for name, value in rows if value not in (None, ""))
+        prompt = html.escape(record.prompt) if record.prompt else "<i>no prompt recorded</i>"
+        links = self._lineage_html(record)
+        return f"<p style='margin-bottom:6px'>{prompt}</p><table cellspacing='0'>{table}</table>{links}"
+
+    def _lineage_html(self, record: ImageRecord) -> str:
+        parts = []
+        if record.parent_id is not None:
+            parts.append(f"Made from <a href='image:{record.parent_id}'>#{record.parent_id}</a>")
+        children = self.gallery.children(record.id)
+        if children:
+            shown = ", ".join(f"<a href='image:{c.id}'>#{c.id}</a>" for c in children[:20])
+            more = f" and {len(children) - 20} more" if len(children) > 20 else ""
+            parts.append(f"Used for {shown}{more}")
+        return "<p>" + "<br>".join(parts) + "</p>" if parts else ""
+
+    def _follow_link(self, link: str) -> None:
+        if not link.startswith("image:"):
+            return
+        image_id = int(link.split(":", 1)[1])
+        if not self.select_image(image_id):
+            try:
+                self._show(self.gallery.get(image_id))  # not in the loaded pages (or filtered out)
+            except GalleryError as exc:
+                self.status.setText(str(exc))
+
+    # ------------------------------------------------------------------ actions
+
+    def _emit_recipe(self, signal: Any) -> None:
+        if self._current is not None:
+            signal.emit(self._current.recipe())
+
+    def _reuse_seed(self) -> None:
+        if self._current is not None and self._current.seed is not None:
+            self.reuse_seed.emit(self._current.seed)
+
+    def _send_to_canvas(self) -> None:
+        if self._current is not None and self._current.file.is_file():
+            self.send_to_canvas.emit(str(self._current.file))
+
+    def toggle_favorite(self) -> None:
+        if self._current is None:
+            return
+        record = self._current
+        try:
+            self.gallery.set_favorite(record.id, not record.favorite)
+            updated = self.gallery.get(record.id)
+        except GalleryError as exc:
+            self.status.setText(str(exc))
+            return
+        if self.model.query.favorites and not updated.favorite:
+            self.refresh()
+        else:
+            self.model.replace(updated)
+            self._show(updated)
+
+    def delete_selected(self) -> None:
+        ids = self.selected_ids()
+        if ids:
+            self.undo_stack.push(_DeleteCommand(self, ids))
+            if self.undo_stack.count() == 0 or self.undo_stack.command(self.undo_stack.index() - 1).isObsolete():
+                return
+            self.status.setText(f"Deleted {len(ids)} image{'s' if len(ids) != 1 else ''}. Ctrl+Z brings "
+                                f"{'them' if len(ids) != 1 else 'it'} back.")
+
+    def export_selected(self) -> None:
+        ids = self.selected_ids()
+        if not ids:
+            return
+        dialog = ExportDialog(len(ids), self)
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return
+        try:
+            written = self.gallery.export(ids, Path(dialog.folder.text()), dialog.format.currentText(),
+                                          dialog.strip.isChecked(), dialog.template.text() or DEFAULT_TEMPLATE)
+        except GalleryError as exc:
+            QMessageBox.warning(self, "Export failed", str(exc))
+            return
+        self.status.setText(f"Exported {len(written)} file{'s' if len(written) != 1 else ''} to {dialog.folder.text()}")
+
+    def copy_image(self) -> None:
+        if self._current is not None:
+            image = QImage(str(self._current.file))
+            if not image.isNull():
+                QGuiApplication.clipboard().setImage(image)
+
+    def show_in_folder(self) -> None:
+        if self._current is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(self._current.file.parent)))
+
+    # ------------------------------------------------------------------ drop in: import
+
+    def _dropped_files(self, event: QDragEnterEvent | QDropEvent) -> list[Path]:
+        if event.source() is self.view or not event.mimeData().hasUrls():
+            return []  # a drag from our own grid is not an import
+        paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
+        return [p for p in paths if p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES]
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if self._dropped_files(event):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = self._dropped_files(event)
+        if paths:
+            event.acceptProposedAction()
+            self.import_files(paths)
+
+    def import_files(self, paths: list[Path]) -> list[int]:
+        try:
+            result = self.gallery.import_paths(paths)
+        except GalleryError as exc:
+            self.status.setText(str(exc))
+            return []
+        problems = [f"{p.name}: {m}" for p, m in result.errors + result.warnings]
+        self.status.setText(f"Imported {len(result)} image{'s' if len(result) != 1 else ''}"
+                            + (". " + "; ".join(problems[:3]) if problems else ""))
+        self.refresh()
+        if result:
+            self.select_image(result[0])
+        return list(result)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _reconcile_in_background(self) -> None:
+        job = _Reconcile(self.gallery)
+        job.relay.done.connect(self._reconciled)
+        QThreadPool.globalInstance().start(job)
+
+    def _reconciled(self, message: str) -> None:
+        if message:
+            self.status.setText(f"Gallery checked: {message}")
+            self.refresh()
+
+    def shutdown(self) -> None:
+        """Stop thumbnail decoding (call before closing the gallery)."""
+        self.loader.shutdown()

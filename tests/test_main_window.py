@@ -1,0 +1,133 @@
+"""The main window with pytest-qt: generate from the button and the shortcut, cancel, variations, settings."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import Qt
+
+from studio.ui.settings import Settings
+
+
+@pytest.fixture
+def make_window(qtbot, tiny_model, data_dir):
+    from studio.gallery import Gallery
+    from studio.ui.main_window import MainWindow
+    from studio.ui.worker import Backend
+
+    windows = []
+
+    def make():
+        settings = Settings(data_dir / "settings.ini")
+        settings.set("model", str(tiny_model))
+        backend = Backend(data_dir, device="cpu")
+        window = MainWindow(backend, settings, Gallery(data_dir))
+        qtbot.addWidget(window)
+        window.show()
+        with qtbot.waitSignal(backend.model_loaded, timeout=120_000):
+            backend.start()
+            backend.load_model(str(tiny_model))
+        window.controls.steps.setValue(3)
+        windows.append(window)
+        return window
+
+    yield make
+    for w in windows:
+        w.close()
+
+
+def test_generate_button_puts_the_result_on_the_canvas_and_in_the_gallery(qtbot, make_window):
+    w = make_window()
+    w.controls.prompt.setPlainText("a blue square")
+    w.controls.seed.set_seed(99)
+    w.controls.seed.lock.setChecked(True)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as done:
+        qtbot.mouseClick(w.generate_button, Qt.MouseButton.LeftButton)
+    result = done.args[1][0]
+    assert result.seed == 99 and result.recipe["prompt"] == "a blue square"
+    assert w.canvas.has_image() and w.canvas.image().size == (32, 32)
+    assert w.center.currentWidget() is w.canvas
+    assert w.progress.format() in ("Done", "Ready")
+    assert w.controls.seed.seed() == 99  # locked
+    assert w.gallery.count() == 1
+    assert w.canvas.undo_stack.count() == 1  # the result landed as an undoable step
+
+
+def test_ctrl_enter_generates_and_an_unlocked_seed_moves_on(qtbot, make_window):
+    w = make_window()
+    w.controls.seed.set_seed(5)
+    w.controls.seed.lock.setChecked(False)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as done:
+        w.generate_action.trigger()
+    assert done.args[1][0].seed == 5
+    assert w.controls.seed.seed() != 5
+    assert "Ctrl+Return" in w.generate_action.toolTip() or "Ctrl+Enter" in w.generate_action.toolTip()
+
+
+def test_escape_cancels_and_keeps_the_last_preview(qtbot, make_window):
+    w = make_window()
+    w.controls.steps.setValue(60)
+    with qtbot.waitSignal(w.backend.step, timeout=60_000):
+        w.generate()
+    with qtbot.waitSignal(w.backend.cancelled, timeout=60_000):
+        w.cancel_action.trigger()
+    assert w.progress.format() == "Cancelled"
+    assert w.grid.image(0) is not None  # the preview stays on screen
+
+
+def test_variations_show_a_grid_and_a_click_keeps_one(qtbot, make_window):
+    w = make_window()
+    w.controls.seed.set_seed(40)
+    w.controls.seed.lock.setChecked(True)
+    with qtbot.waitSignal(w.backend.finished, timeout=120_000) as done:
+        w._generate_batch(4)
+    results = done.args[1]
+    assert [r.seed for r in results] == [40, 41, 42, 43]
+    assert w.center.currentWidget() is w.grid and w.grid.count() == 4
+    assert all(w.grid.image(k) is not None for k in range(4))
+    rect = w.grid.tile_rect(2)
+    qtbot.mouseClick(w.grid, Qt.MouseButton.LeftButton, pos=rect.center().toPoint())
+    assert w.center.currentWidget() is w.canvas
+    kept = w.canvas.image()
+    assert kept.tobytes() == results[2].image.tobytes()
+    qtbot.mouseDClick(w.grid, Qt.MouseButton.LeftButton, pos=w.grid.tile_rect(3).center().toPoint())
+    assert w.controls.seed.seed() == 43
+
+
+def test_closing_during_a_run_joins_the_backend(qtbot, make_window):
+    w = make_window()
+    w.controls.steps.setValue(100)
+    with qtbot.waitSignal(w.backend.step, timeout=60_000):
+        w.generate()
+    w.close()
+    assert w.backend._thread.isFinished()
+
+
+def test_settings_persist_between_runs(qtbot, make_window, data_dir):
+    w = make_window()
+    w.controls.steps.setValue(33)
+    w.controls.cfg.setValue(4.5)
+    w.controls.prompt.setPlainText("a night landscape")
+    w.controls.scheduler.setCurrentText("Euler a")
+    w.close()
+    w2 = make_window()
+    assert w2.controls.steps.value() == 33 and w2.controls.cfg.value() == 4.5
+    assert w2.controls.prompt.toPlainText() == "a night landscape"
+    assert w2.controls.scheduler.currentText() == "Euler a"
+
+
+def test_reuse_settings_fills_the_controls(qtbot, make_window):
+    w = make_window()
+    w.controls.apply_recipe({"prompt": "a star", "negative_prompt": "blur", "steps": 12, "cfg": 9.5,
+                             "seed": 1234, "scheduler": "DDIM", "width": 64, "height": 64})
+    f = w.controls.request_fields()
+    assert (f["prompt"], f["negative_prompt"], f["steps"], f["cfg"], f["seed"], f["scheduler"]) == \
+        ("a star", "blur", 12, 9.5, 1234, "DDIM")
+    assert (f["width"], f["height"]) == (64, 64)
+
+
+def test_a_bad_request_is_explained_in_the_status_bar(qtbot, make_window):
+    w = make_window()
+    w.controls.set_size(100, 64)  # not a multiple of 8
+    w.generate()
+    assert "multiple of 8" in w.statusBar().currentMessage()
+    assert not w.backend.busy()

@@ -1,0 +1,85 @@
+"""The backend thread with pytest-qt: load, generate with previews, cancel, clear the queue, shut down."""
+
+from __future__ import annotations
+
+import pytest
+
+from studio.engine import GenerationRequest
+from studio.ui.worker import Backend
+
+
+@pytest.fixture
+def backend(qtbot, tiny_model, data_dir):
+    b = Backend(data_dir, device="cpu")
+    b.start()
+    with qtbot.waitSignal(b.model_loaded, timeout=120_000) as loaded:
+        b.load_model(str(tiny_model))
+    assert loaded.args[0]["native_size"] == 32 and loaded.args[0]["device"] == "cpu"
+    yield b
+    assert b.shutdown()
+
+
+def req(**kw) -> GenerationRequest:
+    return GenerationRequest(**{"prompt": "a red circle", "steps": 3, "seed": 11, **kw})
+
+
+def test_generate_emits_steps_with_previews_then_results_saved_to_the_gallery(qtbot, backend):
+    steps, started = [], []
+    backend.step.connect(lambda *args: steps.append(args))
+    backend.started.connect(started.append)
+    with qtbot.waitSignal(backend.finished, timeout=60_000) as finished:
+        job = backend.generate(req())
+    assert started == [job] and finished.args[0] == job
+    results = finished.args[1]
+    assert len(results) == 1 and results[0].seed == 11 and results[0].gallery_id is not None
+    assert results[0].image.size == (32, 32)
+    assert steps and steps[-1][1] == steps[-1][2] == 3  # the final step always reaches the GUI
+    assert not steps[-1][4][0].isNull() and steps[-1][4][0].width() == 16
+
+
+def test_cancel_mid_run_reports_cancelled_and_no_result(qtbot, backend):
+    finished = []
+    backend.finished.connect(lambda *a: finished.append(a))
+    backend.step.connect(lambda *a: backend.cancel_current())
+    with qtbot.waitSignal(backend.cancelled, timeout=60_000) as cancelled:
+        job = backend.generate(req(steps=40))
+    assert cancelled.args == [job]
+    qtbot.waitUntil(lambda: not backend.busy(), timeout=10_000)
+    assert finished == []
+
+
+def test_clear_queue_drops_waiting_jobs(qtbot, backend):
+    cancelled, finished = [], []
+    backend.cancelled.connect(cancelled.append)
+    backend.finished.connect(lambda job, results: finished.append(job))
+    with qtbot.waitSignal(backend.started, timeout=60_000):
+        first = backend.generate(req(steps=6))
+    waiting = [backend.generate(req(seed=s)) for s in (1, 2)]
+    backend.clear_queue()
+    assert cancelled == waiting
+    qtbot.waitUntil(lambda: not backend.busy(), timeout=60_000)
+    assert finished == [first]
+
+
+def test_failures_are_reported_and_the_worker_lives_on(qtbot, backend):
+    from PIL import Image
+
+    bad = req(init_image=Image.new("RGB", (32, 32)), mask=Image.new("L", (32, 32), 0))  # empty mask
+    with qtbot.waitSignal(backend.failed, timeout=60_000) as failed:
+        backend.generate(bad)
+    assert "mask" in failed.args[1].lower()
+    with qtbot.waitSignal(backend.model_failed, timeout=60_000) as model_failed:
+        backend.load_model("/no/such/model")
+    assert "no model named or at" in model_failed.args[0]
+    with qtbot.waitSignal(backend.finished, timeout=60_000):
+        backend.generate(req())
+
+
+def test_shutdown_during_a_run_cancels_and_joins(qtbot, tiny_model, data_dir):
+    b = Backend(data_dir, device="cpu")
+    b.start()
+    b.load_model(str(tiny_model))
+    with qtbot.waitSignal(b.step, timeout=120_000):
+        b.generate(req(steps=100))
+    assert b.shutdown(timeout_ms=30_000)
+    assert b._thread.isFinished()
