@@ -359,3 +359,14 @@ def test_gallery_imports_neither_qt_nor_torch() -> None:
     code = "import sys, studio.gallery; print(sorted(m for m in ('torch', 'diffusers', 'PySide6') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_bench_runs_and_reports_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from studio.bench import gallery as bench
+
+    assert bench.main(["--images", "300", "--saves", "3", "--queries", "8", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["images"] == 300 and figures["search_queries"] == 8 and figures["save_count"] == 3
+    assert figures["open_first_page_cold_s"] > 0 and figures["save_per_s"] > 0 and figures["db_size_mb"] > 0

@@ -16,7 +16,7 @@ def make_window(qtbot, tiny_model, data_dir):
 
     windows = []
 
-    def make():
+    def make(steps: int | None = 3):
         settings = Settings(data_dir / "settings.ini")
         settings.set("model", str(tiny_model))
         backend = Backend(data_dir, device="cpu")
@@ -26,7 +26,9 @@ def make_window(qtbot, tiny_model, data_dir):
         with qtbot.waitSignal(backend.model_loaded, timeout=120_000):
             backend.start()
             backend.load_model(str(tiny_model))
-        window.controls.steps.setValue(3)
+        qtbot.waitUntil(lambda: not backend.busy(), timeout=10_000)
+        if steps is not None:
+            window.controls.steps.setValue(steps)
         windows.append(window)
         return window
 
@@ -109,7 +111,7 @@ def test_settings_persist_between_runs(qtbot, make_window, data_dir):
     w.controls.prompt.setPlainText("a night landscape")
     w.controls.scheduler.setCurrentText("Euler a")
     w.close()
-    w2 = make_window()
+    w2 = make_window(steps=None)
     assert w2.controls.steps.value() == 33 and w2.controls.cfg.value() == 4.5
     assert w2.controls.prompt.toPlainText() == "a night landscape"
     assert w2.controls.scheduler.currentText() == "Euler a"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import os
 import re
 import secrets
@@ -184,8 +185,12 @@ def make_thumbnail(source: Path, target: Path, size: int) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         # A cache: no fsync, but still write-then-rename so a reader never sees half a file.
         temp = target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}.jpg")
-        thumb.save(temp, "JPEG", quality=88)
-        os.replace(temp, target)
+        try:
+            thumb.save(temp, "JPEG", quality=88)
+            os.replace(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
     return target
 
 
@@ -202,8 +207,6 @@ def _flatten(image: Image.Image) -> Image.Image:
 
 def export_bytes(source: Path, recipe: dict[str, Any], fmt: str, strip_metadata: bool) -> bytes:
     """The exported file's content. PNG keeps its chunks; JPEG/WebP get `parameters` in EXIF."""
-    import io
-
     if fmt == "png" and not strip_metadata and source.suffix.lower() == ".png":
         return source.read_bytes()  # byte-exact copy: keeps every chunk, including other tools'
     with Image.open(source) as opened:
@@ -226,6 +229,8 @@ def export_bytes(source: Path, recipe: dict[str, Any], fmt: str, strip_metadata:
     if fmt == "jpeg":
         _flatten(image).save(buffer, "JPEG", quality=95, **extra)
     else:
+        if image.mode not in ("RGB", "RGBA"):
+            image = image.convert("RGBA" if image.has_transparency_data else "RGB")
         image.save(buffer, "WEBP", quality=95, method=4, **extra)
     return buffer.getvalue()
 

@@ -43,6 +43,7 @@ class Probe:
 def probe(path: Path) -> Probe:
     """Decode the whole image (a truncated file must fail here, not later) and read its recipe."""
     try:
+        modified = path.stat().st_mtime
         with Image.open(path) as image:
             image.load()
             size = image.size
@@ -51,7 +52,7 @@ def probe(path: Path) -> Probe:
     except Exception as exc:  # noqa: BLE001 - Pillow raises a zoo of types for broken files
         raise GalleryError(f"{path.name}: not a readable image ({type(exc).__name__}: {str(exc)[:100]})") from None
     result = Probe(width=size[0], height=size[1])
-    result.modified = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc)
+    result.modified = dt.datetime.fromtimestamp(modified, dt.timezone.utc)
     try:
         result.recipe = metadata.read_recipe(path) or {}
     except metadata.MetadataError as exc:

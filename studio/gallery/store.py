@@ -211,24 +211,33 @@ class Gallery:
         row. Disk full raises `StorageFullError` and leaves neither a file nor a row behind.
         """
         recipe = self._complete_recipe(image, recipe, parent_id)
-        created = parse_time(recipe["created_at"]) or dt.datetime.now(dt.timezone.utc)
-        data = metadata.encode_png(image, recipe)
-        folder = files.image_folder(self.data_dir, created.astimezone())
-        with translated("save the image"):
-            temp = files.write_temp(folder, data, ".png")
-            try:
-                target = files.unused_path(folder, Path(files.new_image_name(created.astimezone(), recipe.get("seed"))).stem, ".png")
-                os.replace(temp, target)
-            except BaseException:
-                temp.unlink(missing_ok=True)
-                raise
-            files.fsync_dir(folder)
+        created = (parse_time(recipe["created_at"]) or dt.datetime.now(dt.timezone.utc)).astimezone()
+        try:
+            data = metadata.encode_png(image, recipe)
+        except (OSError, ValueError, TypeError) as exc:  # an image mode PNG cannot hold, a non-JSON value
+            raise GalleryError(f"cannot save: {exc}") from None
+        name = files.new_image_name(created, recipe.get("seed"))
+        target = self._place(data, files.image_folder(self.data_dir, created), name)
         try:
             values = row_values(recipe, image.width, image.height)
             return self._insert(self._relative(target), recipe, values, files.sha256_bytes(data))
         except BaseException:
             files.remove_durably(target)  # no row, so no file: nothing half-saved
             raise
+
+    @staticmethod
+    def _place(data: bytes, folder: Path, name: str) -> Path:
+        """Durably write a new file under a name no other file has (temp, fsync, rename, fsync dir)."""
+        with translated("save the image"):
+            temp = files.write_temp(folder, data, ".png")
+            try:
+                target = files.unused_path(folder, Path(name).stem, Path(name).suffix)
+                os.replace(temp, target)
+            except BaseException:
+                temp.unlink(missing_ok=True)
+                raise
+            files.fsync_dir(folder)
+        return target
 
     def _complete_recipe(self, image: Image.Image, recipe: Mapping[str, Any], parent_id: int | None) -> dict[str, Any]:
         out = {k: v for k, v in recipe.items() if k != "source"}

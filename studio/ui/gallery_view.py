@@ -1,8 +1,7 @@
 """The gallery panel: a lazy thumbnail grid over the gallery store, search, details and actions.
 
-The model never holds more than the pages the view has scrolled through (`canFetchMore` /
-`fetchMore`, 200 rows a page), so 100,000 images open as fast as 200. Thumbnails are decoded on a
-thread pool (`thumbnails.ThumbnailLoader`); the grid paints placeholders until they land.
+The grid's model, thumbnail loading and painting live in `studio.ui.thumbnails`; this module is
+the widget: filters, the detail pane, the actions and their shortcuts, drag out and drop in.
 """
 
 from __future__ import annotations
@@ -11,132 +10,33 @@ import html
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import (QAbstractListModel, QMimeData, QModelIndex, QObject, QPersistentModelIndex, QRunnable,
-                            QSize, Qt, QThreadPool, QTimer, QUrl, Signal)
+from PySide6.QtCore import QModelIndex, QObject, QRunnable, QSize, Qt, QThreadPool, QTimer, QUrl, Signal
 from PySide6.QtGui import (QAction, QDesktopServices, QDragEnterEvent, QDropEvent, QGuiApplication, QImage,
                            QKeySequence, QPalette, QPixmap, QResizeEvent, QUndoCommand, QUndoStack)
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog,
-                               QFormLayout, QHBoxLayout, QLabel, QLineEdit, QListView, QMessageBox, QPushButton,
-                               QScrollArea, QSizePolicy, QSplitter, QToolBar, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QBoxLayout, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
+                               QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QListView, QMessageBox,
+                               QPushButton, QScrollArea, QSizePolicy, QSplitter, QToolBar, QToolButton, QVBoxLayout,
+                               QWidget)
 
 from studio.gallery import DEFAULT_TEMPLATE, Gallery, GalleryError, ImageRecord, Query
 from studio.gallery.files import IMAGE_SUFFIXES
-from studio.ui.thumbnails import FavoriteRole, IdRole, MissingRole, RecordRole, ThumbnailDelegate, ThumbnailLoader
+from studio.gallery.records import parse_time
+from studio.ui.thumbnails import CELL, GRID_SIZE, PAGE, GalleryModel, ThumbnailDelegate, ThumbnailLoader
 
-PAGE = 200
-GRID_SIZE = 256   # thumbnails on disk
-CELL = 150        # grid cell, logical pixels
 DETAIL_SIZE = 768  # the detail pane's image
 
 
-class GalleryModel(QAbstractListModel):
-    """Rows of the current query, fetched a page at a time as the view scrolls."""
+class _Grid(QListView):
+    """The thumbnail grid: cells stretch so that whole columns fill the width (no ragged gap)."""
 
-    def __init__(self, gallery: Gallery, loader: ThumbnailLoader, parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self.gallery = gallery
-        self.loader = loader
-        self.query = Query()
-        self.total = 0
-        self._records: list[ImageRecord] = []
-        self._rows: dict[int, int] = {}  # image id -> row
-        loader.ready.connect(self._thumbnail_ready)
-
-    # -- loading
-    def set_query(self, query: Query) -> None:
-        self.query = query
-        self.reload()
-
-    def reload(self, keep_loaded: bool = False) -> None:
-        """Re-run the query from the first page (new images, changed filters, deletes); with
-        `keep_loaded`, as many rows as were loaded (up to 20 pages), so the view keeps its place."""
-        limit = min(max(PAGE, len(self._records)), 20 * PAGE) if keep_loaded else PAGE
-        self.beginResetModel()
-        self.loader.clear_queue()
-        self.total = self.gallery.count(self.query)
-        self._records = self.gallery.find(self.query, offset=0, limit=limit)
-        self._rows = {r.id: i for i, r in enumerate(self._records)}
-        self.endResetModel()
-
-    def canFetchMore(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> bool:
-        return not parent.isValid() and len(self._records) < self.total
-
-    def fetchMore(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> None:
-        if parent.isValid():
-            return
-        page = self.gallery.find(self.query, offset=len(self._records), limit=PAGE)
-        page = [r for r in page if r.id not in self._rows]  # rows shifted by a save in between
-        if not page:
-            self.total = len(self._records)  # the query shrank meanwhile: stop asking
-            return
-        first = len(self._records)
-        self.beginInsertRows(QModelIndex(), first, first + len(page) - 1)
-        self._records.extend(page)
-        self._rows.update({r.id: first + i for i, r in enumerate(page)})
-        self.endInsertRows()
-
-    # -- access
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
-        return 0 if parent.isValid() else len(self._records)
-
-    def record(self, row: int) -> ImageRecord | None:
-        return self._records[row] if 0 <= row < len(self._records) else None
-
-    def row_of(self, image_id: int) -> int | None:
-        return self._rows.get(image_id)
-
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        record = self.record(index.row()) if index.isValid() else None
-        if record is None:
-            return None
-        if role == Qt.ItemDataRole.DecorationRole:
-            return self.loader.pixmap(record.id, record.file, GRID_SIZE, CELL * 2)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            lines = [html.escape(record.prompt[:300]) or "<i>no prompt</i>",
-                     f"seed {record.seed}" if record.seed is not None else "", record.created_at[:16].replace("T", " ")]
-            return "<br>".join(line for line in lines if line)
-        if role == Qt.ItemDataRole.AccessibleTextRole or role == Qt.ItemDataRole.DisplayRole:
-            return record.prompt[:80]
-        if role == FavoriteRole:
-            return record.favorite
-        if role == MissingRole:
-            return record.missing or self.loader.failed(record.id, GRID_SIZE)
-        if role == IdRole:
-            return record.id
-        if role == RecordRole:
-            return record
-        return None
-
-    def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
-        base = super().flags(index)
-        return base | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else base
-
-    def replace(self, record: ImageRecord) -> None:
-        """Show a changed row (favourite toggled) without reloading the list."""
-        row = self._rows.get(record.id)
-        if row is not None:
-            self._records[row] = record
-            index = self.index(row)
-            self.dataChanged.emit(index, index)
-
-    # -- drag out: file URLs, so the canvas (or a file manager) can take the image
-    def mimeTypes(self) -> list[str]:
-        return ["text/uri-list"]
-
-    def mimeData(self, indexes: list[QModelIndex]) -> QMimeData:  # type: ignore[override]
-        data = QMimeData()
-        records = [self.record(i.row()) for i in indexes]
-        data.setUrls([QUrl.fromLocalFile(str(r.file)) for r in records if r is not None])
-        return data
-
-    def supportedDragActions(self) -> Qt.DropAction:
-        return Qt.DropAction.CopyAction
-
-    def _thumbnail_ready(self, image_id: int, size: int) -> None:
-        row = self._rows.get(image_id)
-        if row is not None and size == GRID_SIZE:
-            index = self.index(row)
-            self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        width = self.viewport().width()
+        cell = width // max(1, width // CELL)
+        delegate = self.itemDelegate()
+        if isinstance(delegate, ThumbnailDelegate) and cell != delegate.cell:
+            delegate.cell = cell
+            self.setGridSize(QSize(cell, cell))
 
 
 class _FittedImage(QLabel):
@@ -206,8 +106,8 @@ class _Reconcile(QRunnable):
         try:
             report = self.gallery.reconcile()
             message = f"{report.imported} imported, {report.missing} missing" if report.imported or report.missing else ""
-        except GalleryError as exc:
-            message = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a thread boundary: report, never lose it in a pool thread
+            message = f"could not check the gallery: {exc}"
         self.relay.done.emit(message)
 
 
@@ -265,6 +165,7 @@ class GalleryPanel(QWidget):
         self.loader = ThumbnailLoader(gallery, parent=self)
         self.model = GalleryModel(gallery, self.loader, self)
         self._current: ImageRecord | None = None
+        self._split_done = False
         self._search_timer = QTimer(self, singleShot=True, interval=150)
         self._search_timer.timeout.connect(self._apply_filters)
         self._build()
@@ -306,9 +207,14 @@ class GalleryPanel(QWidget):
         self.splitter.setStretchFactor(1, 2)
         self.splitter.setChildrenCollapsible(False)
 
-        self.toolbar = QToolBar()
-        self.toolbar.setIconSize(QSize(16, 16))
-        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        # Two toolbars: "use this image" and "manage it"; side by side when wide, stacked in a dock.
+        self.use_bar, self.manage_bar = QToolBar(), QToolBar()
+        self.bars = QBoxLayout(QBoxLayout.Direction.LeftToRight)
+        self.bars.setContentsMargins(0, 0, 0, 0)
+        for bar in (self.use_bar, self.manage_bar):
+            bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+            self.bars.addWidget(bar)
+        self.bars.addStretch(1)
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.status.setForegroundRole(QPalette.ColorRole.PlaceholderText)
@@ -318,11 +224,11 @@ class GalleryPanel(QWidget):
         layout.addLayout(filters)
         layout.addWidget(self.count_label)
         layout.addWidget(self.splitter, 1)
-        layout.addWidget(self.toolbar)
+        layout.addLayout(self.bars)
         layout.addWidget(self.status)
 
     def _build_grid(self) -> QListView:
-        view = QListView()
+        view = _Grid()
         view.setViewMode(QListView.ViewMode.IconMode)
         view.setMovement(QListView.Movement.Static)
         view.setResizeMode(QListView.ResizeMode.Adjust)
@@ -338,6 +244,7 @@ class GalleryPanel(QWidget):
         view.setMouseTracking(True)  # hover highlight
         view.setModel(self.model)
         view.setItemDelegate(ThumbnailDelegate(self.loader, CELL, view))
+        view.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOn)  # no relayout ping-pong
         view.selectionModel().currentChanged.connect(self._current_changed)
         view.activated.connect(lambda _: self._send_to_canvas())
         return view
@@ -350,6 +257,7 @@ class GalleryPanel(QWidget):
         self.recipe_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.recipe_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.recipe_label.linkActivated.connect(self._follow_link)
+        self.recipe_label.setContentsMargins(10, 6, 10, 6)
         text_scroll = QScrollArea(widgetResizable=True)
         text_scroll.setWidget(self.recipe_label)
         text_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
@@ -374,7 +282,7 @@ class GalleryPanel(QWidget):
             ("delete", "Delete", QKeySequence.StandardKey.Delete, "Move to the trash (undo with Ctrl+Z)", self.delete_selected),
             ("undo", "Undo", QKeySequence.StandardKey.Undo, "Undo the last delete", self.undo_stack.undo),
             ("export", "Export…", "Ctrl+E", "Export the selected images", self.export_selected),
-            ("copy", "Copy", QKeySequence.StandardKey.Copy, "Copy the image to the clipboard", self.copy_image),
+            ("copy", "Copy image", QKeySequence.StandardKey.Copy, "Copy the image to the clipboard", self.copy_image),
             ("show_file", "Show file", "Ctrl+Shift+O", "Show the file in its folder", self.show_in_folder),
         ]
         for name, text, key, tip, slot in specs:
@@ -389,9 +297,13 @@ class GalleryPanel(QWidget):
             self.actions_by_name[name] = action
         self.undo_stack.canUndoChanged.connect(self.actions_by_name["undo"].setEnabled)
         self.actions_by_name["undo"].setEnabled(False)
-        for name in ("reuse_settings", "reuse_seed", "send_to_canvas", "regenerate", "variations", "favorite", "delete",
-                     "export"):
-            self.toolbar.addAction(self.actions_by_name[name])
+        for name in ("reuse_settings", "reuse_seed", "send_to_canvas", "regenerate", "variations"):
+            self.use_bar.addAction(self.actions_by_name[name])
+        for name in ("favorite", "delete", "export", "copy", "show_file"):
+            self.manage_bar.addAction(self.actions_by_name[name])
+        # Right-click on the grid offers everything (Undo included).
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.ActionsContextMenu)
+        self.view.addActions(list(self.actions_by_name.values()))
         self._set_actions_enabled(False)
 
     def _set_actions_enabled(self, enabled: bool) -> None:
@@ -401,10 +313,18 @@ class GalleryPanel(QWidget):
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         # A wide panel puts the details beside the grid; a tall dock puts them below it.
-        wide = event.size().width() > event.size().height() * 1.3
-        self.splitter.setOrientation(Qt.Orientation.Horizontal if wide else Qt.Orientation.Vertical)
-        self.detail_splitter.setOrientation(Qt.Orientation.Vertical if wide else Qt.Orientation.Horizontal)
         super().resizeEvent(event)
+        wide = event.size().width() > event.size().height() * 1.3
+        self.bars.setDirection(QBoxLayout.Direction.LeftToRight if event.size().width() > 820
+                               else QBoxLayout.Direction.TopToBottom)
+        orientation = Qt.Orientation.Horizontal if wide else Qt.Orientation.Vertical
+        if orientation != self.splitter.orientation() or not self._split_done:
+            self._split_done = True
+            self.splitter.setOrientation(orientation)
+            self.detail_splitter.setOrientation(Qt.Orientation.Vertical if wide else Qt.Orientation.Horizontal)
+            along = event.size().width() if wide else event.size().height()
+            self.splitter.setSizes([int(along * 0.64), int(along * 0.36)])
+            self.detail_splitter.setSizes([600, 400] if wide else [500, 500])
 
     # ------------------------------------------------------------------ querying
 
@@ -479,6 +399,8 @@ class GalleryPanel(QWidget):
 
     def _recipe_html(self, record: ImageRecord) -> str:
         recipe = record.recipe()
+        created = parse_time(record.created_at)
+        created = created.astimezone() if created else None  # stored in UTC, shown in local time
         rows: list[tuple[str, Any]] = [
             ("Negative", recipe.get("negative_prompt") or record.negative_prompt or None),
             ("Model", record.model_name), ("Seed", record.seed), ("Steps", record.steps),
@@ -489,14 +411,15 @@ class GalleryPanel(QWidget):
              if recipe.get("variation_seed") is not None else None),
             ("Device", " / ".join(str(recipe[k]) for k in ("device", "dtype") if recipe.get(k)) or None),
             ("Time", f"{recipe['seconds']:.1f} s" if isinstance(recipe.get("seconds"), (int, float)) else None),
-            ("Created", record.created_at[:19].replace("T", " ") + " UTC"),
+            ("Created", f"{created:%Y-%m-%d %H:%M:%S}" if created else record.created_at),
             ("Source", recipe.get("source")),
         ]
         table = "".join(f"<tr><td style='padding-right:10px'><b>{name}</b></td><td>{html.escape(str(value))}</td></tr>"
                         for name, value in rows if value not in (None, ""))
         prompt = html.escape(record.prompt) if record.prompt else "<i>no prompt recorded</i>"
         links = self._lineage_html(record)
-        return f"<p style='margin-bottom:6px'>{prompt}</p><table cellspacing='0'>{table}</table>{links}"
+        return (f"<p style='font-size:large; margin-bottom:8px'>{prompt}</p>"
+                f"<table cellspacing='0' cellpadding='1'>{table}</table>{links}")
 
     def _lineage_html(self, record: ImageRecord) -> str:
         parts = []
@@ -625,7 +548,10 @@ class GalleryPanel(QWidget):
     def _reconciled(self, message: str) -> None:
         if message:
             self.status.setText(f"Gallery checked: {message}")
-            self.refresh()
+            try:
+                self.refresh()
+            except GalleryError as exc:  # closed meanwhile (the window is shutting down)
+                self.status.setText(str(exc))
 
     def shutdown(self) -> None:
         """Stop thumbnail decoding (call before closing the gallery)."""

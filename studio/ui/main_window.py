@@ -245,8 +245,6 @@ class MainWindow(QMainWindow):
     def set_busy(self, busy: bool) -> None:
         self.cancel_button.setEnabled(busy)
         self.cancel_action.setEnabled(busy)
-        if not busy:
-            self.progress.setFormat("Ready")
 
     def _on_started(self, job: int) -> None:
         info = self._running.get(job, {})

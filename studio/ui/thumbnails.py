@@ -1,6 +1,7 @@
-"""Thumbnails for the gallery grid: decoded off the GUI thread, cached as pixmaps, painted by a delegate.
+"""The gallery grid's data side: the lazy model, thumbnails decoded off the GUI thread, the delegate.
 
-Decoding and scaling happen on a private QThreadPool (QImage is safe off the GUI thread; QPixmap is
+The model never holds more than the pages the view has scrolled through (`canFetchMore` /
+`fetchMore`, 200 rows a page), so 100,000 images open as fast as 200. Thumbnail decoding and scaling happen on a private QThreadPool (QImage is safe off the GUI thread; QPixmap is
 not), results come back by a queued signal, and the GUI thread turns them into pixmaps kept in a
 bounded LRU cache. Newer requests run first, so what is on screen now wins over what was on screen
 a moment ago while scrolling fast.
@@ -8,15 +9,22 @@ a moment ago while scrolling fast.
 
 from __future__ import annotations
 
+import html
 import itertools
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
-from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, QRect, QRectF, QRunnable, QSize, Qt, QThreadPool, Signal
+from PySide6.QtCore import (QAbstractListModel, QMimeData, QModelIndex, QObject, QPersistentModelIndex, QRect, QRectF,
+                            QRunnable, QSize, Qt, QThreadPool, QUrl, Signal)
 from PySide6.QtGui import QColor, QImage, QPainter, QPainterPath, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
-from studio.gallery import Gallery, GalleryError
+from studio.gallery import Gallery, ImageRecord, Query
+
+PAGE = 200         # rows fetched at a time
+GRID_SIZE = 256    # thumbnails on disk
+CELL = 150         # grid cell (logical pixels), before stretching to fill the width
 
 FavoriteRole = Qt.ItemDataRole.UserRole + 1
 MissingRole = Qt.ItemDataRole.UserRole + 2
@@ -44,8 +52,8 @@ class _Job(QRunnable):
             if not image.isNull() and max(image.width(), image.height()) > self.scale_to:
                 image = image.scaled(self.scale_to, self.scale_to, Qt.AspectRatioMode.KeepAspectRatio,
                                      Qt.TransformationMode.SmoothTransformation)
-        except (GalleryError, OSError):
-            pass  # a missing or unreadable file shows the placeholder; the grid says why
+        except Exception:  # noqa: BLE001 - a thread boundary: any failure just shows the placeholder
+            image = QImage()
         self.relay.done.emit(self.image_id, self.size, image)
 
 
@@ -176,3 +184,113 @@ class ThumbnailDelegate(QStyledItemDelegate):
         painter.drawEllipse(badge)
         painter.setPen(QColor(palette.color(QPalette.ColorRole.Highlight)).lighter(140))
         painter.drawText(badge, Qt.AlignmentFlag.AlignCenter, "★")
+
+
+class GalleryModel(QAbstractListModel):
+    """Rows of the current query, fetched a page at a time as the view scrolls."""
+
+    def __init__(self, gallery: Gallery, loader: ThumbnailLoader, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.gallery = gallery
+        self.loader = loader
+        self.query = Query()
+        self.total = 0
+        self._records: list[ImageRecord] = []
+        self._rows: dict[int, int] = {}  # image id -> row
+        loader.ready.connect(self._thumbnail_ready)
+
+    # -- loading
+    def set_query(self, query: Query) -> None:
+        self.query = query
+        self.reload()
+
+    def reload(self, keep_loaded: bool = False) -> None:
+        """Re-run the query from the first page (new images, changed filters, deletes); with
+        `keep_loaded`, as many rows as were loaded (up to 20 pages), so the view keeps its place."""
+        limit = min(max(PAGE, len(self._records)), 20 * PAGE) if keep_loaded else PAGE
+        self.beginResetModel()
+        self.loader.clear_queue()
+        self.total = self.gallery.count(self.query)
+        self._records = self.gallery.find(self.query, offset=0, limit=limit)
+        self._rows = {r.id: i for i, r in enumerate(self._records)}
+        self.endResetModel()
+
+    def canFetchMore(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> bool:
+        return not parent.isValid() and len(self._records) < self.total
+
+    def fetchMore(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> None:
+        if parent.isValid():
+            return
+        page = self.gallery.find(self.query, offset=len(self._records), limit=PAGE)
+        page = [r for r in page if r.id not in self._rows]  # rows shifted by a save in between
+        if not page:
+            self.total = len(self._records)  # the query shrank meanwhile: stop asking
+            return
+        first = len(self._records)
+        self.beginInsertRows(QModelIndex(), first, first + len(page) - 1)
+        self._records.extend(page)
+        self._rows.update({r.id: first + i for i, r in enumerate(page)})
+        self.endInsertRows()
+
+    # -- access
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._records)
+
+    def record(self, row: int) -> ImageRecord | None:
+        return self._records[row] if 0 <= row < len(self._records) else None
+
+    def row_of(self, image_id: int) -> int | None:
+        return self._rows.get(image_id)
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        record = self.record(index.row()) if index.isValid() else None
+        if record is None:
+            return None
+        if role == Qt.ItemDataRole.DecorationRole:
+            return self.loader.pixmap(record.id, record.file, GRID_SIZE, CELL * 2)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            lines = [html.escape(record.prompt[:300]) or "<i>no prompt</i>",
+                     f"seed {record.seed}" if record.seed is not None else "", record.created_at[:16].replace("T", " ")]
+            return "<br>".join(line for line in lines if line)
+        if role == Qt.ItemDataRole.AccessibleTextRole or role == Qt.ItemDataRole.DisplayRole:
+            return record.prompt[:80]
+        if role == FavoriteRole:
+            return record.favorite
+        if role == MissingRole:
+            return record.missing or self.loader.failed(record.id, GRID_SIZE)
+        if role == IdRole:
+            return record.id
+        if role == RecordRole:
+            return record
+        return None
+
+    def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
+        base = super().flags(index)
+        return base | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else base
+
+    def replace(self, record: ImageRecord) -> None:
+        """Show a changed row (favourite toggled) without reloading the list."""
+        row = self._rows.get(record.id)
+        if row is not None:
+            self._records[row] = record
+            index = self.index(row)
+            self.dataChanged.emit(index, index)
+
+    # -- drag out: file URLs, so the canvas (or a file manager) can take the image
+    def mimeTypes(self) -> list[str]:
+        return ["text/uri-list"]
+
+    def mimeData(self, indexes: list[QModelIndex]) -> QMimeData:  # type: ignore[override]
+        data = QMimeData()
+        records = [self.record(i.row()) for i in indexes]
+        data.setUrls([QUrl.fromLocalFile(str(r.file)) for r in records if r is not None])
+        return data
+
+    def supportedDragActions(self) -> Qt.DropAction:
+        return Qt.DropAction.CopyAction
+
+    def _thumbnail_ready(self, image_id: int, size: int) -> None:
+        row = self._rows.get(image_id)
+        if row is not None and size == GRID_SIZE:
+            index = self.index(row)
+            self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
