@@ -123,7 +123,7 @@ def lr_factor(step: int, total: int, warmup: int = 200) -> float:
 
 # ---------------------------------------------------------------- VAE
 
-def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device):
+def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device, history: list[float] | None = None):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(cfg.seed)
@@ -157,6 +157,8 @@ def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if history is not None:
+            history.append(loss.item())
         if (step + 1) % 100 == 0:
             psnr = -10 * math.log10(F.mse_loss(recon.clamp(-1, 1), x).item() / 4 + 1e-12)
             rate = (step + 1 - start) / (time.time() - t0)
@@ -169,15 +171,20 @@ def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device):
 
 
 @torch.no_grad()
-def centre_latents(vae, images: np.ndarray, device: torch.device) -> torch.Tensor:
+def centre_latents(vae, images: np.ndarray, device: torch.device, cache: Path | None = None) -> torch.Tensor:
     """Encode every image, then fold the latents' per-channel mean and std into the VAE's 1x1 convs.
 
     SD 1.x pipelines apply one scalar scaling factor and no shift, so the latents the UNet sees must
     already be centred with unit variance. Rewriting quant_conv / post_quant_conv makes that exact:
     encode(x) now yields (mu - m) / s and decode undoes it, with the decoder's output unchanged.
     """
-    mus = torch.cat([vae.encode(to_tensor(images[i:i + 256]).to(device)).latent_dist.mean
-                     for i in range(0, len(images), 256)])
+    if cache is not None and cache.exists():
+        mus = torch.load(cache, weights_only=True).to(device)  # encoding every image again takes minutes
+    else:
+        mus = torch.cat([vae.encode(to_tensor(images[i:i + 256]).to(device)).latent_dist.mean
+                         for i in range(0, len(images), 256)])
+        if cache is not None:
+            torch.save(mus.cpu(), cache)
     m = mus.mean(dim=(0, 2, 3))
     s = mus.std(dim=(0, 2, 3))
     c = m.numel()
@@ -193,7 +200,8 @@ def centre_latents(vae, images: np.ndarray, device: torch.device) -> torch.Tenso
 
 # ---------------------------------------------------------------- UNet + text encoder
 
-def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], device: torch.device):
+def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], device: torch.device,
+               history: list[float] | None = None):
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -254,6 +262,8 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], dev
                 for pe, pl in zip(ema.parameters(), live.parameters()):
                     pe.lerp_(pl, 1 - decay)
         running = 0.98 * running + 0.02 * loss.item() if step > start else loss.item()
+        if history is not None:
+            history.append(loss.item())
         if (step + 1) % 100 == 0:
             rate = (step + 1 - start) / (time.time() - t0)
             log(f"unet step {step + 1}/{cfg.unet_steps} loss {running:.4f} {rate:.2f} it/s "
@@ -307,7 +317,7 @@ def run(cfg: TrainConfig) -> None:
     seconds["render"] = time.time() - t
     t = time.time()
     vae = train_vae(cfg, images, device)
-    latents = centre_latents(vae, images, device).cpu()
+    latents = centre_latents(vae, images, device, cfg.work / "latents.pt").cpu()
     seconds["vae"] = time.time() - t
     t = time.time()
     unet, text, tokenizer = train_unet(cfg, latents, captions, device)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from studio import __version__
 from studio.engine import canvas_ops, models
-from studio.engine.preview import LatentRGBMap, latent_to_rgb, map_for_vae
+from studio.engine.preview import LatentRGBMap, choose_map, latent_to_rgb
 from studio.engine.request import GenerationRequest, GenerationResult, RequestError, StepInfo, image_hash, snap8
 from studio.engine.schedulers import make_scheduler
 
@@ -70,7 +70,7 @@ class Engine:
         self.model = loaded
         say("Preparing previews…")
         cache = self.data_dir / "cache" if self.data_dir is not None else None
-        self.rgb_map = map_for_vae(loaded.pipe.vae, float(loaded.pipe.vae.config.scaling_factor), cache)
+        self.rgb_map = choose_map(loaded.pipe.vae, float(loaded.pipe.vae.config.scaling_factor), cache)
         say(f"{entry.name} ready on {loaded.device.type}")
         return loaded
 

@@ -1,8 +1,8 @@
 """Cheap live previews: the predicted clean latent (x0) mapped to RGB by one linear map plus bias.
 
-Following ComfyUI's latent previews: never run the VAE per step. The map for the SD 1.x and SDXL
-latent families is published data; for any other VAE (the built-in model's included) it is fitted
-once by least squares against the VAE's own decoder and cached by the VAE's weights hash.
+Following ComfyUI's latent previews: never run the VAE per step. The map for the SD 1.x, SDXL, SD3
+and FLUX latent families is published data; for any other VAE (the built-in model's included) it is
+fitted once by least squares against the VAE's own decoder and cached by the VAE's weights hash.
 """
 
 from __future__ import annotations
@@ -16,12 +16,49 @@ from typing import Any
 
 import numpy as np
 
-# ComfyUI comfy/latent_formats.py (SD15, SDXL): rows are latent channels, columns R, G, B.
+# Source: ComfyUI comfy/latent_formats.py (classes SD15, SDXL, SD3, Flux; commit 040a3243), copied as published.
+# Rows are latent channels, columns R, G, B. ComfyUI applies them to the sampler's x0, which lives in
+# process_in space: latent * scale (SD15, SDXL) or (latent - shift) * scale (SD3, Flux); that is the
+# space of a diffusers pipeline's `latents` too, so they apply to Studio's x0 unchanged.
 SD15_FACTORS = [[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350],
                 [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]]
 SDXL_FACTORS = [[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068],
                 [0.1076, 0.1111, -0.0362], [-0.3165, -0.2492, -0.2188]]
 SDXL_BIAS = [0.1084, -0.0175, -0.0011]
+SD3_FACTORS = [[-0.0922, -0.0175, 0.0749], [0.0311, 0.0633, 0.0954], [0.1994, 0.0927, 0.0458],
+               [0.0856, 0.0339, 0.0902], [0.0587, 0.0272, -0.0496], [-0.0006, 0.1104, 0.0309],
+               [0.0978, 0.0306, 0.0427], [-0.0042, 0.1038, 0.1358], [-0.0194, 0.0020, 0.0669],
+               [-0.0488, 0.0130, -0.0268], [0.0922, 0.0988, 0.0951], [-0.0278, 0.0524, -0.0542],
+               [0.0332, 0.0456, 0.0895], [-0.0069, -0.0030, -0.0810], [-0.0596, -0.0465, -0.0293],
+               [-0.1448, -0.1463, -0.1189]]
+SD3_BIAS = [0.2394, 0.2135, 0.1925]
+FLUX_FACTORS = [[-0.0346, 0.0244, 0.0681], [0.0034, 0.0210, 0.0687], [0.0275, -0.0668, -0.0433],
+                [-0.0174, 0.0160, 0.0617], [0.0859, 0.0721, 0.0329], [0.0004, 0.0383, 0.0115],
+                [0.0405, 0.0861, 0.0915], [-0.0236, -0.0185, -0.0259], [-0.0245, 0.0250, 0.1180],
+                [0.1008, 0.0755, -0.0421], [-0.0515, 0.0201, 0.0011], [0.0428, -0.0012, -0.0036],
+                [0.0817, 0.0765, 0.0749], [-0.1264, -0.0522, -0.1103], [-0.0280, -0.0881, -0.0499],
+                [-0.1262, -0.0982, -0.0778]]
+FLUX_BIAS = [-0.0329, -0.0718, -0.0851]
+
+
+@dataclass(frozen=True)
+class _Family:
+    channels: int
+    scale: float  # the VAE config's scaling_factor
+    shift: float  # the VAE config's shift_factor (0 where it has none)
+    factors: list[list[float]]
+    bias: list[float] | None
+
+
+FAMILIES: dict[str, _Family] = {
+    "sd15": _Family(4, 0.18215, 0.0, SD15_FACTORS, None),
+    "sdxl": _Family(4, 0.13025, 0.0, SDXL_FACTORS, SDXL_BIAS),
+    "sd3": _Family(16, 1.5305, 0.0609, SD3_FACTORS, SD3_BIAS),
+    "flux": _Family(16, 0.3611, 0.1159, FLUX_FACTORS, FLUX_BIAS),
+}
+# Every one of these families uses the same 8x-downsampling autoencoder body; a VAE that merely
+# shares diffusers' default scaling_factor (0.18215, the tiny test VAE's) is not of the family.
+_FAMILY_BLOCKS = (128, 256, 512, 512)
 
 
 @dataclass
@@ -30,8 +67,8 @@ class LatentRGBMap:
 
     weight: np.ndarray  # (C, 3)
     bias: np.ndarray  # (3,)
-    source: str  # "fitted", "sd15", "sdxl"
-    psnr: float | None = None  # preview vs full decode on the fit's own images
+    source: str  # "fitted", or a FAMILIES key for a published map
+    psnr: float | None = None  # preview vs full decode on the fit's own images (fitted maps only)
 
     def to_json(self) -> str:
         return json.dumps({"weight": self.weight.tolist(), "bias": self.bias.tolist(),
@@ -44,9 +81,33 @@ class LatentRGBMap:
 
 
 def published_map(family: str) -> LatentRGBMap:
-    if family == "sdxl":
-        return LatentRGBMap(np.asarray(SDXL_FACTORS, np.float32), np.asarray(SDXL_BIAS, np.float32), "sdxl")
-    return LatentRGBMap(np.asarray(SD15_FACTORS, np.float32), np.zeros(3, np.float32), "sd15")
+    """ComfyUI's map for a latent family ("sd15", "sdxl", "sd3", "flux"); raises KeyError otherwise."""
+    f = FAMILIES[family]
+    bias = np.asarray(f.bias, np.float32) if f.bias is not None else np.zeros(3, np.float32)
+    return LatentRGBMap(np.asarray(f.factors, np.float32), bias, family)
+
+
+def family_for(vae_config: dict[str, Any]) -> str | None:
+    """The published latent family whose space this VAE's (scaled, shifted) latents are in, or None."""
+    cfg = dict(vae_config)
+    if cfg.get("latents_mean") is not None or cfg.get("latents_std") is not None:
+        return None  # per-channel normalisation (Playground v2.5 style): another space
+    if tuple(cfg.get("block_out_channels") or ()) != _FAMILY_BLOCKS:
+        return None
+    channels = int(cfg.get("latent_channels", 4))
+    scale = cfg.get("scaling_factor")
+    shift = float(cfg.get("shift_factor") or 0.0)
+    if scale is None:
+        return None
+    for name, f in FAMILIES.items():
+        if (channels == f.channels and math.isclose(float(scale), f.scale, rel_tol=1e-4)
+                and math.isclose(shift, f.shift, abs_tol=1e-4)):
+            return name
+    return None
+
+
+def _shift(vae: Any) -> float:
+    return float(getattr(vae.config, "shift_factor", None) or 0.0)
 
 
 def vae_hash(vae: Any) -> str:
@@ -73,40 +134,89 @@ def _fit_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.stack(out) / 127.5 - 1.0
 
 
-def fit_map(vae: Any, scale: float, n: int = 8, size: int = 64) -> LatentRGBMap:
-    """Least-squares map from scaled latents to the VAE decoder's RGB, pooled to latent resolution."""
+def _encode(vae: Any, scale: float, pixels: np.ndarray) -> Any:
+    """(N, H, W, 3) images in [-1, 1] -> latents in the pipeline's space, (mean - shift) * scale."""
     import torch
 
     device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
-    pixels = torch.from_numpy(_fit_images(n, size)).permute(0, 3, 1, 2).to(device, dtype)
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).to(device, dtype)
     with torch.no_grad():
-        latents = vae.encode(pixels).latent_dist.mean * scale
-        decoded = vae.decode(latents / scale).sample.float().clamp(-1, 1)
-    factor = size // latents.shape[-1]
-    target = torch.nn.functional.avg_pool2d(decoded, factor)
+        return (vae.encode(x).latent_dist.mean - _shift(vae)) * scale
+
+
+def _decode_pooled(vae: Any, scale: float, latents: Any) -> Any:
+    """Full VAE decode of pipeline-space latents, clamped and avg-pooled to latent resolution (float32)."""
+    import torch
+
+    device, dtype = next(vae.parameters()).device, next(vae.parameters()).dtype
+    with torch.no_grad():
+        decoded = vae.decode(latents.to(device, dtype) / scale + _shift(vae)).sample.float().clamp(-1, 1)
+    return torch.nn.functional.avg_pool2d(decoded, decoded.shape[-1] // latents.shape[-1])
+
+
+def fit_map(vae: Any, scale: float, n: int = 8, size: int = 64) -> LatentRGBMap:
+    """Least-squares map from pipeline-space latents to the VAE decoder's RGB, pooled to latent resolution.
+
+    `psnr` is measured by preview_psnr on n // 2 images the fit did not see.
+    """
+    latents = _encode(vae, scale, _fit_images(n, size))
+    target = _decode_pooled(vae, scale, latents)
     x = latents.float().permute(0, 2, 3, 1).reshape(-1, latents.shape[1]).cpu().numpy()
     y = target.permute(0, 2, 3, 1).reshape(-1, 3).cpu().numpy()
     design = np.concatenate([x, np.ones((len(x), 1), np.float32)], axis=1)
     solution, *_ = np.linalg.lstsq(design, y, rcond=None)
-    mse = float(np.mean((design @ solution - y) ** 2))
-    psnr = 10 * math.log10(4.0 / max(mse, 1e-12))
-    return LatentRGBMap(solution[:-1].astype(np.float32), solution[-1].astype(np.float32), "fitted", psnr)
+    fitted = LatentRGBMap(solution[:-1].astype(np.float32), solution[-1].astype(np.float32), "fitted")
+    fitted.psnr = preview_psnr(vae, scale, fitted, _encode(vae, scale, _fit_images(max(1, n // 2), size, seed=1)))
+    return fitted
+
+
+def preview_psnr(vae: Any, scale: float, rgb_map: LatentRGBMap, latents: Any) -> float:
+    """PSNR (dB, 8-bit) of latent_to_rgb against the full VAE decode of `latents` (N, C, h, w, pipeline
+    space), the decode avg-pooled to latent resolution: what the preview shows vs what it stands for."""
+    import torch
+
+    target = _decode_pooled(vae, scale, latents)
+    truth = ((target + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    shown = np.stack([latent_to_rgb(latents[k], rgb_map) for k in range(latents.shape[0])])
+    mse = float(np.mean((shown.astype(np.float64) - truth.astype(np.float64)) ** 2))
+    return 10 * math.log10(255.0 ** 2 / max(mse, 1e-10))
+
+
+def _cache_key(vae: Any, scale: float) -> str:
+    # The map depends on the latent space too: the same VAE under another scaling_factor is another map.
+    space = hashlib.sha256(f"{float(scale)!r}:{_shift(vae)!r}".encode()).hexdigest()[:6]
+    return f"{vae_hash(vae)}-{space}"
 
 
 def map_for_vae(vae: Any, scale: float, cache_dir: Path | None) -> LatentRGBMap:
     """The fitted map for this VAE, from the cache when it has been fitted before."""
-    key = vae_hash(vae)
-    path = cache_dir / f"preview-map-{key}.json" if cache_dir is not None else None
+    path = cache_dir / f"preview-map-{_cache_key(vae, scale)}.json" if cache_dir is not None else None
     if path is not None and path.exists():
         try:
-            return LatentRGBMap.from_json(path.read_text())
-        except (ValueError, KeyError):
+            cached = LatentRGBMap.from_json(path.read_text())
+            if cached.weight.shape == (int(vae.config.latent_channels), 3) and cached.bias.shape == (3,):
+                return cached
+        except (ValueError, KeyError, TypeError):
             pass  # a damaged cache entry is simply refitted
     fitted = fit_map(vae, scale)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(fitted.to_json())
     return fitted
+
+
+def choose_map(vae: Any, scale: float, cache_dir: Path | None) -> LatentRGBMap:
+    """The preview map for this VAE: ComfyUI's published one when the VAE is of a known family and the
+    pipeline scales its latents as that family does, otherwise a fitted (and cached) one.
+
+    The published maps were fitted on real photographs; a fit here would only see synthetic colour
+    fields, and compared on those same images it would always win (least squares), so there is no
+    fair in-process contest: a known family simply gets its published map, at no load-time cost.
+    """
+    family = family_for(dict(vae.config))
+    if family is not None and math.isclose(float(scale), FAMILIES[family].scale, rel_tol=1e-4):
+        return published_map(family)
+    return map_for_vae(vae, scale, cache_dir)
 
 
 def latent_to_rgb(latent: Any, rgb_map: LatentRGBMap) -> np.ndarray:

@@ -14,7 +14,8 @@ _TABLE: dict[str, tuple[str, dict[str, Any]]] = {
                                                  "use_karras_sigmas": False}),
     "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2,
                                                         "use_karras_sigmas": True}),
-    "DDIM": ("DDIMScheduler", {}),
+    # SD's DDIM: no clipping of the predicted latent (latents are not confined to [-1, 1]).
+    "DDIM": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}),
     "UniPC": ("UniPCMultistepScheduler", {}),
     "Heun": ("HeunDiscreteScheduler", {}),
     "LMS": ("LMSDiscreteScheduler", {}),

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence, QUndoGroup
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QFileDialog,
     QHBoxLayout,
@@ -145,9 +146,17 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", S.StandardKey.Quit, self.close)
         edit = self.menuBar().addMenu("&Edit")
-        self.undo_action = self.canvas.undo_stack.createUndoAction(self, "&Undo")
+        # One Undo for the window: it undoes in the canvas, or in the gallery while that has focus.
+        self.undo_group = QUndoGroup(self)
+        self.undo_group.addStack(self.canvas.undo_stack)
+        self.undo_group.setActiveStack(self.canvas.undo_stack)
+        if self.gallery_panel is not None:
+            self.undo_group.addStack(self.gallery_panel.undo_stack)
+            self.gallery_panel.actions_by_name["undo"].setShortcut(QKeySequence())  # no ambiguous Ctrl+Z
+            QApplication.instance().focusChanged.connect(self._focus_changed)
+        self.undo_action = self.undo_group.createUndoAction(self, "&Undo")
         self.undo_action.setShortcut(S.StandardKey.Undo)
-        self.redo_action = self.canvas.undo_stack.createRedoAction(self, "&Redo")
+        self.redo_action = self.undo_group.createRedoAction(self, "&Redo")
         self.redo_action.setShortcuts([S("Ctrl+Shift+Z"), S.StandardKey.Redo])
         for a in (self.undo_action, self.redo_action):
             edit.addAction(a)
@@ -181,6 +190,11 @@ class MainWindow(QMainWindow):
         self._action(help_menu, "Keyboard shortcuts", S("F1"), self.show_shortcuts)
         self.generate_button.setToolTip(self.generate_action.toolTip())
         self.cancel_button.setToolTip(self.cancel_action.toolTip())
+
+    def _focus_changed(self, _old: QWidget | None, new: QWidget | None) -> None:
+        in_gallery = new is not None and self.gallery_panel is not None and self.gallery_panel.isAncestorOf(new)
+        self.undo_group.setActiveStack(self.gallery_panel.undo_stack if in_gallery  # type: ignore[union-attr]
+                                       else self.canvas.undo_stack)
 
     def _connect_backend(self) -> None:
         b = self.backend

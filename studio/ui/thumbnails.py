@@ -1,10 +1,10 @@
 """The gallery grid's data side: the lazy model, thumbnails decoded off the GUI thread, the delegate.
 
 The model never holds more than the pages the view has scrolled through (`canFetchMore` /
-`fetchMore`, 200 rows a page), so 100,000 images open as fast as 200. Thumbnail decoding and scaling happen on a private QThreadPool (QImage is safe off the GUI thread; QPixmap is
-not), results come back by a queued signal, and the GUI thread turns them into pixmaps kept in a
-bounded LRU cache. Newer requests run first, so what is on screen now wins over what was on screen
-a moment ago while scrolling fast.
+`fetchMore`, 200 rows a page), so 100,000 images open as fast as 200. Thumbnails are decoded and
+scaled on a private QThreadPool (QImage is safe off the GUI thread; QPixmap is not), results come
+back by a queued signal, and the GUI thread turns them into pixmaps kept in a bounded LRU cache.
+Newer requests run first, so what is on screen now wins over what was on screen a moment ago.
 """
 
 from __future__ import annotations

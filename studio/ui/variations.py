@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QImage, QMouseEvent, QPainter, QPaintEvent, QPen
+from PySide6.QtCore import QPoint, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 
@@ -87,9 +87,12 @@ class VariationGrid(QWidget):
             pen = QPen(pal.highlight().color() if k == self._hover else pal.mid().color(), 2 if k == self._hover else 1)
             p.setPen(pen)
             p.drawRect(rect)
+            label = f"seed {seed}" + ("" if self._final[k] else " …")
+            box = p.fontMetrics().boundingRect(label).adjusted(-6, -3, 6, 3)
+            box.moveBottomLeft(rect.bottomLeft().toPoint() + QPoint(6, -6))
+            p.fillRect(box, QColor(0, 0, 0, 150))  # legible on any picture
             p.setPen(pal.brightText().color())
-            p.drawText(rect.adjusted(6, 4, -6, -4), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom,
-                       f"seed {seed}" + ("" if self._final[k] else " …"))
+            p.drawText(box, Qt.AlignmentFlag.AlignCenter, label)
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         hover = self.index_at(event.position().x(), event.position().y())

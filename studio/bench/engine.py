@@ -1,0 +1,251 @@
+"""`python -m studio.bench engine [--model builtin|PATH] [--steps 20] [--repeats 5] [--batch 4] [--json]`
+
+What the engine costs on top of diffusers, and how fast the loaded model is. Every figure stands
+beside its reference measured in the same run; the runs are interleaved (the order rotates each
+repeat) so that drift in the machine's speed falls on all of them alike, and medians are reported.
+
+- engine.generate against a raw `pipe(...)` call on the same loaded pipeline: same prompt, steps,
+  CFG, size, scheduler (a fresh one of the same class and config for each call) and the same initial
+  latents from the same seed; with live previews on and off. Goal: ratio <= 1.02.
+- the preview's cost per step: `latent_to_rgb` on one x0 latent, alone and as a share of a step.
+  Goal: <= 1 ms on the built-in model on the CPU.
+- N variations in one batched call against N sequential runs.
+- seconds per image for 20 steps at the model's native size (built-in model goal: <= 1 s here).
+- the fitted preview map's PSNR against the VAE's own decoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from studio.bench import report
+
+PROMPT = "a large red circle in the center, blue background"
+SEED = 1234
+NATIVE_STEPS = 20  # the steps of the seconds-per-image figure
+
+
+def load_engine(model: str, device: str) -> Any:
+    """An Engine with `model` loaded; raises studio.engine.ModelError when it cannot be."""
+    from pathlib import Path
+
+    from studio.engine import Engine
+    from studio.engine.models import resolve
+
+    home = Path(os.environ["STUDIO_HOME"]) if os.environ.get("STUDIO_HOME") else None
+    resolve(model, home)  # a clear ModelError before torch and diffusers are imported
+    engine = Engine(device=device, data_dir=home)
+    engine.load(model)
+    return engine
+
+
+def initial_latents(model: Any, seeds: list[int], width: int, height: int) -> Any:
+    """The engine's initial noise, built the same way: one CPU generator per seed, then to the device."""
+    import torch
+
+    pipe = model.pipe
+    shape = (1, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+    noise = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(s)) for s in seeds]
+    return torch.cat(noise).to(model.device, model.dtype)
+
+
+def raw_generate(engine: Any, request: Any) -> list[Any]:
+    """The request run as a plain diffusers call on the engine's own pipeline (no callback, no preview)."""
+    import torch
+
+    from studio.engine.schedulers import make_scheduler
+
+    model = engine.model
+    pipe = model.pipe
+    pipe.scheduler = make_scheduler(request.scheduler, model.scheduler_config)
+    width, height = request.width or model.native_size, request.height or model.native_size
+    seeds = [(request.seed + k) % 2**32 for k in range(request.batch_size)]
+    latents = initial_latents(model, seeds, width, height)
+    with torch.inference_mode():
+        out = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt or None,
+                   num_inference_steps=request.steps, guidance_scale=request.cfg,
+                   num_images_per_prompt=len(seeds), width=width, height=height, latents=latents,
+                   output_type="pil")
+    return list(out.images)
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: Any) -> tuple[float, Any]:
+    """(seconds, result) of one call, with the device drained before and after."""
+    gc.collect()
+    _sync(device)
+    start = time.perf_counter()
+    result = fn()
+    _sync(device)
+    return time.perf_counter() - start, result
+
+
+def preview_seconds(engine: Any, width: int, height: int, repeats: int = 50) -> float:
+    """Median time of `latent_to_rgb` on one x0 latent of the model's size (what each step adds)."""
+    import torch
+
+    from studio.engine.preview import latent_to_rgb
+
+    model = engine.model
+    vsf = model.pipe.vae_scale_factor
+    shape = (2, model.pipe.unet.config.in_channels, height // vsf, width // vsf)
+    x0 = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(0)).to(model.device, model.dtype)
+    times = []
+    for k in range(repeats + 3):
+        start = time.perf_counter()
+        latent_to_rgb(x0[0], engine.rgb_map)  # ends with .cpu(): already synchronous
+        if k >= 3:  # the first calls warm up allocators
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def image_difference(a: Any, b: Any) -> int:
+    """Largest per-channel difference between two images (0: identical)."""
+    import numpy as np
+
+    return int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max())
+
+
+def run(model: str = "builtin", steps: int = 20, repeats: int = 5, batch: int = 4, device: str = "auto",
+        scheduler: str = "DPM++ 2M", cfg: float = 7.0) -> dict[str, Any]:
+    """Measure; returns the figures (seconds, ratios, dB). Raises ModelError if the model cannot load."""
+    from studio.engine.request import GenerationRequest
+
+    engine = load_engine(model, device)
+    loaded = engine.model
+    size = loaded.native_size
+    dev = loaded.device
+    base = GenerationRequest(prompt=PROMPT, steps=steps, cfg=cfg, seed=SEED, width=size, height=size,
+                             scheduler=scheduler, model=str(loaded.entry.path))
+    batched = replace(base, batch_size=batch)
+    native = replace(base, steps=NATIVE_STEPS)
+    step_times: list[float] = []
+
+    def no_op(_info: Any) -> None:
+        pass
+
+    def record_steps(_info: Any) -> None:
+        step_times.append(time.perf_counter())
+
+    def engine_run(request: GenerationRequest, preview: bool, on_step: Callable[[Any], None] = no_op,
+                   **kw: Any) -> list[Any]:
+        # what the GUI's worker does: a progress callback and a stop check on every step
+        return engine.generate(request, on_step=on_step, should_stop=lambda: False, preview=preview, **kw)
+
+    def preview_off() -> list[Any]:
+        step_times.clear()
+        out = engine_run(base, False, record_steps)
+        gaps = [b - a for a, b in zip(step_times, step_times[1:])]
+        step_gaps.extend(gaps)
+        return out
+
+    step_gaps: list[float] = []
+    runs: dict[str, Callable[[], Any]] = {
+        "raw": lambda: raw_generate(engine, base),
+        "engine_preview_off": preview_off,
+        "engine_preview_on": lambda: engine_run(base, True),
+        "batch": lambda: engine_run(batched, True, preview_all=True),  # as the GUI runs a variation grid
+        "sequential": lambda: engine_run(batched, True, sequential=True),
+    }
+    if steps != NATIVE_STEPS:
+        runs["native_steps"] = lambda: engine_run(native, True)
+
+    # warm-up (allocators, lazy imports, kernels), and the check that engine and raw agree
+    _, raw_images = timed(runs["raw"], dev)
+    _, engine_results = timed(runs["engine_preview_on"], dev)
+    difference = image_difference(raw_images[0], engine_results[0].image)
+    for name in runs:
+        if name not in ("raw", "engine_preview_on"):
+            timed(runs[name], dev)
+    step_gaps.clear()
+
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]  # rotate: no run always goes first
+        for name in order:
+            times[name].append(timed(runs[name], dev)[0])
+    med = {name: statistics.median(t) for name, t in times.items()}
+
+    step = statistics.median(step_gaps) if step_gaps else med["engine_preview_off"] / steps
+    preview = preview_seconds(engine, size, size)
+    native_total = med["engine_preview_on"] if steps == NATIVE_STEPS else med["native_steps"]
+    rgb_map = engine.rgb_map
+    return {
+        "model": loaded.entry.name,
+        "device": dev.type,
+        "dtype": str(loaded.dtype).replace("torch.", ""),
+        "width": size,
+        "height": size,
+        "steps": steps,
+        "repeats": repeats,
+        "batch": batch,
+        "scheduler": scheduler,
+        "raw_s": med["raw"],
+        "engine_preview_off_s": med["engine_preview_off"],
+        "engine_preview_on_s": med["engine_preview_on"],
+        "engine_vs_raw_preview_off": med["engine_preview_off"] / med["raw"],
+        "engine_vs_raw_preview_on": med["engine_preview_on"] / med["raw"],
+        "engine_raw_max_pixel_difference": difference,
+        "step_s": step,
+        "preview_per_step_s": preview,
+        "preview_share_of_step": preview / step,
+        "batch_s": med["batch"],
+        "sequential_s": med["sequential"],
+        "batch_vs_sequential": med["batch"] / med["sequential"],
+        "batch_per_image_s": med["batch"] / batch,
+        "seconds_per_image_20_steps": native_total,
+        "preview_map_psnr_db": float(rgb_map.psnr) if rgb_map is not None and rgb_map.psnr is not None else None,
+        "preview_map_source": rgb_map.source if rgb_map is not None else None,
+    }
+
+
+PER_STEP = ("step_s", "preview_per_step_s")  # shown to people in milliseconds
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m studio.bench engine", description=__doc__.splitlines()[2])
+    parser.add_argument("--model", default="builtin", help="'builtin' (default), a model name or a path")
+    parser.add_argument("--steps", type=int, default=20, help="denoising steps per run")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each kind (medians reported)")
+    parser.add_argument("--batch", type=int, default=4, help="variations in the batched-vs-sequential figure")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    parser.add_argument("--scheduler", default="DPM++ 2M")
+    parser.add_argument("--json", action="store_true", help="one JSON object, times in seconds")
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.repeats < 1 or not 1 <= args.batch <= 16:
+        parser.error("--steps and --repeats must be at least 1, --batch between 1 and 16")
+
+    from studio.engine.models import ModelError
+
+    try:
+        rows = run(args.model, args.steps, args.repeats, args.batch, args.device, args.scheduler)
+    except ModelError as exc:
+        print(f"studio.bench engine: {exc}", file=sys.stderr)
+        return 2
+    if not args.json:
+        rows = {(k[:-2] + "_ms" if k in PER_STEP else k): (v * 1000 if k in PER_STEP else v)
+                for k, v in rows.items()}
+    title = (f"Engine, {rows['model']} on {rows['device']} ({rows['dtype']}), {rows['width']}x{rows['height']}, "
+             f"{args.steps} steps, medians of {args.repeats}")
+    report(title, rows, args.json)
+    if not args.json:
+        print("  goals: engine_vs_raw_* <= 1.02; preview_per_step <= 1 ms (built-in model, CPU); "
+              "seconds_per_image_20_steps <= 1 s (built-in model)")
+    return 0

@@ -1,0 +1,68 @@
+"""The built-in model's training pieces: the world, the tokenizer, and a few real training steps."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from studio.builtin import train, world
+from studio.builtin.tokenizer import learn_merges, write_tokenizer
+
+
+def test_world_items_are_reproducible_and_captions_follow_the_grammar():
+    scene_a, image_a = world.sample(42)
+    scene_b, image_b = world.sample(42)
+    assert scene_a == scene_b and image_a.tobytes() == image_b.tobytes()
+    assert image_a.size == (world.SIZE, world.SIZE)
+    rng = random.Random(0)
+    for _ in range(200):
+        scene = world.random_scene(rng)
+        caption = scene.caption()
+        assert set(caption.replace(",", " , ").split()) <= set(world.vocabulary())
+        if isinstance(scene, world.ShapeScene):
+            assert caption.endswith(f"{scene.background} background")
+            assert all((o.colour, o.shape) not in world.HELD_OUT for o in scene.objects)
+            assert all(o.colour != scene.background for o in scene.objects)
+
+
+def test_every_world_word_is_one_token(tmp_path):
+    from transformers import CLIPTokenizer
+
+    write_tokenizer(tmp_path, world.vocabulary(), max_length=32)
+    tok = CLIPTokenizer.from_pretrained(tmp_path)
+    for word in world.vocabulary():
+        assert len(tok(word).input_ids) == 3, word  # <start> word <end>
+    ids = tok("a small red circle on the left, blue background").input_ids
+    assert tok.convert_ids_to_tokens(ids)[1:4] == ["a</w>", "small</w>", "red</w>"]
+
+
+def test_learned_merges_are_deterministic():
+    words = ["red", "green", "greed", "reed"]
+    assert learn_merges(words) == learn_merges(list(words))
+
+
+def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
+    torch.manual_seed(0)
+    cfg = train.TrainConfig(work=tmp_path / "work", out=tmp_path / "model", images=48, vae_steps=40,
+                            vae_batch=4, unet_steps=40, unet_batch=8, checkpoint_every=20, bf16=False)
+    cfg.work.mkdir()
+    images, captions = train.render_dataset(cfg)
+    assert images.shape == (48, 64, 64, 3) and len(captions) == 48
+    write_tokenizer(cfg.work / "tokenizer", world.vocabulary(), train.MAX_TOKENS)
+    vae_losses: list[float] = []
+    vae = train.train_vae(cfg, images, torch.device("cpu"), vae_losses)
+    assert np.mean(vae_losses[-10:]) < np.mean(vae_losses[:10])
+    x = train.to_tensor(images[:4])
+    with torch.no_grad():
+        before = vae.decode(vae.encode(x).latent_dist.mean).sample
+    latents = train.centre_latents(vae, images, torch.device("cpu"))
+    with torch.no_grad():
+        after = vae.decode(vae.encode(x).latent_dist.mean).sample
+    assert torch.allclose(before, after, atol=1e-4)  # folding the statistics changes no picture
+    assert abs(float(latents.mean())) < 0.05 and abs(float(latents.std()) - 1) < 0.1  # centred, unit scale
+    unet_losses: list[float] = []
+    unet, text, tokenizer = train.train_unet(cfg, latents, captions, torch.device("cpu"), unet_losses)
+    assert np.mean(unet_losses[-10:]) < np.mean(unet_losses[:10])
+    assert (cfg.work / "unet.pt").exists()  # checkpointed, so a killed run resumes
