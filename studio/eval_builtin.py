@@ -248,6 +248,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--grid", metavar="FILE.png", help="also save a captioned 8x6 grid of generations")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--card", action="store_true",
+                   help="write the model card (README.md, eval.json, grid.png) into the model folder")
     return p.parse_args(argv)
 
 
@@ -265,6 +267,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     figures = summarise(items)
     if args.grid:
         grid_for(items).save(args.grid)
+    if args.card:
+        from studio.builtin.card import write_card
+
+        write_card(args, figures, format_table(figures), grid_for(items))
     if args.json:
         config = {k: getattr(args, k) for k in ("model", "n", "seed", "steps", "cfg")}
         print(json.dumps({"config": config, **figures}))

@@ -132,9 +132,9 @@ def test_gpu_bench_builds_scaled_sd15_and_sdxl_pipelines_on_cpu():
     assert list(sdxl.unet.config.transformer_layers_per_block) == [1, 2, 10]
     assert sdxl.unet.config.cross_attention_dim == 48 + 80
     assert sdxl.unet.config.projection_class_embeddings_input_dim == 6 * 16 + 80
-    for arch, pipe in pipes.items():
-        info = gpu.optimise(pipe, channels_last=True)
-        assert info["attention"] == "sdpa"
-        engine = gpu.engine_for(pipe, arch, pipe.device, pipe.unet.dtype)
-        figures = gpu.measure(engine, 64, steps=1, repeats=1, scheduler="Euler")
-        assert figures["engine_s"] > 0 and figures["raw_s"] > 0 and figures["engine_vs_raw"] > 0
+    assert gpu.optimise(sdxl, channels_last=True)["attention"] == "sdpa"
+    # the measurement itself, on the SDXL path (pooled embeddings and time ids); SD 1.5's is the tiny model's
+    engine = gpu.engine_for(sdxl, "sdxl", sdxl.device, sdxl.unet.dtype)
+    figures = gpu.measure(engine, 64, steps=1, repeats=1, scheduler="Euler")
+    assert figures["engine_s"] > 0 and figures["raw_s"] > 0 and figures["engine_vs_raw"] > 0
+    assert figures["raw_it_s"] == pytest.approx(1 / figures["raw_s"])

@@ -210,7 +210,9 @@ def build_pipeline(arch: str, scale: int = 1, device: str = "cpu", dtype: Any = 
                                          tokenizer_2=tokenizer, unet=unet,
                                          scheduler=EulerDiscreteScheduler.from_config(cfg["scheduler"]),
                                          add_watermarker=False)
-    pipe.to(torch.device(device), dtype or torch.float32)
+    pipe.to(torch.device(device))
+    if dtype is not None and dtype != torch.float32:
+        pipe.to(dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

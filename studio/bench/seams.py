@@ -130,8 +130,11 @@ def inpaint(engine: Any, src: Source, padding: int, feather: int, args: argparse
     result = engine.generate(request, preview=False)[0].image
     box = canvas_ops.crop_box(canvas_ops.grow_and_feather(mask, 0, feather), padding)  # as the engine does
     whole = box == (0, 0, INPAINT_SIDE, INPAINT_SIDE)
-    return {"crop_ratio": None if whole else canvas_ops.seam_score(result, box)["ratio"],
-            "source_crop_ratio": None if whole else canvas_ops.seam_score(image, box)["ratio"],
+    # The box lies `padding` outside the (soft) mask: a wider baseline band would reach the mask's own
+    # seam. Outside the mask paste-back keeps the source, so crop == source unless the crop leaks.
+    band = min(8, max(1, padding - 1))
+    return {"crop_ratio": None if whole else canvas_ops.seam_score(result, box, band)["ratio"],
+            "source_crop_ratio": None if whole else canvas_ops.seam_score(image, box, band)["ratio"],
             "mask_ratio": canvas_ops.seam_score(result, mask)["ratio"],
             "source_mask_ratio": canvas_ops.seam_score(image, mask)["ratio"],
             "repaint": _repaint(result, image, np.asarray(mask) >= 128),
@@ -260,7 +263,7 @@ def _strip(rows: list[list[Image.Image]], title: str, columns: tuple[str, ...], 
 
 
 def _placed(src: Image.Image, size: tuple[int, int], at: tuple[int, int]) -> Image.Image:
-    canvas = Image.new("RGB", size, (32, 32, 34))
+    canvas = Image.new("RGB", size, (52, 52, 56))  # a shade off the sheet: shows the extended frame
     canvas.paste(src.convert("RGB"), at)
     return canvas
 

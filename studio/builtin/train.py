@@ -172,12 +172,7 @@ def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device, histor
 
 @torch.no_grad()
 def centre_latents(vae, images: np.ndarray, device: torch.device, cache: Path | None = None) -> torch.Tensor:
-    """Encode every image, then fold the latents' per-channel mean and std into the VAE's 1x1 convs.
-
-    SD 1.x pipelines apply one scalar scaling factor and no shift, so the latents the UNet sees must
-    already be centred with unit variance. Rewriting quant_conv / post_quant_conv makes that exact:
-    encode(x) now yields (mu - m) / s and decode undoes it, with the decoder's output unchanged.
-    """
+    """Encode every image, then fold the latents' per-channel mean and std into the VAE (fold_stats)."""
     if cache is not None and cache.exists():
         mus = torch.load(cache, weights_only=True).to(device)  # encoding every image again takes minutes
     else:
@@ -185,8 +180,21 @@ def centre_latents(vae, images: np.ndarray, device: torch.device, cache: Path | 
                          for i in range(0, len(images), 256)])
         if cache is not None:
             torch.save(mus.cpu(), cache)
-    m = mus.mean(dim=(0, 2, 3))
-    s = mus.std(dim=(0, 2, 3))
+    m, s = mus.mean(dim=(0, 2, 3)), mus.std(dim=(0, 2, 3))
+    if cache is not None:
+        cache.with_name("latent_stats.json").write_text(json.dumps({"mean": m.tolist(), "std": s.tolist()}))
+    fold_stats(vae, m, s)
+    return (mus - m.view(1, -1, 1, 1)) / s.view(1, -1, 1, 1)
+
+
+@torch.no_grad()
+def fold_stats(vae, m: torch.Tensor, s: torch.Tensor) -> None:
+    """Make the VAE's latents centred with unit variance, exactly, by rewriting its 1x1 convs.
+
+    SD 1.x pipelines apply one scalar scaling factor and no shift, so the latents the UNet sees must
+    already be centred. After this, encode(x) yields (mu - m) / s and decode undoes it: the decoder's
+    output is unchanged.
+    """
     c = m.numel()
     q, pq = vae.quant_conv, vae.post_quant_conv
     q.weight[:c] /= s.view(-1, 1, 1, 1)
@@ -195,7 +203,6 @@ def centre_latents(vae, images: np.ndarray, device: torch.device, cache: Path | 
     pq.bias += (pq.weight[:, :, 0, 0] @ m)
     pq.weight *= s.view(1, -1, 1, 1)
     log(f"latents: mean {m.tolist()} std {s.tolist()} folded into the VAE")
-    return (mus - m.view(1, -1, 1, 1)) / s.view(1, -1, 1, 1)
 
 
 # ---------------------------------------------------------------- UNet + text encoder
@@ -295,6 +302,27 @@ def save_pipeline(cfg: TrainConfig, vae, unet, text, tokenizer, seconds: dict[st
             "held_out": sorted(f"{c} {s}" for c, s in world.HELD_OUT)}
     (cfg.out / "training.json").write_text(json.dumps(info, indent=2))
     log(f"pipeline written to {cfg.out}")
+
+
+def export(cfg: TrainConfig) -> None:
+    """Write the pipeline folder from the latest checkpoints (EMA weights), without training further."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    vae = AutoencoderKL(**vae_config())
+    vae.load_state_dict(load_checkpoint(cfg.work / "vae.pt")["model"])
+    stats = json.loads((cfg.work / "latent_stats.json").read_text())
+    fold_stats(vae, torch.tensor(stats["mean"]), torch.tensor(stats["std"]))
+    tokenizer = CLIPTokenizer.from_pretrained(cfg.work / "tokenizer")
+    ckpt = load_checkpoint(cfg.work / "unet.pt")
+    unet = UNet2DConditionModel(**unet_config())
+    unet.load_state_dict(ckpt["ema_unet"])
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                        **text_config()))
+    text.load_state_dict(ckpt["ema_text"])
+    cfg.unet_steps = ckpt["step"]
+    save_pipeline(cfg, vae.eval(), unet.eval(), text.eval(), tokenizer, {})
 
 
 def pick_device() -> torch.device:

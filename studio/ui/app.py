@@ -54,13 +54,20 @@ def run_app(argv: list[str]) -> int:
     parser.add_argument("--data-dir")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--model", help="model to load (default: the last one used, else the built-in model)")
+    parser.add_argument("images", nargs="*", help="image files to open on the canvas")
     args, qt_args = parser.parse_known_args(argv)
     app = QApplication([sys.argv[0], *qt_args])
     app.setApplicationName("Studio")
+    app.setDesktopFileName("studio")  # matches packaging/studio.desktop (window icon on Wayland)
+    from studio.ui.icons import app_icon
+
+    app.setWindowIcon(app_icon())
     app.setStyle("Fusion")
     app.setPalette(dark_palette())
     window = create_window(data_dir(args.data_dir), args.device, args.model)
     window.show()
+    for path in args.images:  # "Open with Studio" passes files (the .desktop entry's %F)
+        window.open_image(path)
     # torch and diffusers load on the backend thread once the window is on screen.
-    QTimer.singleShot(0, lambda: (window.backend.start(), window.backend.load_model(window.settings.get("model"))))
+    QTimer.singleShot(0, lambda: (window.backend.start(), window.load_model(window.settings.get("model"))))
     return app.exec()

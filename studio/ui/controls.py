@@ -8,6 +8,7 @@ from typing import Any
 from PySide6.QtCore import QRegularExpression, Qt, Signal
 from PySide6.QtGui import QRegularExpressionValidator
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -139,6 +140,9 @@ class GenerationControls(QWidget):
         self.batch = QSpinBox()
         self.batch.setRange(1, 16)
         self.batch.setToolTip("Images per click: seeds seed, seed+1, … (4 or 9 show as a grid)")
+        self.from_canvas = QCheckBox("Start from the canvas image (image to image)")
+        self.from_canvas.setToolTip("Use the picture on the canvas as the starting point, changed as much as "
+                                    "Strength says. With a mask painted, only the mask is repainted.")
         self.variation = SliderSpin(0, 1, 0.01, decimals=2)
         self.variation.setToolTip("Variation strength: 0 keeps the seed's image, higher moves towards a "
                                   "variation seed (seed + 1000)")
@@ -171,6 +175,7 @@ class GenerationControls(QWidget):
         form.addRow("Batch", self.batch)
         form.addRow("Variation", self.variation)
         form.addRow("Strength", self.strength)
+        form.addRow("", self.from_canvas)
         self.strength.setToolTip("Denoising strength for image-to-image, inpaint and outpaint")
         main.addLayout(form)
         self.mask_group = self._mask_group()

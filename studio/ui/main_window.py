@@ -97,6 +97,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
         self.generate_button.clicked.connect(self.generate)
         self.cancel_button.clicked.connect(self.cancel)
+        self.canvas.load_failed.connect(lambda message: self.statusBar().showMessage(message, 10000))
         self.grid.chosen.connect(self._keep_variation)
         self.grid.seed_chosen.connect(self._adopt_seed)
 
@@ -182,6 +183,8 @@ class MainWindow(QMainWindow):
         self._action(gen, "Previous seed", S("Alt+Left"), lambda: seed.step(-1))
         self._action(gen, "Next seed", S("Alt+Right"), lambda: seed.step(1))
         self._action(gen, "Lock seed", S("Ctrl+L"), seed.lock.toggle)
+        self.model_menu = self.menuBar().addMenu("&Model")
+        self.model_menu.aboutToShow.connect(self._fill_model_menu)
         view = self.menuBar().addMenu("&View")
         self._action(view, "Fit to window", S("Ctrl+0"), self.canvas.fit)
         self._action(view, "Actual size", S("Ctrl+1"), self.canvas.actual_size)
@@ -226,6 +229,8 @@ class MainWindow(QMainWindow):
         if self.canvas.has_image() and self.canvas.has_mask():
             fields["init_image"] = self.canvas.image()
             fields["mask"] = self.canvas.mask()
+        elif self.canvas.has_image() and self.controls.from_canvas.isChecked():
+            fields["init_image"] = self.canvas.image()
         fields.update(overrides)
         return GenerationRequest(**fields).validate()
 
@@ -334,6 +339,30 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ model
 
+    def load_model(self, model: str) -> None:
+        """Load a model on the backend (progress in the status bar; Esc cancels)."""
+        self.settings.set("model", model)
+        self.backend.load_model(model)
+        self.set_busy(True)
+
+    def _fill_model_menu(self) -> None:
+        from studio.engine.models import list_models
+
+        self.model_menu.clear()
+        current = self._model_info.get("path")
+        for entry in list_models(self.backend.data_dir):
+            action = self.model_menu.addAction(f"{entry.name}  ({entry.kind})")
+            action.setCheckable(True)
+            action.setChecked(str(entry.path) == current)
+            action.triggered.connect(lambda _=False, p=str(entry.path): self.load_model(p))
+        self.model_menu.addSeparator()
+        self.model_menu.addAction("Open model folder…", self._choose_model_folder)
+
+    def _choose_model_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a diffusers model folder")
+        if folder:
+            self.load_model(folder)
+
     def _on_model_loading(self, message: str) -> None:
         self.model_label.setText(message)
 
@@ -351,18 +380,11 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ files
 
     def open_image(self, path: str) -> bool:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as img:
-                img.load()
-                image = img.convert("RGB")
-        except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-            QMessageBox.warning(self, "Cannot open image", f"{Path(path).name} is not a readable image:\n{exc}")
-            return False
-        self.canvas.apply_result(image, f"Open {Path(path).name}")
-        self.center.setCurrentWidget(self.canvas)
-        return True
+        """Put an image file on the canvas (undoable); a bad file is reported, nothing changes."""
+        opened = self.canvas.open_file(path)
+        if opened:
+            self.center.setCurrentWidget(self.canvas)
+        return opened
 
     def open_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open image", "", "Images (*.png *.jpg *.jpeg *.webp *.bmp)")

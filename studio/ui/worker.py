@@ -78,6 +78,7 @@ class Backend(QObject):
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self.current: Job | None = None
+        self.data_dir = data_dir
         self._thread = _BackendThread(self, data_dir, device, use_gallery)
 
     def start(self) -> None:

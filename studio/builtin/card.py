@@ -1,0 +1,76 @@
+"""The built-in model's card: README.md beside the weights, with the world, the training and the quality."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from studio.builtin import world
+from studio.engine.models import resolve
+
+
+def write_card(args: argparse.Namespace, figures: dict[str, Any], table: str, grid: Image.Image) -> Path:
+    folder = resolve(args.model).path
+    grid.save(folder / "grid.png", optimize=True)
+    config = {k: getattr(args, k) for k in ("n", "seed", "steps", "cfg")}
+    (folder / "eval.json").write_text(json.dumps({"config": config, **figures}, indent=1))
+    training = json.loads((folder / "training.json").read_text())
+    text = CARD.format(
+        vocab=", ".join(f"`{w}`" for w in world.vocabulary()),
+        held_out=", ".join(training.get("held_out", [])),
+        train=json.dumps(training["train_config"], indent=1),
+        table=table, steps=args.steps, cfg=args.cfg,
+        size=sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20,
+    )
+    (folder / "README.md").write_text(text)
+    return folder / "README.md"
+
+
+CARD = """# studio-shapes: Studio's built-in model
+
+A small text-to-image model in the Stable Diffusion 1.x layout (AutoencoderKL, UNet2DConditionModel,
+CLIPTextModel + CLIPTokenizer, DPM-Solver++ scheduler), trained from scratch on a procedural world by
+`python -m studio.train_builtin`. It needs no download and loads like any diffusers folder:
+`StableDiffusionPipeline.from_pretrained(this_folder)`. Native size 64x64. Folder size {size:.1f} MB (fp16
+safetensors).
+
+## The world
+- **Shapes:** `a {{size}} {{colour}} {{shape}} {{position}}, {{background}} background`, or two objects joined
+  by `and` (left/right or top/bottom). Sizes small, large; colours and backgrounds red, orange, yellow,
+  green, blue, purple, white, black; shapes circle, square, triangle, star; positions on the left, on the
+  right, at the top, at the bottom, in the center.
+- **Landscapes:** `a {{time}} landscape with {{features}}`, times day, sunset, night (sky gradients, sun or
+  moon, stars at night), one to three of mountains, hills, a lake, a forest, clouds. Scenes are drawn
+  twice as wide as the frame and cropped, so they run past the edges (outpainting has something to
+  continue).
+- Drawn at 4x and box-filtered (anti-aliased), with small random jitter of colour, place and size.
+- Vocabulary (one token per word): {vocab}.
+- Held out of training (colour/shape pairs never seen): {held_out}.
+
+## Training
+Settings (`training.json`):
+```
+{train}
+```
+VAE first (L1 + MSE + edge L1 + small KL; no mid-block attention, so a local edit stays local), then its
+latents' per-channel mean and std are folded exactly into its 1x1 convolutions (scaling factor 1.0:
+SD 1.x pipelines cannot shift latents). Then UNet and text encoder jointly: epsilon prediction,
+scaled-linear betas, min-SNR-5 weighting, 10 % caption dropout (so classifier-free guidance and
+negative prompts work), AdamW with warm-up and cosine decay, EMA weights exported, bf16 autocast on CPU.
+
+## Quality, measured
+`python -m studio.eval_builtin --card` ({steps} steps, CFG {cfg}, fixed seeds), judged by pixel
+statistics (`studio/builtin/judge.py`: background from the border, object colour, centre of mass,
+shape by geometry; sky colour for time of day). The ground-truth column is the judge on the renders of
+the same scenes, i.e. the best a perfect model could score.
+
+```
+{table}
+```
+
+![generated samples](grid.png)
+"""
