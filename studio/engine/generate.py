@@ -83,46 +83,51 @@ class Engine:
 
     def generate(self, request: GenerationRequest, on_step: StepCallback | None = None,
                  should_stop: StopCheck | None = None, preview: bool = True,
-                 sequential: bool = False, preview_all: bool = False) -> list[GenerationResult]:
-        """Run `request`; item k of a batch uses seed + k and equals a single run with that seed."""
+                 sequential: bool = False, preview_all: bool = False,
+                 preview_interval: float = 0.0) -> list[GenerationResult]:
+        """Run `request`; item k of a batch uses seed + k and equals a single run with that seed.
+
+        Previews are computed at most every `preview_interval` seconds (and on the last step), so a
+        caller that can only show ~20 frames a second does not pay for more.
+        """
         request.validate()
         model = self._ensure_loaded(request.model)
         job = self._prepare(request, model)
         seeds = [(request.seed + k) % 2**32 for k in range(request.batch_size)]
-        start = time.perf_counter()
+        run = _RunOptions(on_step, should_stop, preview and self.rgb_map is not None, preview_all,
+                          preview_interval, time.perf_counter())
         if sequential or request.batch_size == 1:
             images = []
             for k, seed in enumerate(seeds):
-                images += self._run(model, request.with_seed(seed), job, [seed], on_step, should_stop,
-                                    preview, False, item=(k, len(seeds)), start=start)
+                images += self._run(model, request.with_seed(seed), job, [seed], run, item=(k, len(seeds)))
         else:
-            images = self._run(model, request, job, seeds, on_step, should_stop, preview, preview_all,
-                               (0, 1), start)
-        seconds = (time.perf_counter() - start) / len(images)
-        return [GenerationResult(job.finish(img), seed, self._recipe(request, model, job, seed, k, seconds), seconds)
+            images = self._run(model, request, job, seeds, run, (0, 1))
+        seconds = (time.perf_counter() - run.start) / len(images)
+        scheduler = make_scheduler(request.scheduler, model.scheduler_config)  # for the recipe
+        return [GenerationResult(job.finish(img), seed, self._recipe(request, model, job, scheduler, seed, k, seconds),
+                                 seconds)
                 for k, (img, seed) in enumerate(zip(images, seeds))]
 
     def _run(self, model: models.LoadedModel, request: GenerationRequest, job: _Job, seeds: list[int],
-             on_step: StepCallback | None, should_stop: StopCheck | None, preview: bool, preview_all: bool,
-             item: tuple[int, int], start: float) -> list[Image.Image]:
+             run: _RunOptions, item: tuple[int, int]) -> list[Image.Image]:
         import torch
 
         pipe = model.variant(job.mode)
         pipe.scheduler = make_scheduler(request.scheduler, model.scheduler_config)
         capture = _X0Capture(pipe.scheduler)
-        if should_stop is not None and should_stop():
-            raise Cancelled()
+        run.check_stop()
 
         def callback(p: Any, i: int, _t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            if should_stop is not None and should_stop():
-                raise Cancelled()  # raising skips the remaining steps and the VAE decode
-            if on_step is not None:
+            run.check_stop()  # raising skips the remaining steps and the VAE decode
+            if run.on_step is not None:
+                total, now = p.num_timesteps, time.perf_counter()
                 shown: list[Any] = []
-                if preview and self.rgb_map is not None:
+                if run.preview and (now - run.last_preview >= run.preview_interval or i + 1 == total):
+                    run.last_preview = now
                     x0 = capture.x0 if capture.x0 is not None else tensors["latents"]
-                    shown = [latent_to_rgb(x0[k], self.rgb_map) for k in range(x0.shape[0] if preview_all else 1)]
-                on_step(StepInfo(i + 1, p.num_timesteps, time.perf_counter() - start, shown[0] if shown else None,
-                                 *item, previews=shown, region=job.region))
+                    shown = [latent_to_rgb(x0[k], self.rgb_map) for k in range(x0.shape[0] if run.preview_all else 1)]
+                run.on_step(StepInfo(i + 1, total, now - run.start, shown[0] if shown else None, *item,
+                                     previews=shown, region=job.region))
             return tensors
 
         kwargs = dict(job.kwargs)
@@ -130,12 +135,19 @@ class Engine:
             kwargs["latents"] = self._initial_noise(model, request, job, seeds)
         else:
             kwargs["generator"] = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        with torch.inference_mode():
-            out = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt or None,
-                       num_inference_steps=request.steps, guidance_scale=request.cfg,
-                       num_images_per_prompt=len(seeds), width=job.width, height=job.height,
-                       callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"],
-                       output_type="pil", **kwargs)
+        # A stop check before every UNet block lands a cancel inside the running step, not after it.
+        blocks = [*pipe.unet.down_blocks, pipe.unet.mid_block, *pipe.unet.up_blocks]
+        hooks = [b.register_forward_pre_hook(lambda *_: run.check_stop()) for b in blocks if b is not None]
+        try:
+            with torch.inference_mode():
+                out = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt or None,
+                           num_inference_steps=request.steps, guidance_scale=request.cfg,
+                           num_images_per_prompt=len(seeds), width=job.width, height=job.height,
+                           callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"],
+                           output_type="pil", **kwargs)
+        finally:
+            for hook in hooks:
+                hook.remove()
         return list(out.images)
 
     def _initial_noise(self, model: models.LoadedModel, request: GenerationRequest, job: _Job,
@@ -206,9 +218,8 @@ class Engine:
 
     # ------------------------------------------------------------------ recipe
 
-    def _recipe(self, request: GenerationRequest, model: models.LoadedModel, job: _Job, seed: int,
-                index: int, seconds: float) -> dict[str, Any]:
-        scheduler = make_scheduler(request.scheduler, model.scheduler_config)
+    def _recipe(self, request: GenerationRequest, model: models.LoadedModel, job: _Job, scheduler: Any,
+                seed: int, index: int, seconds: float) -> dict[str, Any]:
         return {
             "schema": 1, "app": "studio", "app_version": __version__, "mode": request.mode,
             "prompt": request.prompt, "negative_prompt": request.negative_prompt,
@@ -230,6 +241,23 @@ class Engine:
             "seconds": round(seconds, 3), "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
             "parent_id": request.parent_id,
         }
+
+
+@dataclass
+class _RunOptions:
+    """How one generate() call reports progress and stops."""
+
+    on_step: StepCallback | None
+    should_stop: StopCheck | None
+    preview: bool
+    preview_all: bool
+    preview_interval: float
+    start: float
+    last_preview: float = float("-inf")
+
+    def check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled()
 
 
 class _X0Capture:

@@ -105,7 +105,7 @@ def _check(ok: bool, message: str) -> None:
 
 
 def snap8(value: int) -> int:
-    return max(8, int(round(value / 8)) * 8)
+    return max(8, int(value / 8 + 0.5) * 8)  # half up: 100 -> 104
 
 
 def image_hash(image: Image.Image | None) -> str | None:

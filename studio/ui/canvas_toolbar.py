@@ -64,7 +64,6 @@ class CanvasToolBar(QToolBar):
         self.canvas = canvas
         self.controls = controls
         self.actions_by_name: dict[str, QAction] = {}
-        self._canvas_keys: dict[str, str] = {}  # action name -> the key the canvas handles
         self._opacity = 0.5
         self._build_tools()
         self.addSeparator()
@@ -93,9 +92,7 @@ class CanvasToolBar(QToolBar):
         a key in CANVAS_KEYS is shown only (the canvas handles it)."""
         action = QAction(text, self)
         action.setCheckable(checkable)
-        if key and key in CANVAS_KEYS:
-            self._canvas_keys[name] = key
-        elif key:
+        if key and key not in CANVAS_KEYS:
             action.setShortcut(QKeySequence(key))
             if local:
                 action.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)

@@ -2,7 +2,7 @@
 
 Jobs run FIFO. The running job can be cancelled (it stops within one denoising step, through the
 engine's step callback) and the queue can be cleared. Previews are throttled here, on the worker, so
-a fast model never floods the GUI's event loop. torch and diffusers are imported on this thread,
+a fast model never floods the GUI's event loop (progress still arrives every step). torch and diffusers are imported on this thread,
 after the window is on screen.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from PySide6.QtGui import QImage
 
 from studio.engine.request import GenerationRequest, StepInfo
 
-PREVIEW_INTERVAL = 0.05  # seconds: at most ~20 previews a second reach the GUI
+PREVIEW_INTERVAL = 0.05  # seconds: at most ~20 previews a second are made and reach the GUI
 
 
 @dataclass
@@ -195,21 +194,16 @@ class _BackendThread(QThread):
         b = self.backend
         assert job.request is not None
         b.started.emit(job.id)
-        last = [0.0]
 
         def on_step(info: StepInfo) -> None:
-            now = time.perf_counter()
-            final = info.step == info.total
-            if now - last[0] < PREVIEW_INTERVAL and not final:
-                return  # throttled: the GUI only ever paints the latest frame anyway
-            last[0] = now
             images = [numpy_to_qimage(p) for p in info.previews]
             b.step.emit(job.id, info.step + info.item * info.total, info.total * info.items, info.elapsed, images,
                         info.region)
 
         try:
             results = self.engine.generate(job.request, on_step=on_step, should_stop=self._stop,
-                                           sequential=job.sequential, preview_all=job.preview_all)
+                                           sequential=job.sequential, preview_all=job.preview_all,
+                                           preview_interval=PREVIEW_INTERVAL)
             out = [self._keep(job, r) for r in results]
         except Cancelled:
             b.cancelled.emit(job.id)
