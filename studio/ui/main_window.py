@@ -59,6 +59,10 @@ class MainWindow(QMainWindow):
         self._build_left_dock()
         self._build_gallery_dock()
         self._build_status_bar()
+        from studio.ui.canvas_toolbar import CanvasToolBar
+
+        self.canvas_toolbar = CanvasToolBar(self.canvas, self.controls)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.canvas_toolbar)
         self._build_actions()
         self._connect_backend()
         self.controls.load(settings)
@@ -166,10 +170,7 @@ class MainWindow(QMainWindow):
         edit.addSeparator()
         self._action(edit, "Clear mask", S("Ctrl+Shift+M"), self.canvas.clear_mask)
         self._action(edit, "Invert mask", S("Ctrl+I"), self.canvas.invert_mask)
-        self._action(edit, "Extend canvas 64 px left and right", S("Ctrl+Shift+E"),
-                     lambda: self.canvas.extend(64, 0, 64, 0, fill=self.controls.outpaint_fill.currentText()))
-        self._action(edit, "Extend canvas 64 px top and bottom", None,
-                     lambda: self.canvas.extend(0, 64, 0, 64, fill=self.controls.outpaint_fill.currentText()))
+        edit.addMenu(self.canvas_toolbar.extend_menu)
         gen = self.menuBar().addMenu("&Generate")
         self.generate_action = self._action(gen, "&Generate", [S("Ctrl+Return"), S("Ctrl+Enter")], self.generate)
         self.cancel_action = self._action(gen, "&Cancel", S("Esc"), self.cancel)
@@ -401,8 +402,8 @@ class MainWindow(QMainWindow):
     def show_shortcuts(self) -> None:
         lines = [f"{a.text().replace('&', '')}: {a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)}"
                  for a in self.actions() if not a.shortcut().isEmpty()]
-        lines += ["Brush / eraser: B / E", "Brush size: [ and ]", "Pan: Space-drag or middle button",
-                  "Zoom: mouse wheel"]
+        lines += ["Brush / eraser / extend tool: B / E / X", "Brush size: [ and ]", "Show effective mask: M",
+                  "Fill mask: Ctrl+Shift+F", "Pan: Space-drag or middle button", "Zoom: mouse wheel"]
         QMessageBox.information(self, "Keyboard shortcuts", "\n".join(lines))
 
     # ------------------------------------------------------------------ closing
