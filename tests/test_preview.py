@@ -194,8 +194,7 @@ def test_fitted_map_on_tiny_vae_is_no_worse_than_sd15_factors(tiny_vae):
 def test_builtin_vae_fitted_map_beats_sd15_factors():
     from studio.resources import BUILTIN_MODEL
 
-    if not (BUILTIN_MODEL / "vae" / "config.json").exists():
-        pytest.skip("the built-in model is not installed")
+    assert (BUILTIN_MODEL / "vae" / "config.json").exists(), "the built-in model ships with the repository"
     from diffusers import AutoencoderKL
 
     from studio.builtin import world

@@ -371,8 +371,9 @@ class MainWindow(QMainWindow):
         self._model_info = info
         self.model_label.setText(f"{info['name']} · {info['device']} · {info['dtype']} · "
                                  f"{info['native_size']} px native")
-        if not self.canvas.has_image():
-            self.controls.set_size(None, None)
+        if self.controls.size.currentText() == "Native":  # show what "Native" means for this model
+            self.controls.width_spin.setValue(info["native_size"])
+            self.controls.height_spin.setValue(info["native_size"])
 
     def _on_model_failed(self, message: str) -> None:
         self.model_label.setText(f"No model: {message}")
