@@ -41,12 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--mask", type=Path, help="mask image: white = repaint")
     gen.add_argument("--strength", type=float, default=0.75, help="denoising strength for --init")
     gen.add_argument("--mask-grow", type=int, default=0, help="grow (or shrink, if negative) the mask, px")
-    gen.add_argument("--mask-feather", type=int, default=4, help="soften the mask edge, px")
+    gen.add_argument("--mask-feather", type=int, default=8, help="soften the mask edge, px")
     gen.add_argument("--inpaint-area", choices=("whole", "masked"), default="whole",
                      help="repaint at full size, or only a padded box around the mask")
     gen.add_argument("--padding", type=int, default=32, help="padding around the mask for --inpaint-area masked")
     gen.add_argument("--outpaint", help="extend the canvas by LEFT,TOP,RIGHT,BOTTOM pixels")
     gen.add_argument("--outpaint-fill", choices=FILLS, default="edge", help="how the new area is prefilled")
+    gen.add_argument("--outpaint-overlap", type=int, default=16, help="px the new area reaches into the image")
     gen.add_argument("--batch", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
     gen.add_argument("--variation-seed", type=int)
     gen.add_argument("--variation-strength", type=float, default=0.0)
@@ -133,8 +134,8 @@ def request_from_args(args: argparse.Namespace) -> Any:
         width=args.width, height=args.height, scheduler=args.scheduler, strength=args.strength,
         init_image=init, mask=mask, mask_grow=args.mask_grow, mask_feather=args.mask_feather,
         inpaint_area=args.inpaint_area, padding=args.padding, outpaint=_outpaint(args.outpaint),
-        outpaint_fill=args.outpaint_fill, batch_size=args.batch, variation_seed=args.variation_seed,
-        variation_strength=args.variation_strength, model=args.model,
+        outpaint_fill=args.outpaint_fill, outpaint_overlap=args.outpaint_overlap, batch_size=args.batch,
+        variation_seed=args.variation_seed, variation_strength=args.variation_strength, model=args.model,
     ).validate()
 
 

@@ -189,7 +189,7 @@ def test_extend_grows_the_image_and_is_undoable(qtbot, canvas: CanvasView) -> No
     assert new.shape[:2] == (H, W + 128)
     assert np.array_equal(new[:, 64 : 64 + W], old_image)
     m = mask_array(canvas)
-    assert np.all(m[:, :64] == 255) and np.all(m[:, 64 + 8 : 64 + W - 8] == 0)
+    assert np.all(m[:, :64] == 255) and np.all(m[:, 64 + 16 : 64 + W - 16] == 0)  # the default 16 px overlap
     canvas.undo_stack.undo()
     assert np.array_equal(np.asarray(canvas.image()), old_image)
     assert np.array_equal(mask_array(canvas), old_mask)

@@ -113,7 +113,7 @@ def test_inpaint_keeps_unmasked_pixels_exactly(tiny_engine, area):
 def test_outpaint_grows_the_image_and_keeps_the_original(tiny_engine):
     rng = np.random.default_rng(1)
     init = Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-    result = tiny_engine.generate(request(init_image=init, outpaint=(16, 0, 16, 8)))[0]
+    result = tiny_engine.generate(request(init_image=init, outpaint=(16, 0, 16, 8), outpaint_overlap=8))[0]
     assert result.image.size == (64, 40)
     inner = pixels(result.image)[0:24, 16 + 8:48 - 8]  # away from the 8 px overlap ramps
     assert np.array_equal(inner, pixels(init)[0:24, 8:24])

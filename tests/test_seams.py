@@ -49,19 +49,3 @@ def test_table_marks_the_best_setting(tiny_model, capsys) -> None:
 def test_missing_model_exits_2_with_a_reason(tmp_path, capsys) -> None:
     assert seams.main(["--model", str(tmp_path / "nowhere"), "--device", "cpu"]) == 2
     assert "cannot load model" in capsys.readouterr().err
-
-
-def test_overlap_emulation_matches_the_engines_outpaint(tiny_engine, tiny_model) -> None:
-    """Overlaps other than the engine's run as an inpaint with the extension's mask; at the engine's
-    own overlap that must give exactly what the engine's outpaint gives."""
-    args = seams.parse_args(["--model", str(tiny_model), *TINY_GRID])
-    src = seams.sources(1)[0]
-    extents = seams.DIRECTIONS["left_right"]
-    engine_path = seams.outpaint(tiny_engine, src, extents, "noise", seams.ENGINE_OVERLAP, 1.0, args)
-    prefill, mask = canvas_ops.extend_canvas(src.image, *extents, overlap=seams.ENGINE_OVERLAP, fill="noise",
-                                             seed=src.seed)
-    request = GenerationRequest(prompt=src.caption, steps=2, cfg=args.cfg, seed=src.seed, model=str(tiny_model),
-                                init_image=prefill, mask=mask, mask_grow=0, mask_feather=0, strength=1.0)
-    emulated = tiny_engine.generate(request, preview=False)[0].image
-    assert np.array_equal(np.asarray(engine_path["prefill"]), np.asarray(prefill))
-    assert np.abs(np.asarray(engine_path["result"], int) - np.asarray(emulated, int)).max() <= 1

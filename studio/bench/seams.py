@@ -6,10 +6,8 @@ set of the built-in world's scenes, with each scene's caption as the prompt and 
 scene, so every setting is compared on the same pictures and the same noise.
 
 - Outpaint: 32 px on the left and right, and separately on the top and bottom, of a 64 px scene, for
-  every prefill (canvas_ops.FILL_MODES), overlap and strength. The seam is the original's border.
-  The engine's outpaint always uses extend_canvas' default overlap (8); other overlaps run the same
-  generation as an inpaint with the extension's own mask (no grow, no feather), which is what the
-  engine's outpaint path does, only with another overlap.
+  every prefill (canvas_ops.FILL_MODES), overlap and strength, through the engine's own outpaint
+  path (GenerationRequest.outpaint_overlap). The seam is the original's border.
 - Only-masked inpaint: a 32 px square in the middle of the scene rendered at 128 px (so the crop box
   fits inside the picture and the crop is worked on at more than its size), for each padding and
   feather; seams at the crop box and at the mask, each beside the same seam's ratio in the source
@@ -37,7 +35,6 @@ from PIL import Image, ImageDraw
 from studio.engine import canvas_ops
 
 EXTENT = 32
-ENGINE_OVERLAP = 8  # extend_canvas' default, which Engine's outpaint path uses
 DIRECTIONS = {"left_right": (EXTENT, 0, EXTENT, 0), "top_bottom": (0, EXTENT, 0, EXTENT)}
 INPAINT_SIDE, SQUARE = 128, 32
 SEED_BASE = 1000
@@ -98,12 +95,9 @@ def _repaint(a: Image.Image, b: Image.Image, where: np.ndarray) -> float:
 def outpaint(engine: Any, src: Source, extents: tuple[int, int, int, int], fill: str, overlap: int,
              strength: float, args: argparse.Namespace) -> dict[str, Any]:
     """One outpaint: its prefill, result, and seam figures."""
-    prefill, mask = canvas_ops.extend_canvas(src.image, *extents, overlap=overlap, fill=fill, seed=src.seed)
-    if overlap == ENGINE_OVERLAP:
-        request = _request(src, args, init_image=src.image, outpaint=extents, outpaint_fill=fill, strength=strength)
-    else:
-        request = _request(src, args, init_image=prefill, mask=mask, mask_grow=0, mask_feather=0,
-                           inpaint_area="whole", strength=strength)
+    prefill, _mask = canvas_ops.extend_canvas(src.image, *extents, overlap=overlap, fill=fill, seed=src.seed)
+    request = _request(src, args, init_image=src.image, outpaint=extents, outpaint_fill=fill,
+                       outpaint_overlap=overlap, strength=strength)
     result = engine.generate(request, preview=False)[0].image
     left, top, _r, _b = canvas_ops.snap_extents(src.image.size, extents)
     box = (left, top, left + src.image.width, top + src.image.height)
@@ -172,7 +166,7 @@ def run(engine: Any, args: argparse.Namespace, say: Any = lambda _m: None) -> tu
                 ratios = [r["ratio"] for r in every]
                 out_rows.append({
                     "setting": key, "fill": fill, "overlap": overlap, "strength": strength,
-                    "engine_path": overlap == ENGINE_OVERLAP, "median_ratio": _median(ratios),
+                    "median_ratio": _median(ratios),
                     "mean_ratio": _mean(ratios),
                     **{f"{d}_median_ratio": _median([r["ratio"] for r in rs]) for d, rs in per_dir.items()},
                     "prefill_median_ratio": _median([r["prefill_ratio"] for r in every]),
@@ -222,7 +216,7 @@ def table(figures: dict[str, Any]) -> str:
             mark = "*" if r["setting"] == figures.get("best_outpaint") else " "
             lines.append(f"{mark} {r['setting']:<{width}}  {_fmt(r['median_ratio'])} {_fmt(r['left_right_median_ratio'])}"
                          f" {_fmt(r['top_bottom_median_ratio'])}   {_fmt(r['prefill_median_ratio'])}  "
-                         f"{r['repaint']:6.1f}{'' if r['engine_path'] else '  (overlap via mask)'}")
+                         f"{r['repaint']:6.1f}")
     if figures["inpaint"]:
         width = max(len(r["setting"]) for r in figures["inpaint"])
         lines.append(f"  {'only-masked inpaint, 32 px square':<{width}}  mask (source)  crop (source)  repaint")

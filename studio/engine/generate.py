@@ -185,8 +185,8 @@ class Engine:
     def _prepare_inpaint(self, request: GenerationRequest, init: Image.Image, native: int) -> _Job:
         if request.outpaint is not None:
             left, top, right, bottom = request.outpaint
-            init, mask = canvas_ops.extend_canvas(init, left, top, right, bottom, fill=request.outpaint_fill,
-                                                  seed=request.seed)
+            init, mask = canvas_ops.extend_canvas(init, left, top, right, bottom, overlap=request.outpaint_overlap,
+                                                  fill=request.outpaint_fill, seed=request.seed)
         else:
             try:
                 mask = canvas_ops.validate_mask(request.mask, init.size)  # type: ignore[arg-type]
@@ -237,6 +237,7 @@ class Engine:
             "inpaint_area": request.inpaint_area, "padding": request.padding,
             "outpaint": list(request.outpaint) if request.outpaint else None,
             "outpaint_fill": request.outpaint_fill if request.outpaint else None,
+            "outpaint_overlap": request.outpaint_overlap if request.outpaint else None,
             "device": model.device.type, "dtype": str(model.dtype).replace("torch.", ""),
             "seconds": round(seconds, 3), "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
             "parent_id": request.parent_id,

@@ -173,7 +173,7 @@ class CanvasView(ZoomPanView):
         before = (self._image, self._layer.snapshot()) if self.has_image() else (QImage(), MaskSnapshot(0, 0, None))
         self.undo_stack.push(ImageCommand(self._swap, before, (new, after), description))
 
-    def extend(self, left: int, top: int, right: int, bottom: int, fill: str | None = None, overlap: int = 8) -> None:
+    def extend(self, left: int, top: int, right: int, bottom: int, fill: str | None = None, overlap: int = 16) -> None:
         """Grow the canvas for an outpaint (canvas_ops.extend_canvas): the new picture with its new
         area prefilled and the outpaint mask, as one undoable step. Raises ValueError for bad extents."""
         src = self.image()

@@ -301,7 +301,9 @@ class MainWindow(QMainWindow):
                 self.grid.set_final(k, pil_to_qimage(result.image))
         if len(results) == 1:
             self.canvas.show_preview(None)
-            self.canvas.apply_result(results[0].image, f"Generate (seed {results[0].seed})")
+            # The mask is not kept: the result should be seen unobstructed, and Ctrl+Z brings the
+            # picture and its mask back for another try.
+            self.canvas.apply_result(results[0].image, f"Generate (seed {results[0].seed})", keep_mask=False)
             self.center.setCurrentWidget(self.canvas)
         if self.gallery_panel is not None:
             self.gallery_panel.refresh()

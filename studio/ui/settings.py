@@ -31,7 +31,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("batch", int, 1, "images per click (seed, seed+1, ...)"),
     Setting("variation_strength", float, 0.0, "how far variations move from the seed"),
     Setting("mask_grow", int, 0, "grow the painted mask by this many pixels"),
-    Setting("mask_feather", int, 4, "soften the mask edge by this many pixels"),
+    Setting("mask_feather", int, 8, "soften the mask edge by this many pixels"),
     Setting("inpaint_area", str, "whole", "repaint the whole image or only a box around the mask"),
     Setting("padding", int, 32, "padding around the mask for 'only masked'"),
     Setting("outpaint_fill", str, "edge", "how a canvas extension is prefilled"),
