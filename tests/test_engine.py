@@ -42,6 +42,22 @@ def test_batch_item_k_equals_single_run_with_seed_plus_k(tiny_engine, sequential
         assert result.recipe["seed"] == 100 + k and result.recipe["batch_index"] == k
 
 
+def test_a_batch_that_runs_out_of_memory_falls_back_to_sequential_runs(tiny_engine, monkeypatch):
+    original = tiny_engine._run
+    batch_sizes = []
+
+    def run(model, req, job, seeds, *args, **kwargs):
+        batch_sizes.append(len(seeds))
+        if len(seeds) > 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(model, req, job, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_engine, "_run", run)
+    results = tiny_engine.generate(request(seed=20, batch_size=3))
+    assert batch_sizes == [3, 1, 1, 1]
+    assert [r.seed for r in results] == [20, 21, 22]
+
+
 def test_seed_wraps_at_32_bits(tiny_engine):
     results = tiny_engine.generate(request(seed=2**32 - 1, batch_size=2))
     assert [r.seed for r in results] == [2**32 - 1, 0]

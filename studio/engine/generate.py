@@ -96,12 +96,17 @@ class Engine:
         seeds = [(request.seed + k) % 2**32 for k in range(request.batch_size)]
         run = _RunOptions(on_step, should_stop, preview and self.rgb_map is not None, preview_all,
                           preview_interval, time.perf_counter())
-        if sequential or request.batch_size == 1:
-            images = []
+        images: list[Image.Image] = []
+        if not sequential and request.batch_size > 1:
+            try:
+                images = self._run(model, request, job, seeds, run, (0, 1))
+            except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError
+                if "out of memory" not in str(exc).lower():
+                    raise
+                _free_device_memory()  # one forward pass for N latents did not fit: go one by one
+        if not images:
             for k, seed in enumerate(seeds):
                 images += self._run(model, request.with_seed(seed), job, [seed], run, item=(k, len(seeds)))
-        else:
-            images = self._run(model, request, job, seeds, run, (0, 1))
         seconds = (time.perf_counter() - run.start) / len(images)
         scheduler = make_scheduler(request.scheduler, model.scheduler_config)  # for the recipe
         return [GenerationResult(job.finish(img), seed, self._recipe(request, model, job, scheduler, seed, k, seconds),
@@ -283,6 +288,13 @@ class _X0Capture:
             return out if return_dict else (out.prev_sample,)
 
         scheduler.step = step
+
+
+def _free_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def slerp(t: float, a: Any, b: Any) -> Any:
