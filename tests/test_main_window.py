@@ -67,7 +67,8 @@ def test_ctrl_enter_generates_and_an_unlocked_seed_moves_on(qtbot, make_window):
 
 def test_escape_cancels_and_keeps_the_last_preview(qtbot, make_window):
     w = make_window()
-    w.controls.steps.setValue(60)
+    w.controls.steps.setValue(150)
+    w.controls.set_size(256, 256)  # seconds long, so the run is surely still going when Esc arrives
     with qtbot.waitSignal(w.backend.step, timeout=60_000):
         w.generate()
     with qtbot.waitSignal(w.backend.cancelled, timeout=60_000):

@@ -42,7 +42,7 @@ def test_cancel_mid_run_reports_cancelled_and_no_result(qtbot, backend):
     backend.finished.connect(lambda *a: finished.append(a))
     backend.step.connect(lambda *a: backend.cancel_current())
     with qtbot.waitSignal(backend.cancelled, timeout=60_000) as cancelled:
-        job = backend.generate(req(steps=40))
+        job = backend.generate(req(steps=150, width=256, height=256))  # long enough to be cancelled
     assert cancelled.args == [job]
     qtbot.waitUntil(lambda: not backend.busy(), timeout=10_000)
     assert finished == []

@@ -211,7 +211,8 @@ class MainWindow(QMainWindow):
         b.failed.connect(self._on_failed)
         b.cancelled.connect(self._on_cancelled)
         b.queue_changed.connect(lambda n: self.queue_label.setText(f"{n} queued" if n else ""))
-        b.idle.connect(lambda: self.set_busy(False))
+        # `idle` is queued: a new job may have been submitted since it was sent, so ask the backend.
+        b.idle.connect(lambda: self.set_busy(self.backend.busy()))
 
     def _restore_geometry(self) -> None:
         geometry, state = self.settings.get("window_geometry"), self.settings.get("window_state")
