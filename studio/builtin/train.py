@@ -112,7 +112,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
     # Our own checkpoints only; weights_only keeps even these from running code.
-    return torch.load(path, weights_only=False) if path.exists() else None
+    return torch.load(path, weights_only=True) if path.exists() else None
 
 
 def lr_factor(step: int, total: int, warmup: int = 200) -> float:
