@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,6 @@ def load(entry: ModelEntry, device: str = "auto", memory: MemoryOptions | None =
          allow_pickle: bool = False) -> LoadedModel:
     """Load `entry` onto the device; raise ModelError with a readable reason on any failure."""
     import torch  # noqa: F401  (import order: torch before diffusers)
-    from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
     dev, dtype = pick_device(device)
     from diffusers.utils import logging as diffusers_logging
@@ -180,14 +180,7 @@ def load(entry: ModelEntry, device: str = "auto", memory: MemoryOptions | None =
     transformers_logging.disable_progress_bar()
     kwargs: dict[str, Any] = dict(torch_dtype=dtype, local_files_only=True)
     try:
-        if entry.kind == "single-file":
-            config = _single_file_config(entry.path)
-            pipe = StableDiffusionPipeline.from_single_file(str(entry.path), config=str(config), **kwargs)
-        else:
-            index = json.loads((entry.path / "model_index.json").read_text())
-            if "safety_checker" in index:
-                kwargs.update(safety_checker=None, requires_safety_checker=False)
-            pipe = DiffusionPipeline.from_pretrained(str(entry.path), use_safetensors=not allow_pickle, **kwargs)
+        pipe = _from_disk(entry, kwargs, allow_pickle)
     except ModelError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
@@ -197,6 +190,21 @@ def load(entry: ModelEntry, device: str = "auto", memory: MemoryOptions | None =
     apply_memory_options(pipe, dev, memory or MemoryOptions())
     pipe.set_progress_bar_config(disable=True)
     return LoadedModel(entry, pipe, dev, dtype, weights_hash(entry), dict(pipe.scheduler.config))
+
+
+def _from_disk(entry: ModelEntry, kwargs: dict[str, Any], allow_pickle: bool) -> Any:
+    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+
+    with warnings.catch_warnings():
+        # `torch_dtype` is the spelling every supported diffusers release understands.
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        if entry.kind == "single-file":
+            config = _single_file_config(entry.path)
+            return StableDiffusionPipeline.from_single_file(str(entry.path), config=str(config), **kwargs)
+        index = json.loads((entry.path / "model_index.json").read_text())
+        if "safety_checker" in index:
+            kwargs.update(safety_checker=None, requires_safety_checker=False)
+        return DiffusionPipeline.from_pretrained(str(entry.path), use_safetensors=not allow_pickle, **kwargs)
 
 
 def apply_memory_options(pipe: Any, device: Any, memory: MemoryOptions) -> None:
