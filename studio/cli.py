@@ -7,7 +7,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -149,24 +148,10 @@ def _out_paths(out: Path | None, count: int) -> list[Path | None]:
     return [out.with_name(f"{out.stem}-{k}{out.suffix}") for k in range(count)]
 
 
-def write_png_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file beside `path`, fsync, rename: a reader never sees half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".studio-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     from studio.engine import Engine
     from studio.engine.metadata import encode_png
+    from studio.gallery.files import atomic_write
     from studio.paths import data_dir
 
     if args.no_gallery and args.out is None:
@@ -185,7 +170,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if out is not None:
             if out.name.startswith("studio-") and args.out.suffix == "":
                 out = out.with_name(f"studio-{result.seed}.png")
-            write_png_atomic(out, encode_png(result.image, result.recipe))
+            atomic_write(out, encode_png(result.image, result.recipe))  # a reader never sees half a PNG
             path = out
         record = {"path": str(path), "seed": result.seed, "width": result.image.width,
                   "height": result.image.height, "model": result.recipe["model"]["name"],

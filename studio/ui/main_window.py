@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence, QUndoGroup
+from PySide6.QtCore import QByteArray, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QUndoGroup
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -25,15 +25,11 @@ from PySide6.QtWidgets import (
 )
 
 from studio.engine.request import GenerationRequest, RequestError
+from studio.ui.canvas_images import pil_to_qimage
 from studio.ui.controls import GenerationControls
 from studio.ui.settings import Settings
 from studio.ui.variations import VariationGrid
 from studio.ui.worker import Backend, JobResult
-
-
-def pil_to_qimage(image: Any) -> QImage:
-    rgb = image.convert("RGB")
-    return QImage(rgb.tobytes(), rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888).copy()
 
 
 class MainWindow(QMainWindow):
