@@ -46,7 +46,8 @@ def test_learned_merges_are_deterministic():
 def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
     torch.manual_seed(0)
     cfg = train.TrainConfig(work=tmp_path / "work", out=tmp_path / "model", images=48, vae_steps=40,
-                            vae_batch=4, unet_steps=40, unet_batch=8, checkpoint_every=20, bf16=False)
+                            vae_batch=4, unet_steps=40, vpred_steps=40, unet_batch=8, checkpoint_every=20,
+                            bf16=False)
     cfg.work.mkdir()
     images, captions = train.render_dataset(cfg)
     assert images.shape == (48, 64, 64, 3) and len(captions) == 48
@@ -64,5 +65,9 @@ def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
     assert abs(float(latents.mean())) < 0.05 and abs(float(latents.std()) - 1) < 0.1  # centred, unit scale
     unet_losses: list[float] = []
     unet, text, tokenizer = train.train_unet(cfg, latents, captions, torch.device("cpu"), unet_losses)
-    assert np.mean(unet_losses[-10:]) < np.mean(unet_losses[:10])
-    assert train.load_checkpoint(cfg.work / "unet.pt")["step"] == 40  # checkpointed (tensors only), so a run resumes
+    epsilon_phase, v_phase = unet_losses[:40], unet_losses[40:]
+    assert len(v_phase) == 40
+    assert np.mean(epsilon_phase[-10:]) < np.mean(epsilon_phase[:10])
+    assert np.mean(v_phase[-10:]) < np.mean(v_phase[:10])
+    for name in ("unet", "unet_v"):  # checkpointed (tensors only), so a run resumes
+        assert train.load_checkpoint(cfg.work / f"{name}.pt")["step"] == 40

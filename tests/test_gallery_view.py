@@ -56,6 +56,20 @@ def test_panel_shows_rows_and_details(make_panel: Any, gallery: Gallery) -> None
     assert "a lighthouse" in panel.recipe_label.text() and "Euler a" in panel.recipe_label.text()
 
 
+def test_the_detail_pane_says_why_it_is_empty(make_panel: Any, gallery: Gallery, qtbot: Any) -> None:
+    panel = make_panel()
+    assert panel.current_record() is None and "No images yet" in panel.image_label.text()
+    fill(gallery)
+    panel.refresh()
+    panel.search.setText("zebra")
+    with qtbot.waitSignal(panel.model.modelReset):
+        pass  # the search is debounced; the grid reloads when it runs
+    assert panel.model.rowCount() == 0 and "No image matches" in panel.image_label.text()
+    panel.search.setText("fox")
+    qtbot.waitUntil(lambda: panel.current_record() is not None)
+    assert panel.image_label.text() == ""  # an image replaces the message
+
+
 def test_rows_are_fetched_a_page_at_a_time(make_panel: Any, gallery: Gallery) -> None:
     fill_synthetic(gallery, 450)
     panel = make_panel()

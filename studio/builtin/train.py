@@ -32,7 +32,8 @@ class TrainConfig:
     images: int = 24000
     vae_steps: int = 2500
     vae_batch: int = 8
-    unet_steps: int = 12000
+    unet_steps: int = 9500  # phase 1: epsilon prediction on SD's noise schedule
+    vpred_steps: int = 7000  # phase 2: v-prediction on the zero-terminal-SNR schedule, from phase 1's weights
     unet_batch: int = 16
     unet_lr: float = 1e-3
     text_lr: float = 5e-4
@@ -71,9 +72,36 @@ def text_config() -> dict[str, Any]:
     )
 
 
-def scheduler_config() -> dict[str, Any]:
+def sd_schedule() -> dict[str, Any]:
+    """Stable Diffusion 1.x's noise schedule and epsilon objective (training phase 1)."""
     return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                 prediction_type="epsilon", steps_offset=1)
+
+
+def scheduler_config() -> dict[str, Any]:
+    """The shipped schedule: SD's betas rescaled to zero terminal SNR, v-prediction, trailing timesteps.
+
+    SD's schedule leaves 7% of the image in its noisiest training step. On 16x16 latents of flat
+    shapes that is enough to read where the object is, so the model learned to take position and
+    colour from the noise rather than the prompt, and at inference (pure noise) followed the noise:
+    position adherence sat at chance. Lin et al. 2024 ("Common diffusion noise schedules and sample
+    steps are flawed") give the fix used here. The betas are stored explicitly (`trained_betas`) so
+    every sampler, including Heun and LMS that lack diffusers' `rescale_betas_zero_snr`, uses them.
+    """
+    return dict(num_train_timesteps=1000, trained_betas=zero_snr_betas(), prediction_type="v_prediction",
+                timestep_spacing="trailing", steps_offset=0)
+
+
+def zero_snr_betas(terminal_alpha_bar: float = 2.0 ** -24) -> list[float]:
+    from diffusers.schedulers.scheduling_ddpm import rescale_zero_terminal_snr
+
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    alpha_bar = torch.cumprod(1.0 - rescale_zero_terminal_snr(betas), dim=0)
+    # Exactly zero would make sigma infinite for the samplers that work in sigma space (Euler, Heun,
+    # LMS, DPM++); diffusers clamps to the same 2**-24 when it rescales.
+    alpha_bar[-1] = terminal_alpha_bar
+    previous = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+    return (1.0 - alpha_bar / previous).tolist()
 
 
 def log(msg: str) -> None:
@@ -207,44 +235,78 @@ def fold_stats(vae, m: torch.Tensor, s: torch.Tensor) -> None:
 
 # ---------------------------------------------------------------- UNet + text encoder
 
+@dataclass(frozen=True)
+class Phase:
+    """One stage of UNet + text encoder training: objective, length and its own checkpoint file."""
+
+    name: str
+    steps: int
+    lr_scale: float
+    schedule: dict[str, Any]
+    seed_offset: int
+
+
+def phases(cfg: TrainConfig) -> list[Phase]:
+    return [Phase("unet", cfg.unet_steps, 1.0, sd_schedule(), seed_offset=0),
+            Phase("unet_v", cfg.vpred_steps, 0.5, scheduler_config(), seed_offset=100_000)]
+
+
+def make_text_encoder(tokenizer):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                                        **text_config()))
+
+
 def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], device: torch.device,
                history: list[float] | None = None):
-    from diffusers import DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    """Run the phases in order; each starts from the previous one's EMA weights."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(cfg.work / "tokenizer")
     ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
                     return_tensors="pt").input_ids
-    empty = tokenizer([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
     torch.manual_seed(cfg.seed + 1)
     unet = UNet2DConditionModel(**unet_config()).to(device)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                        **text_config())).to(device)
+    text = make_text_encoder(tokenizer).to(device)
+    log(f"unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M params, "
+        f"text {sum(p.numel() for p in text.parameters()) / 1e6:.2f} M")
+    for phase in phases(cfg):
+        if phase.steps > 0:
+            unet, text = _train_phase(cfg, phase, unet, text, ids, tokenizer, latents, device, history)
+    return unet.eval(), text.eval(), tokenizer
+
+
+def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, tokenizer,
+                 latents: torch.Tensor, device: torch.device, history: list[float] | None):
+    from diffusers import DDPMScheduler
+
+    empty = tokenizer([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
+    unet.train().requires_grad_(True)  # a later phase starts from the previous phase's frozen EMA copies
+    text.train().requires_grad_(True)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
-    opt = torch.optim.AdamW([{"params": unet.parameters(), "lr": cfg.unet_lr},
-                             {"params": text.parameters(), "lr": cfg.text_lr}], weight_decay=1e-2)
-    base_lrs = [cfg.unet_lr, cfg.text_lr]
-    sched = DDPMScheduler(**scheduler_config())
+    base_lrs = [cfg.unet_lr * phase.lr_scale, cfg.text_lr * phase.lr_scale]
+    opt = torch.optim.AdamW([{"params": unet.parameters(), "lr": base_lrs[0]},
+                             {"params": text.parameters(), "lr": base_lrs[1]}], weight_decay=1e-2)
+    sched = DDPMScheduler(**phase.schedule)
     alphas = sched.alphas_cumprod.to(device)
     snr = alphas / (1 - alphas)
-    ckpt_path = cfg.work / "unet.pt"
+    v_prediction = phase.schedule["prediction_type"] == "v_prediction"
+    ckpt_path = cfg.work / f"{phase.name}.pt"
     start = 0
     if (ckpt := load_checkpoint(ckpt_path)) is not None:
         for mod, key in ((unet, "unet"), (text, "text"), (ema_unet, "ema_unet"), (ema_text, "ema_text")):
             mod.load_state_dict(ckpt[key])
         opt.load_state_dict(ckpt["opt"])
         start = ckpt["step"]
-        log(f"unet: resumed at step {start}")
-    log(f"unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M params, "
-        f"text {sum(p.numel() for p in text.parameters()) / 1e6:.2f} M")
-    gen = torch.Generator().manual_seed(cfg.seed + 2 + start)
-    unet.train()
-    text.train()
+        log(f"{phase.name}: resumed at step {start}")
+    gen = torch.Generator().manual_seed(cfg.seed + 2 + phase.seed_offset + start)
     t0, running = time.time(), 0.0
-    for step in range(start, cfg.unet_steps):
+    for step in range(start, phase.steps):
         for g, base in zip(opt.param_groups, base_lrs):
-            g["lr"] = base * lr_factor(step, cfg.unet_steps)
+            g["lr"] = base * lr_factor(step, phase.steps)
         idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
         x0 = latents[idx].to(device)
         tok = ids[idx].clone()
@@ -256,9 +318,14 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], dev
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             cond = text(tok.to(device)).last_hidden_state
             pred = unet(xt, t, encoder_hidden_states=cond).sample.float()
-        # Min-SNR-5 weighting (Hang et al. 2023) for epsilon prediction: min(snr, 5) / snr.
-        w = torch.clamp(snr[t], max=5.0) / snr[t]
-        loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        # Min-SNR-5 weighting (Hang et al. 2023). In x0 terms the weight is min(snr, 5); for epsilon
+        # that is min(snr, 5) / snr. For v it would be min(snr, 5) / (snr + 1), which is zero at the
+        # pure-noise step the zero-SNR schedule exists for, so v gets a floor of 1 in x0 terms.
+        if v_prediction:
+            target, w = sched.get_velocity(x0, noise, t), (torch.clamp(snr[t], max=5.0) + 1) / (snr[t] + 1)
+        else:
+            target, w = noise, torch.clamp(snr[t], max=5.0) / snr[t]
+        loss = (w * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([*unet.parameters(), *text.parameters()], 1.0)
@@ -273,23 +340,24 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], dev
             history.append(loss.item())
         if (step + 1) % 100 == 0:
             rate = (step + 1 - start) / (time.time() - t0)
-            log(f"unet step {step + 1}/{cfg.unet_steps} loss {running:.4f} {rate:.2f} it/s "
-                f"eta {(cfg.unet_steps - step - 1) / rate / 60:.1f} min")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.unet_steps:
+            log(f"{phase.name} step {step + 1}/{phase.steps} loss {running:.4f} {rate:.2f} it/s "
+                f"eta {(phase.steps - step - 1) / rate / 60:.1f} min")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == phase.steps:
             save_checkpoint(ckpt_path, {"unet": unet.state_dict(), "text": text.state_dict(),
                                         "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
                                         "opt": opt.state_dict(), "step": step + 1})
-    return ema_unet.eval(), ema_text.eval(), tokenizer
+    return ema_unet, ema_text
 
 
 # ---------------------------------------------------------------- pipeline folder
 
-def save_pipeline(cfg: TrainConfig, vae, unet, text, tokenizer, seconds: dict[str, float]) -> None:
+def save_pipeline(cfg: TrainConfig, vae, unet, text, tokenizer, seconds: dict[str, float],
+                  schedule: dict[str, Any] | None = None) -> None:
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(
         vae=vae, unet=unet, text_encoder=text, tokenizer=tokenizer,
-        scheduler=DPMSolverMultistepScheduler(**scheduler_config()),
+        scheduler=DPMSolverMultistepScheduler(**(schedule or scheduler_config())),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.to(torch.float16)  # half the size on disk; the loader upcasts on CPU
@@ -305,24 +373,26 @@ def save_pipeline(cfg: TrainConfig, vae, unet, text, tokenizer, seconds: dict[st
 
 
 def export(cfg: TrainConfig) -> None:
-    """Write the pipeline folder from the latest checkpoints (EMA weights), without training further."""
+    """Write the pipeline folder from the latest phase's checkpoint (EMA weights), without training further."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     vae = AutoencoderKL(**vae_config())
     vae.load_state_dict(load_checkpoint(cfg.work / "vae.pt")["model"])
     stats = json.loads((cfg.work / "latent_stats.json").read_text())
     fold_stats(vae, torch.tensor(stats["mean"]), torch.tensor(stats["std"]))
     tokenizer = CLIPTokenizer.from_pretrained(cfg.work / "tokenizer")
-    ckpt = load_checkpoint(cfg.work / "unet.pt")
+    phase = [p for p in phases(cfg) if (cfg.work / f"{p.name}.pt").exists()][-1]
+    ckpt = load_checkpoint(cfg.work / f"{phase.name}.pt")
     unet = UNet2DConditionModel(**unet_config())
     unet.load_state_dict(ckpt["ema_unet"])
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                        **text_config()))
+    text = make_text_encoder(tokenizer)
     text.load_state_dict(ckpt["ema_text"])
-    cfg.unet_steps = ckpt["step"]
-    save_pipeline(cfg, vae.eval(), unet.eval(), text.eval(), tokenizer, {})
+    if phase.name == "unet":
+        cfg.unet_steps, cfg.vpred_steps = ckpt["step"], 0
+    else:
+        cfg.vpred_steps = ckpt["step"]
+    save_pipeline(cfg, vae.eval(), unet.eval(), text.eval(), tokenizer, {}, phase.schedule)
 
 
 def pick_device() -> torch.device:

@@ -153,6 +153,7 @@ class GenerationControls(QWidget):
         spin = QSpinBox()
         spin.setRange(16, 4096)
         spin.setSingleStep(8)
+        spin.setValue(512)  # SD 1.x's size until the loaded model tells its own
         spin.setEnabled(False)
         return spin
 

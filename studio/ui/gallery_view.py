@@ -43,13 +43,15 @@ class _FittedImage(QLabel):
     """The detail image: scaled to fit whatever room the splitter gives it, kept sharp on resize."""
 
     def __init__(self) -> None:
-        super().__init__(alignment=Qt.AlignmentFlag.AlignCenter)
+        super().__init__(alignment=Qt.AlignmentFlag.AlignCenter, wordWrap=True)
         self._source: QPixmap | None = None
         self.setMinimumSize(120, 120)
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
 
     def set_source(self, pixmap: QPixmap | None) -> None:
         self._source = pixmap
+        if pixmap is None or pixmap.isNull():
+            self.clear()
         self._fit()
 
     def resizeEvent(self, event: QResizeEvent) -> None:
@@ -58,8 +60,7 @@ class _FittedImage(QLabel):
 
     def _fit(self) -> None:
         if self._source is None or self._source.isNull():
-            self.setPixmap(QPixmap())
-            return
+            return  # keep whatever message was set in place of an image
         ratio = self.devicePixelRatioF()
         scaled = self._source.scaled(self.size() * ratio, Qt.AspectRatioMode.KeepAspectRatio,
                                      Qt.TransformationMode.SmoothTransformation)
@@ -175,6 +176,8 @@ class GalleryPanel(QWidget):
         self.model.reload()
         if self.model.rowCount():
             self.view.setCurrentIndex(self.model.index(0))
+        else:
+            self._show(None)
         if reconcile:
             self._reconcile_in_background()
 
@@ -345,6 +348,14 @@ class GalleryPanel(QWidget):
             else:
                 self._show(None)
 
+    def _empty_message(self) -> str:
+        """What the detail pane says when there is no image to show, and what to do about it."""
+        if self.model.rowCount():
+            return "Select an image to see it with its settings"
+        if self.model.query.search or self.model.query.favorites:
+            return "No image matches the search or filter"
+        return "No images yet: generate one (Ctrl+Enter) and it is kept here"
+
     def _update_count(self) -> None:
         total = self.model.total
         self.count_label.setText(f"{total:,} image{'s' if total != 1 else ''}")
@@ -378,6 +389,7 @@ class GalleryPanel(QWidget):
         self._set_actions_enabled(record is not None)
         if record is None:
             self.image_label.set_source(None)
+            self.image_label.setText(self._empty_message())
             self.recipe_label.setText("")
             return
         self.actions_by_name["favorite"].setText("Unfavourite" if record.favorite else "Favourite")
