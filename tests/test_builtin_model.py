@@ -13,6 +13,7 @@ import pytest
 
 from studio.builtin import judge, world
 from studio.engine import Engine, GenerationRequest
+from studio.engine.request import SCHEDULERS
 from studio.engine.models import list_models, resolve
 from studio.resources import BUILTIN_MODEL, BUILTIN_MODEL_NAME
 
@@ -66,12 +67,30 @@ def test_prompt_adherence_on_a_fixed_dozen_stays_above_a_floor(engine):
     # A broken model or loader scores at chance (1/8 colours, 1/5 positions) or below.
     assert rates["background"] >= 0.6, rates
     assert rates["colour"] >= 0.5, rates
+    assert rates["position"] >= 0.6, rates
     assert rates.get("time", 1.0) >= 0.6, rates
 
 
-def test_negative_prompt_changes_the_image(engine):
+def test_every_sampler_uses_the_shipped_zero_snr_schedule_and_draws_the_prompt(engine):
+    """The schedule travels as `trained_betas`, so samplers without diffusers' rescale option get it too."""
+    from studio.engine.schedulers import make_scheduler
+
+    scene = world.ShapeScene(background="blue", objects=(world.ShapeObject("large", "red", "circle", "in the center"),))
+    for name in SCHEDULERS:
+        scheduler = make_scheduler(name, engine.model.scheduler_config)
+        assert scheduler.config.prediction_type == "v_prediction"
+        assert float(scheduler.alphas_cumprod[-1]) < 1e-6  # the last training step is pure noise
+        scheduler.set_timesteps(20)
+        assert int(scheduler.timesteps[0]) == 999  # trailing spacing: sampling starts from pure noise
+        image = engine.generate(GenerationRequest(prompt=scene.caption(), steps=20, cfg=5.0, seed=5,
+                                                  scheduler=name))[0].image
+        assert judge.score(scene, image)["background"], name
+
+
+def test_negative_prompt_pushes_the_image_away_from_it(engine):
     base = dict(prompt="a large red circle in the center, blue background", steps=12, seed=9, cfg=5.0)
     plain = np.asarray(engine.generate(GenerationRequest(**base))[0].image, dtype=np.int16)
-    negated = np.asarray(engine.generate(GenerationRequest(**base, negative_prompt="blue background"))[0].image,
-                         dtype=np.int16)
+    negated = np.asarray(engine.generate(GenerationRequest(**base, negative_prompt="red"))[0].image, dtype=np.int16)
     assert np.abs(plain - negated).mean() > 2.0
+    middle_red = plain[24:40, 24:40, 0].mean(), negated[24:40, 24:40, 0].mean()  # the object's middle
+    assert middle_red[1] < middle_red[0] - 5

@@ -23,6 +23,8 @@ def write_card(args: argparse.Namespace, figures: dict[str, Any], table: str, gr
         vocab=", ".join(f"`{w}`" for w in world.vocabulary()),
         held_out=", ".join(training.get("held_out", [])),
         train=json.dumps(training["train_config"], indent=1),
+        times=", ".join(f"{stage} {seconds / 60:.1f} min" for stage, seconds in training.get("seconds", {}).items()
+                        if seconds is not None) or "not recorded",
         table=table, steps=args.steps, cfg=args.cfg,
         size=sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20,
     )
@@ -56,6 +58,8 @@ Settings (`training.json`):
 ```
 {train}
 ```
+Time (wall clock, this machine's 2-core CPU, resumes included): {times}.
+
 VAE first (L1 + MSE + edge L1 + small KL; no mid-block attention, so a local edit stays local), then its
 latents' per-channel mean and std are folded exactly into its 1x1 convolutions (scaling factor 1.0:
 SD 1.x pipelines cannot shift latents). Then UNet and text encoder jointly, in two phases:

@@ -33,7 +33,7 @@ class TrainConfig:
     vae_steps: int = 2500
     vae_batch: int = 8
     unet_steps: int = 9500  # phase 1: epsilon prediction on SD's noise schedule
-    vpred_steps: int = 7000  # phase 2: v-prediction on the zero-terminal-SNR schedule, from phase 1's weights
+    vpred_steps: int = 10000  # phase 2: v-prediction on the zero-terminal-SNR schedule, from phase 1's weights
     unet_batch: int = 16
     unet_lr: float = 1e-3
     text_lr: float = 5e-4
@@ -158,11 +158,11 @@ def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device, histor
     vae = AutoencoderKL(**vae_config()).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
     ckpt_path = cfg.work / "vae.pt"
-    start = 0
+    start, spent = 0, 0.0
     if (ckpt := load_checkpoint(ckpt_path)) is not None:
         vae.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
-        start = ckpt["step"]
+        start, spent = ckpt["step"], ckpt.get("seconds", 0.0)
         log(f"vae: resumed at step {start}")
     rng = np.random.default_rng(cfg.seed + start)
     vae.train()
@@ -193,7 +193,8 @@ def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device, histor
             log(f"vae step {step + 1}/{cfg.vae_steps} loss {loss.item():.4f} psnr {psnr:.1f} dB "
                 f"{rate:.2f} it/s eta {(cfg.vae_steps - step - 1) / rate / 60:.1f} min")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vae_steps:
-            save_checkpoint(ckpt_path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+            save_checkpoint(ckpt_path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1,
+                                        "seconds": spent + time.time() - t0})
     vae.eval()
     return vae
 
@@ -244,11 +245,15 @@ class Phase:
     lr_scale: float
     schedule: dict[str, Any]
     seed_offset: int
+    high_noise_share: float = 0.0  # this share of timesteps comes from the noisiest quarter
 
 
 def phases(cfg: TrainConfig) -> list[Phase]:
     return [Phase("unet", cfg.unet_steps, 1.0, sd_schedule(), seed_offset=0),
-            Phase("unet_v", cfg.vpred_steps, 0.5, scheduler_config(), seed_offset=100_000)]
+            Phase("unet_v", cfg.vpred_steps, 1.0, scheduler_config(), seed_offset=100_000,
+                  # Near pure noise, v (about -x0) is nothing like epsilon (about x_t): that is where
+                  # phase 1's network must change most, and where the layout is decided.
+                  high_noise_share=0.5)]
 
 
 def make_text_encoder(tokenizer):
@@ -295,12 +300,12 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
     snr = alphas / (1 - alphas)
     v_prediction = phase.schedule["prediction_type"] == "v_prediction"
     ckpt_path = cfg.work / f"{phase.name}.pt"
-    start = 0
+    start, spent = 0, 0.0  # spent: training seconds before this run, so resumed runs report the total
     if (ckpt := load_checkpoint(ckpt_path)) is not None:
         for mod, key in ((unet, "unet"), (text, "text"), (ema_unet, "ema_unet"), (ema_text, "ema_text")):
             mod.load_state_dict(ckpt[key])
         opt.load_state_dict(ckpt["opt"])
-        start = ckpt["step"]
+        start, spent = ckpt["step"], ckpt.get("seconds", 0.0)
         log(f"{phase.name}: resumed at step {start}")
     gen = torch.Generator().manual_seed(cfg.seed + 2 + phase.seed_offset + start)
     t0, running = time.time(), 0.0
@@ -313,7 +318,11 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
         drop = torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout
         tok[drop] = empty
         noise = torch.randn(x0.shape, generator=gen).to(device)
-        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen).to(device)
+        t = torch.randint(0, 1000, (cfg.unet_batch,), generator=gen)
+        if phase.high_noise_share:
+            high = torch.rand(cfg.unet_batch, generator=gen) < phase.high_noise_share
+            t = torch.where(high, torch.randint(750, 1000, (cfg.unet_batch,), generator=gen), t)
+        t = t.to(device)
         xt = sched.add_noise(x0, noise, t)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             cond = text(tok.to(device)).last_hidden_state
@@ -345,7 +354,8 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == phase.steps:
             save_checkpoint(ckpt_path, {"unet": unet.state_dict(), "text": text.state_dict(),
                                         "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
-                                        "opt": opt.state_dict(), "step": step + 1})
+                                        "opt": opt.state_dict(), "step": step + 1,
+                                        "seconds": spent + time.time() - t0})
     return ema_unet, ema_text
 
 
@@ -413,11 +423,13 @@ def run(cfg: TrainConfig) -> None:
     images, captions = render_dataset(cfg)
     write_tokenizer(cfg.work / "tokenizer", world.vocabulary(), MAX_TOKENS)
     seconds["render"] = time.time() - t
-    t = time.time()
     vae = train_vae(cfg, images, device)
-    latents = centre_latents(vae, images, device, cfg.work / "latents.pt").cpu()
-    seconds["vae"] = time.time() - t
+    seconds["vae"] = load_checkpoint(cfg.work / "vae.pt").get("seconds")
     t = time.time()
+    latents = centre_latents(vae, images, device, cfg.work / "latents.pt").cpu()
+    seconds["encode_latents"] = time.time() - t
     unet, text, tokenizer = train_unet(cfg, latents, captions, device)
-    seconds["unet"] = time.time() - t
+    for phase in phases(cfg):  # the checkpoints hold each phase's total, resumes included
+        if (ckpt := load_checkpoint(cfg.work / f"{phase.name}.pt")) is not None and "seconds" in ckpt:
+            seconds[phase.name] = ckpt["seconds"]
     save_pipeline(cfg, vae.cpu(), unet.cpu(), text.cpu(), tokenizer, seconds)
