@@ -335,7 +335,11 @@ class GalleryPanel(QWidget):
         """Reload the grid (call after the worker saved an image); keeps the current image selected."""
         current = self._current.id if self._current else None
         self.model.reload(keep_loaded=True)
-        if current is not None and not self.select_image(current):
+        if current is not None and self.select_image(current):
+            return
+        if self.model.rowCount():  # nothing was shown (an empty gallery): show the newest
+            self.view.setCurrentIndex(self.model.index(0))
+        else:
             self._show(None)
 
     def _apply_filters(self) -> None:
