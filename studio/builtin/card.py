@@ -25,6 +25,7 @@ def write_card(args: argparse.Namespace, figures: dict[str, Any], table: str, gr
         train=json.dumps(training["train_config"], indent=1),
         times=", ".join(f"{stage} {seconds / 60:.1f} min" for stage, seconds in training.get("seconds", {}).items()
                         if seconds is not None) or "not recorded",
+        history=training.get("history", ""),
         table=table, steps=args.steps, cfg=args.cfg,
         size=sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20,
     )
@@ -58,7 +59,7 @@ Settings (`training.json`):
 ```
 {train}
 ```
-Time (wall clock, this machine's 2-core CPU, resumes included): {times}.
+Time (wall clock, this machine's 2-core CPU, resumes included): {times}. {history}
 
 VAE first (L1 + MSE + edge L1 + small KL; no mid-block attention, so a local edit stays local), then its
 latents' per-channel mean and std are folded exactly into its 1x1 convolutions (scaling factor 1.0:
