@@ -64,7 +64,8 @@ def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
     assert torch.allclose(before, after, atol=1e-4)  # folding the statistics changes no picture
     assert abs(float(latents.mean())) < 0.05 and abs(float(latents.std()) - 1) < 0.1  # centred, unit scale
     unet_losses: list[float] = []
-    unet, text, tokenizer = train.train_unet(cfg, latents, captions, torch.device("cpu"), unet_losses)
+    seconds: dict[str, float] = {}
+    unet, text, tokenizer = train.train_unet(cfg, latents, captions, torch.device("cpu"), unet_losses, seconds)
     epsilon_phase, v_phase = unet_losses[:40], unet_losses[40:]
     assert len(v_phase) == 40
     assert np.mean(epsilon_phase[-10:]) < np.mean(epsilon_phase[:10])
@@ -72,3 +73,4 @@ def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
     for name in ("unet", "unet_v"):  # checkpointed (tensors only), so a run resumes
         ckpt = train.load_checkpoint(cfg.work / f"{name}.pt")
         assert ckpt["step"] == 40 and ckpt["seconds"] > 0  # time spent carries over a resume
+        assert seconds[name] >= ckpt["seconds"]  # reported for the model card

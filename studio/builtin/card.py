@@ -23,8 +23,8 @@ def write_card(args: argparse.Namespace, figures: dict[str, Any], table: str, gr
         vocab=", ".join(f"`{w}`" for w in world.vocabulary()),
         held_out=", ".join(training.get("held_out", [])),
         train=json.dumps(training["train_config"], indent=1),
-        times=", ".join(f"{stage} {seconds / 60:.1f} min" for stage, seconds in training.get("seconds", {}).items()
-                        if seconds is not None) or "not recorded",
+        times=", ".join(f"{stage} {seconds / 60:.1f} min" for stage, seconds in training.get("seconds", {}).items())
+        or "not recorded",
         history=training.get("history", ""),
         table=table, steps=args.steps, cfg=args.cfg,
         size=sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20,

@@ -151,7 +151,8 @@ def lr_factor(step: int, total: int, warmup: int = 200) -> float:
 
 # ---------------------------------------------------------------- VAE
 
-def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device, history: list[float] | None = None):
+def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device, history: list[float] | None = None,
+              seconds: dict[str, float] | None = None):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(cfg.seed)
@@ -195,6 +196,8 @@ def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device, histor
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vae_steps:
             save_checkpoint(ckpt_path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1,
                                         "seconds": spent + time.time() - t0})
+    if seconds is not None:
+        seconds["vae"] = spent + time.time() - t0
     vae.eval()
     return vae
 
@@ -265,8 +268,11 @@ def make_text_encoder(tokenizer):
 
 
 def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], device: torch.device,
-               history: list[float] | None = None):
-    """Run the phases in order; each starts from the previous one's EMA weights."""
+               history: list[float] | None = None, seconds: dict[str, float] | None = None):
+    """Run the phases in order; each starts from the previous one's EMA weights.
+
+    `history` collects every step's loss; `seconds` gets each phase's training time, resumes included.
+    """
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTokenizer
 
@@ -280,12 +286,13 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], dev
         f"text {sum(p.numel() for p in text.parameters()) / 1e6:.2f} M")
     for phase in phases(cfg):
         if phase.steps > 0:
-            unet, text = _train_phase(cfg, phase, unet, text, ids, tokenizer, latents, device, history)
+            unet, text = _train_phase(cfg, phase, unet, text, ids, tokenizer, latents, device, history, seconds)
     return unet.eval(), text.eval(), tokenizer
 
 
 def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, tokenizer,
-                 latents: torch.Tensor, device: torch.device, history: list[float] | None):
+                 latents: torch.Tensor, device: torch.device, history: list[float] | None,
+                 seconds: dict[str, float] | None):
     from diffusers import DDPMScheduler
 
     empty = tokenizer([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
@@ -356,6 +363,8 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
                                         "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
                                         "opt": opt.state_dict(), "step": step + 1,
                                         "seconds": spent + time.time() - t0})
+    if seconds is not None:
+        seconds[phase.name] = spent + time.time() - t0
     return ema_unet, ema_text
 
 
@@ -423,13 +432,9 @@ def run(cfg: TrainConfig) -> None:
     images, captions = render_dataset(cfg)
     write_tokenizer(cfg.work / "tokenizer", world.vocabulary(), MAX_TOKENS)
     seconds["render"] = time.time() - t
-    vae = train_vae(cfg, images, device)
-    seconds["vae"] = load_checkpoint(cfg.work / "vae.pt").get("seconds")
+    vae = train_vae(cfg, images, device, seconds=seconds)
     t = time.time()
     latents = centre_latents(vae, images, device, cfg.work / "latents.pt").cpu()
     seconds["encode_latents"] = time.time() - t
-    unet, text, tokenizer = train_unet(cfg, latents, captions, device)
-    for phase in phases(cfg):  # the checkpoints hold each phase's total, resumes included
-        if (ckpt := load_checkpoint(cfg.work / f"{phase.name}.pt")) is not None and "seconds" in ckpt:
-            seconds[phase.name] = ckpt["seconds"]
+    unet, text, tokenizer = train_unet(cfg, latents, captions, device, seconds=seconds)
     save_pipeline(cfg, vae.cpu(), unet.cpu(), text.cpu(), tokenizer, seconds)

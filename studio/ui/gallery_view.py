@@ -174,10 +174,7 @@ class GalleryPanel(QWidget):
         self.loader.ready.connect(self._detail_image_ready)
         self.model.modelReset.connect(self._update_count)
         self.model.reload()
-        if self.model.rowCount():
-            self.view.setCurrentIndex(self.model.index(0))
-        else:
-            self._show(None)
+        self._show_first()
         if reconcile:
             self._reconcile_in_background()
 
@@ -332,25 +329,26 @@ class GalleryPanel(QWidget):
     # ------------------------------------------------------------------ querying
 
     def refresh(self) -> None:
-        """Reload the grid (call after the worker saved an image); keeps the current image selected."""
+        """Reload the grid (call after the worker saved an image); keeps the current image selected,
+        or shows the newest when there was none (the first image of an empty gallery) or it is gone."""
         current = self._current.id if self._current else None
         self.model.reload(keep_loaded=True)
-        if current is not None and self.select_image(current):
-            return
-        if self.model.rowCount():  # nothing was shown (an empty gallery): show the newest
-            self.view.setCurrentIndex(self.model.index(0))
-        else:
-            self._show(None)
+        if current is None or not self.select_image(current):
+            self._show_first()
 
     def _apply_filters(self) -> None:
         query = Query(search=self.search.text().strip(), favorites=self.favorites_only.isChecked(),
                       sort=self.sort.currentData() or "newest")
         if query != self.model.query:
             self.model.set_query(query)
-            if self.model.rowCount():
-                self.view.setCurrentIndex(self.model.index(0))
-            else:
-                self._show(None)
+            self._show_first()
+
+    def _show_first(self) -> None:
+        """Make the newest loaded image current, or tell the detail pane there is none."""
+        if self.model.rowCount():
+            self.view.setCurrentIndex(self.model.index(0))
+        else:
+            self._show(None)
 
     def _empty_message(self) -> str:
         """What the detail pane says when there is no image to show, and what to do about it."""
