@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--negative", default="", help="negative prompt")
     gen.add_argument("--steps", type=int, default=20)
-    gen.add_argument("--cfg", type=float, default=7.0, help="guidance scale")
+    gen.add_argument("--cfg", type=float, help="guidance scale (default: what the model suggests, else 7)")
     gen.add_argument("--seed", type=int, help="0..4294967295 (default: random)")
     gen.add_argument("--width", type=int)
     gen.add_argument("--height", type=int)
@@ -129,13 +129,27 @@ def request_from_args(args: argparse.Namespace) -> Any:
     mask = _open_image(args.mask, "the mask") if args.mask else None
     seed = args.seed if args.seed is not None else random.randint(0, SEED_MAX)
     return GenerationRequest(
-        prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, cfg=args.cfg, seed=seed,
+        prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, cfg=_cfg(args), seed=seed,
         width=args.width, height=args.height, scheduler=args.scheduler, strength=args.strength,
         init_image=init, mask=mask, mask_grow=args.mask_grow, mask_feather=args.mask_feather,
         inpaint_area=args.inpaint_area, padding=args.padding, outpaint=_outpaint(args.outpaint),
         outpaint_fill=args.outpaint_fill, outpaint_overlap=args.outpaint_overlap, batch_size=args.batch,
         variation_seed=args.variation_seed, variation_strength=args.variation_strength, model=args.model,
     ).validate()
+
+
+def _cfg(args: argparse.Namespace) -> float:
+    """--cfg, else the model's suggestion, else SD's 7 (an unknown model fails later, at load, with its reason)."""
+    from studio.engine.models import DEFAULT_CFG, ModelError, resolve
+    from studio.paths import data_dir
+
+    if args.cfg is not None:
+        return args.cfg
+    try:
+        entry = resolve(args.model, data_dir(args.data_dir), allow_pickle=args.allow_pickle)
+    except ModelError:
+        return DEFAULT_CFG
+    return entry.suggested_cfg() or DEFAULT_CFG
 
 
 def _out_paths(out: Path | None, count: int) -> list[Path | None]:

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from studio.builtin.train import TrainConfig, export, run
+from studio.builtin.train import TrainConfig, export, refine_folder, run
 from studio.resources import BUILTIN_MODEL
 
 
@@ -16,18 +16,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=BUILTIN_MODEL, help="where the pipeline folder goes")
     parser.add_argument("--export-only", action="store_true",
                         help="write the pipeline folder from the latest checkpoints and stop")
+    parser.add_argument("--refine", action="store_true",
+                        help="continue the pipeline folder at --out: the decoder stage, then phase 3 (object-weighted)")
     for f in fields(TrainConfig):
         if f.name in ("work", "out"):
             continue
         flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
+        if f.type in ("bool", bool, "bool | None"):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             parser.add_argument(flag, type=type(f.default), default=f.default)
     args = vars(parser.parse_args(argv))
-    export_only = args.pop("export_only")
+    export_only, refine_only = args.pop("export_only"), args.pop("refine")
     cfg = TrainConfig(**args)
-    export(cfg) if export_only else run(cfg)
+    if refine_only:
+        refine_folder(cfg, cfg.out)
+    elif export_only:
+        export(cfg)
+    else:
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def test_learned_merges_are_deterministic():
 def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
     torch.manual_seed(0)
     cfg = train.TrainConfig(work=tmp_path / "work", out=tmp_path / "model", images=48, vae_steps=40,
-                            vae_batch=4, unet_steps=40, vpred_steps=40, unet_batch=8, checkpoint_every=20,
+                            vae_batch=4, decoder_steps=40, decoder_batch=4, unet_steps=40, vpred_steps=40, objects_steps=40, unet_batch=8, checkpoint_every=20,
                             bf16=False)
     cfg.work.mkdir()
     images, captions = train.render_dataset(cfg)
@@ -63,14 +63,35 @@ def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
         after = vae.decode(vae.encode(x).latent_dist.mean).sample
     assert torch.allclose(before, after, atol=1e-4)  # folding the statistics changes no picture
     assert abs(float(latents.mean())) < 0.05 and abs(float(latents.std()) - 1) < 0.1  # centred, unit scale
+    encoder = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
+    decoder_losses: list[float] = []
+    vae = train.refine_decoder(cfg, vae, images, latents, torch.device("cpu"), decoder_losses)
+    assert np.mean(decoder_losses[-10:]) < np.mean(decoder_losses[:10])
+    # The latent space the UNet learns must not move: only the decoder side trains.
+    assert all(torch.equal(encoder[k], v) for k, v in vae.encoder.state_dict().items())
+    assert train.load_checkpoint(cfg.work / "decoder.pt")["step"] == 40
     unet_losses: list[float] = []
     seconds: dict[str, float] = {}
-    unet, text, tokenizer = train.train_unet(cfg, latents, captions, torch.device("cpu"), unet_losses, seconds)
-    epsilon_phase, v_phase = unet_losses[:40], unet_losses[40:]
-    assert len(v_phase) == 40
-    assert np.mean(epsilon_phase[-10:]) < np.mean(epsilon_phase[:10])
-    assert np.mean(v_phase[-10:]) < np.mean(v_phase[:10])
-    for name in ("unet", "unet_v"):  # checkpointed (tensors only), so a run resumes
+    masks = train.latent_object_masks(images)
+    assert masks.shape == (48, 1, 16, 16) and 0 < float(masks.mean()) < 0.5  # objects, not everything
+    unet, text, tokenizer = train.train_unet(cfg, latents, captions, torch.device("cpu"), unet_losses, seconds,
+                                             masks)
+    assert len(unet_losses) == 120
+    for phase_losses in (unet_losses[:40], unet_losses[40:80], unet_losses[80:]):
+        assert np.mean(phase_losses[-10:]) < np.mean(phase_losses[:10])
+    for name in ("unet", "unet_v", "unet_objects"):  # checkpointed (tensors only), so a run resumes
         ckpt = train.load_checkpoint(cfg.work / f"{name}.pt")
         assert ckpt["step"] == 40 and ckpt["seconds"] > 0  # time spent carries over a resume
         assert seconds[name] >= ckpt["seconds"]  # reported for the model card
+
+
+def test_the_object_weighted_loss_counts_an_error_on_a_small_object_more_than_on_the_background():
+    x = torch.full((1, 3, 64, 64), -1.0)
+    x[:, 0, 28:36, 28:36] = 1.0  # a small red square on black
+    on_object, on_background = x.clone(), x.clone()
+    on_object[:, 1, 28:36, 28:36] += 0.5  # the same error, once on the object, once beside it
+    on_background[:, 1, 4:12, 4:12] += 0.5
+    plain = [float(train.reconstruction_loss(r, x)) for r in (on_object, on_background)]
+    weighted = [float(train.reconstruction_loss(r, x, object_weight=4.0)) for r in (on_object, on_background)]
+    assert plain[0] == plain[1]
+    assert weighted[0] > 3 * weighted[1]

@@ -128,3 +128,19 @@ def test_models_lists_user_models_in_the_data_folder(capsys, tiny_model, data_di
 def test_console_entry_point_help():
     result = subprocess.run([sys.executable, "-m", "studio", "generate", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--outpaint" in result.stdout and "--variation-seed" in result.stdout
+
+
+def test_without_cfg_generate_uses_the_guidance_the_model_suggests(capsys, tiny_model, data_dir, tmp_path):
+    import shutil
+
+    model = tmp_path / "suggesting"
+    shutil.copytree(tiny_model, model)
+    (model / "studio.json").write_text('{"cfg": 2.5}')
+    base = ["generate", "--model", str(model), "--steps", "2", "--device", "cpu", "--data-dir", str(data_dir),
+            "--prompt", "a red cat", "--no-gallery"]
+    for extra, expected in (([], 2.5), (["--cfg", "6"], 6.0)):
+        out_file = tmp_path / f"cfg-{expected}.png"
+        code, _, err = run(capsys, *base, *extra, "--out", str(out_file))
+        assert code == 0, err
+        code, out, _ = run(capsys, "info", str(out_file), "--json")
+        assert json.loads(out)["cfg"] == expected

@@ -220,3 +220,16 @@ def test_engine_and_gallery_never_import_qt():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
     code = "import sys, studio.gallery; sys.exit('torch' in sys.modules or 'diffusers' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"cfg": 3}', 3.0), ('{"cfg": 2.5, "other": 1}', 2.5),
+    (None, None), ("not json", None), ('["cfg"]', None), ('{"cfg": true}', None), ('{"cfg": 0.5}', None),
+    ('{"cfg": "3"}', None),
+])
+def test_a_model_folder_may_suggest_its_guidance_and_a_bad_suggestion_is_none(tmp_path, text, expected):
+    from studio.engine.models import ModelEntry
+
+    if text is not None:
+        (tmp_path / "studio.json").write_text(text)
+    assert ModelEntry("m", tmp_path, "diffusers").suggested_cfg() == expected

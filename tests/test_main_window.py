@@ -134,3 +134,16 @@ def test_a_bad_request_is_explained_in_the_status_bar(qtbot, make_window):
     w.generate()
     assert "multiple of 8" in w.statusBar().currentMessage()
     assert not w.backend.busy()
+
+
+def test_a_model_s_suggested_guidance_is_adopted_unless_the_designer_chose_their_own(make_window):
+    w = make_window()
+    info = dict(w._model_info)
+    assert w.controls.cfg.value() == 7.0  # the tiny model suggests nothing
+    w._on_model_loaded({**info, "name": "small", "suggested_cfg": 3.0})
+    assert w.controls.cfg.value() == 3.0 and "small suggests" in w.statusBar().currentMessage()
+    w._on_model_loaded({**info, "name": "plain", "suggested_cfg": None})
+    assert w.controls.cfg.value() == 7.0  # what the window set for the last model is undone
+    w.controls.cfg.setValue(4.5)
+    w._on_model_loaded({**info, "name": "small", "suggested_cfg": 3.0})
+    assert w.controls.cfg.value() == 4.5  # the designer's own value stays

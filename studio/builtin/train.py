@@ -32,8 +32,12 @@ class TrainConfig:
     images: int = 24000
     vae_steps: int = 2500
     vae_batch: int = 8
+    decoder_steps: int = 4000  # the decoder alone, encoder frozen, after the latent space is fixed
+    decoder_batch: int = 16
     unet_steps: int = 9500  # phase 1: epsilon prediction on SD's noise schedule
     vpred_steps: int = 10000  # phase 2: v-prediction on the zero-terminal-SNR schedule, from phase 1's weights
+    objects_steps: int = 4000  # phase 3: as phase 2, with the loss weighted towards the objects
+    object_weight: float = 4.0
     unet_batch: int = 16
     unet_lr: float = 1e-3
     text_lr: float = 5e-4
@@ -42,7 +46,17 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     threads: int = 0  # 0: torch's default
-    bf16: bool = True  # autocast; on CPUs with AVX512-BF16 it trains ~1.1-1.4x faster
+    # bf16 autocast where the hardware has bf16 arithmetic (CUDA, CPUs with AVX512-BF16/AMX); elsewhere
+    # it is emulated: measured 20x slower than fp32 on an AVX2-only CPU.
+    bf16: bool | None = None  # None: decide from the device
+
+
+def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    if cfg.bf16 is not None:
+        return cfg.bf16
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def vae_config() -> dict[str, Any]:
@@ -143,6 +157,51 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     return torch.load(path, weights_only=True) if path.exists() else None
 
 
+def object_mask(x: torch.Tensor) -> torch.Tensor:
+    """Pixels unlike the image's border colour (N x 1 x H x W, 0/1), for images in [-1, 1].
+
+    In shape scenes these are the objects; a small one covers 3% of the frame, so an unweighted
+    loss lets it go wrong (a dark blob of the wrong colour) while the background stays perfect.
+    """
+    ring = torch.cat([x[..., :2, :].flatten(2), x[..., -2:, :].flatten(2),
+                      x[..., :, :2].flatten(2), x[..., :, -2:].flatten(2)], dim=2)
+    border = ring.median(dim=2).values[..., None, None]
+    return ((x - border).norm(dim=1, keepdim=True) > 0.15).float()
+
+
+def emphasis(mask: torch.Tensor, object_weight: float) -> torch.Tensor:
+    """Per-pixel loss weights: objects count 1 + object_weight times; each image's weights average 1."""
+    w = 1.0 + object_weight * mask
+    return w / w.mean(dim=(2, 3), keepdim=True)
+
+
+def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, object_weight: float = 0.0) -> torch.Tensor:
+    """L1 + MSE + edge-aware L1: flat colours are easy, the outlines are what a blurry VAE loses.
+
+    With `object_weight`, the object pixels (`object_mask`) weigh more.
+    """
+    w = emphasis(object_mask(x), object_weight) if object_weight else torch.ones_like(x[:, :1])
+
+    def dx(t: torch.Tensor) -> torch.Tensor:
+        return t[..., :, 1:] - t[..., :, :-1]
+
+    def dy(t: torch.Tensor) -> torch.Tensor:
+        return t[..., 1:, :] - t[..., :-1, :]
+
+    err = recon - x
+    return ((w * (err.abs() + err.pow(2))).mean() + 0.5 * (w[..., :, 1:] * (dx(recon) - dx(x)).abs()).mean()
+            + 0.5 * (w[..., 1:, :] * (dy(recon) - dy(x)).abs()).mean())
+
+
+@torch.no_grad()
+def latent_object_masks(images: np.ndarray, factor: int = 4) -> torch.Tensor:
+    """`object_mask` at the latent resolution (N x 1 x H/f x W/f, 0-1 coverage), grown by one latent
+    pixel so the object's outline, where shape is decided, is inside it."""
+    masks = [F.max_pool2d(F.avg_pool2d(object_mask(to_tensor(images[i:i + 1024])), factor), 3, 1, 1)
+             for i in range(0, len(images), 1024)]
+    return torch.cat(masks)
+
+
 def lr_factor(step: int, total: int, warmup: int = 200) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -166,23 +225,20 @@ def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device, histor
         start, spent = ckpt["step"], ckpt.get("seconds", 0.0)
         log(f"vae: resumed at step {start}")
     rng = np.random.default_rng(cfg.seed + start)
+    bf16 = use_bf16(cfg, device)
     vae.train()
     t0 = time.time()
     for step in range(start, cfg.vae_steps):
         for g in opt.param_groups:
             g["lr"] = 1e-3 * lr_factor(step, cfg.vae_steps, warmup=100)
         x = to_tensor(images[rng.integers(0, len(images), cfg.vae_batch)]).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             posterior = vae.encode(x).latent_dist
             z = posterior.sample()
             recon = vae.decode(z).sample.float()
         mean, logvar = posterior.mean.float(), posterior.logvar.float()
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
-        # Edge-aware L1: flat colours are easy, the outlines are what a blurry VAE loses.
-        dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
-        dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
-        loss = (F.l1_loss(recon, x) + F.mse_loss(recon, x) + 0.5 * F.l1_loss(dx(recon), dx(x))
-                + 0.5 * F.l1_loss(dy(recon), dy(x)) + 1e-4 * kl)
+        loss = reconstruction_loss(recon, x) + 1e-4 * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -237,6 +293,70 @@ def fold_stats(vae, m: torch.Tensor, s: torch.Tensor) -> None:
     log(f"latents: mean {m.tolist()} std {s.tolist()} folded into the VAE")
 
 
+# ---------------------------------------------------------------- decoder refinement
+
+DECODER_NOISE = 0.1  # latent noise while refining, about the encoder's own posterior std (0.14)
+
+
+def refine_decoder(cfg: TrainConfig, vae, images: np.ndarray, latents: torch.Tensor, device: torch.device,
+                   history: list[float] | None = None, seconds: dict[str, float] | None = None):
+    """Train the decoder further with the encoder frozen, so the latent space (and the UNet) stay valid.
+
+    The joint VAE training is short and its loss is dominated by backgrounds: its decoder turned a
+    green square on white into a dark blob (object colour read back right 74% of the time, shape
+    60%). Stability's sd-vae-ft-mse decoder was made the same way: decoder only, latents unchanged.
+    `latents` are the folded (centred, unit-variance) encoder means; small noise on them stands in
+    for the UNet's imperfect samples.
+    """
+    params = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
+    vae.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    ckpt_path = cfg.work / "decoder.pt"
+    start, spent = 0, 0.0
+    if (ckpt := load_checkpoint(ckpt_path)) is not None:
+        load_decoder(vae, ckpt)
+        opt.load_state_dict(ckpt["opt"])
+        start, spent = ckpt["step"], ckpt.get("seconds", 0.0)
+        log(f"decoder: resumed at step {start}")
+    gen = torch.Generator().manual_seed(cfg.seed + 3 + start)
+    bf16 = use_bf16(cfg, device)
+    vae.decoder.train()
+    t0 = time.time()
+    for step in range(start, cfg.decoder_steps):
+        for g in opt.param_groups:
+            g["lr"] = 1e-3 * lr_factor(step, cfg.decoder_steps, warmup=100)
+        idx = torch.randint(0, len(images), (cfg.decoder_batch,), generator=gen)
+        z = latents[idx] + DECODER_NOISE * torch.randn(latents[idx].shape, generator=gen)
+        x = to_tensor(images[idx.numpy()]).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            recon = vae.decode(z.to(device)).sample.float()
+        loss = reconstruction_loss(recon, x, object_weight=cfg.object_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if history is not None:
+            history.append(loss.item())
+        if (step + 1) % 100 == 0:
+            rate = (step + 1 - start) / (time.time() - t0)
+            log(f"decoder step {step + 1}/{cfg.decoder_steps} loss {loss.item():.4f} {rate:.2f} it/s "
+                f"eta {(cfg.decoder_steps - step - 1) / rate / 60:.1f} min")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.decoder_steps:
+            save_checkpoint(ckpt_path, {"post_quant_conv": vae.post_quant_conv.state_dict(),
+                                        "decoder": vae.decoder.state_dict(), "opt": opt.state_dict(),
+                                        "step": step + 1, "seconds": spent + time.time() - t0})
+    if seconds is not None:
+        seconds["decoder"] = spent + time.time() - t0
+    vae.requires_grad_(False)
+    return vae.eval()
+
+
+def load_decoder(vae, ckpt: dict[str, Any]) -> None:
+    vae.post_quant_conv.load_state_dict(ckpt["post_quant_conv"])
+    vae.decoder.load_state_dict(ckpt["decoder"])
+
+
 # ---------------------------------------------------------------- UNet + text encoder
 
 @dataclass(frozen=True)
@@ -244,19 +364,24 @@ class Phase:
     """One stage of UNet + text encoder training: objective, length and its own checkpoint file."""
 
     name: str
-    steps: int
+    steps_field: str  # the TrainConfig field that sets its length
     lr_scale: float
     schedule: dict[str, Any]
     seed_offset: int
     high_noise_share: float = 0.0  # this share of timesteps comes from the noisiest quarter
+    object_weight: float = 0.0  # latents under an object count 1 + this in the loss (needs masks)
 
 
 def phases(cfg: TrainConfig) -> list[Phase]:
-    return [Phase("unet", cfg.unet_steps, 1.0, sd_schedule(), seed_offset=0),
-            Phase("unet_v", cfg.vpred_steps, 1.0, scheduler_config(), seed_offset=100_000,
+    return [Phase("unet", "unet_steps", 1.0, sd_schedule(), seed_offset=0),
+            Phase("unet_v", "vpred_steps", 1.0, scheduler_config(), seed_offset=100_000,
                   # Near pure noise, v (about -x0) is nothing like epsilon (about x_t): that is where
                   # phase 1's network must change most, and where the layout is decided.
-                  high_noise_share=0.5)]
+                  high_noise_share=0.5),
+            # The same objective with the object latents weighted: colour and shape live in the
+            # few latents a small object covers, which the plain loss nearly ignores.
+            Phase("unet_objects", "objects_steps", 0.5, scheduler_config(), seed_offset=200_000,
+                  high_noise_share=0.25, object_weight=cfg.object_weight)]
 
 
 def make_text_encoder(tokenizer):
@@ -268,10 +393,12 @@ def make_text_encoder(tokenizer):
 
 
 def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], device: torch.device,
-               history: list[float] | None = None, seconds: dict[str, float] | None = None):
+               history: list[float] | None = None, seconds: dict[str, float] | None = None,
+               masks: torch.Tensor | None = None):
     """Run the phases in order; each starts from the previous one's EMA weights.
 
-    `history` collects every step's loss; `seconds` gets each phase's training time, resumes included.
+    `history` collects every step's loss; `seconds` gets each phase's training time, resumes included;
+    `masks` (`latent_object_masks`) are needed by the phases with an object weight.
     """
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTokenizer
@@ -285,15 +412,20 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], dev
     log(f"unet {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M params, "
         f"text {sum(p.numel() for p in text.parameters()) / 1e6:.2f} M")
     for phase in phases(cfg):
-        if phase.steps > 0:
-            unet, text = _train_phase(cfg, phase, unet, text, ids, tokenizer, latents, device, history, seconds)
+        if getattr(cfg, phase.steps_field) > 0:
+            unet, text = _train_phase(cfg, phase, unet, text, ids, tokenizer, latents, device, history, seconds,
+                                      masks)
     return unet.eval(), text.eval(), tokenizer
 
 
 def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, tokenizer,
                  latents: torch.Tensor, device: torch.device, history: list[float] | None,
-                 seconds: dict[str, float] | None):
+                 seconds: dict[str, float] | None, masks: torch.Tensor | None = None):
     from diffusers import DDPMScheduler
+
+    total = getattr(cfg, phase.steps_field)
+    if phase.object_weight and masks is None:
+        raise ValueError(f"phase {phase.name} weights the objects and needs their masks")
 
     empty = tokenizer([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
     unet.train().requires_grad_(True)  # a later phase starts from the previous phase's frozen EMA copies
@@ -315,10 +447,11 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
         start, spent = ckpt["step"], ckpt.get("seconds", 0.0)
         log(f"{phase.name}: resumed at step {start}")
     gen = torch.Generator().manual_seed(cfg.seed + 2 + phase.seed_offset + start)
+    bf16 = use_bf16(cfg, device)
     t0, running = time.time(), 0.0
-    for step in range(start, phase.steps):
+    for step in range(start, total):
         for g, base in zip(opt.param_groups, base_lrs):
-            g["lr"] = base * lr_factor(step, phase.steps)
+            g["lr"] = base * lr_factor(step, total)
         idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
         x0 = latents[idx].to(device)
         tok = ids[idx].clone()
@@ -331,7 +464,7 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
             t = torch.where(high, torch.randint(750, 1000, (cfg.unet_batch,), generator=gen), t)
         t = t.to(device)
         xt = sched.add_noise(x0, noise, t)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             cond = text(tok.to(device)).last_hidden_state
             pred = unet(xt, t, encoder_hidden_states=cond).sample.float()
         # Min-SNR-5 weighting (Hang et al. 2023). In x0 terms the weight is min(snr, 5); for epsilon
@@ -341,7 +474,10 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
             target, w = sched.get_velocity(x0, noise, t), (torch.clamp(snr[t], max=5.0) + 1) / (snr[t] + 1)
         else:
             target, w = noise, torch.clamp(snr[t], max=5.0) / snr[t]
-        loss = (w * (pred - target).pow(2).mean(dim=(1, 2, 3))).mean()
+        err = (pred - target).pow(2)
+        if phase.object_weight:
+            err = err * emphasis(masks[idx].to(device), phase.object_weight)
+        loss = (w * err.mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([*unet.parameters(), *text.parameters()], 1.0)
@@ -356,9 +492,9 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
             history.append(loss.item())
         if (step + 1) % 100 == 0:
             rate = (step + 1 - start) / (time.time() - t0)
-            log(f"{phase.name} step {step + 1}/{phase.steps} loss {running:.4f} {rate:.2f} it/s "
-                f"eta {(phase.steps - step - 1) / rate / 60:.1f} min")
-        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == phase.steps:
+            log(f"{phase.name} step {step + 1}/{total} loss {running:.4f} {rate:.2f} it/s "
+                f"eta {(total - step - 1) / rate / 60:.1f} min")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
             save_checkpoint(ckpt_path, {"unet": unet.state_dict(), "text": text.state_dict(),
                                         "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
                                         "opt": opt.state_dict(), "step": step + 1,
@@ -400,6 +536,8 @@ def export(cfg: TrainConfig) -> None:
     vae.load_state_dict(load_checkpoint(cfg.work / "vae.pt")["model"])
     stats = json.loads((cfg.work / "latent_stats.json").read_text())
     fold_stats(vae, torch.tensor(stats["mean"]), torch.tensor(stats["std"]))
+    if (decoder := load_checkpoint(cfg.work / "decoder.pt")) is not None:
+        load_decoder(vae, decoder)  # trained in the folded space, so it goes on after the fold
     tokenizer = CLIPTokenizer.from_pretrained(cfg.work / "tokenizer")
     phase = [p for p in phases(cfg) if (cfg.work / f"{p.name}.pt").exists()][-1]
     ckpt = load_checkpoint(cfg.work / f"{phase.name}.pt")
@@ -407,11 +545,63 @@ def export(cfg: TrainConfig) -> None:
     unet.load_state_dict(ckpt["ema_unet"])
     text = make_text_encoder(tokenizer)
     text.load_state_dict(ckpt["ema_text"])
-    if phase.name == "unet":
-        cfg.unet_steps, cfg.vpred_steps = ckpt["step"], 0
-    else:
-        cfg.vpred_steps = ckpt["step"]
+    order = phases(cfg)
+    for later in order[order.index(phase) + 1:]:
+        setattr(cfg, later.steps_field, 0)
+    setattr(cfg, phase.steps_field, ckpt["step"])
     save_pipeline(cfg, vae.eval(), unet.eval(), text.eval(), tokenizer, {}, phase.schedule)
+
+
+@torch.no_grad()
+def encode_means(vae, images: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.cat([vae.encode(to_tensor(images[i:i + 256]).to(device)).latent_dist.mean.cpu()
+                      for i in range(0, len(images), 256)])
+
+
+def refine_folder(cfg: TrainConfig, folder: Path) -> None:
+    """Continue an exported pipeline folder: the decoder stage, then the object-weighted UNet phase.
+
+    Both keep the folder's encoder, hence its latent space, so each stays valid for the other. A stage
+    whose step count is 0 is skipped; both checkpoint and resume like the full run.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    cfg.work.mkdir(parents=True, exist_ok=True)
+    device = pick_device()
+    images, captions = render_dataset(cfg)
+    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).to(device)
+    cache = cfg.work / "folder_latents.pt"
+    if cache.exists():
+        latents = torch.load(cache, weights_only=True)
+    else:
+        log(f"encoding {len(images)} images with {folder.name}'s encoder")
+        latents = encode_means(vae, images, device)
+        torch.save(latents, cache)
+    info_path = folder / "training.json"
+    info = json.loads(info_path.read_text())
+    seconds: dict[str, float] = {}
+    if cfg.decoder_steps:
+        vae = refine_decoder(cfg, vae, images, latents, device, seconds=seconds)
+        vae.cpu().to(torch.float16).save_pretrained(folder / "vae", safe_serialization=True)
+        info["train_config"].update(decoder_steps=cfg.decoder_steps, decoder_batch=cfg.decoder_batch)
+    phase = phases(cfg)[-1]
+    if getattr(cfg, phase.steps_field):
+        tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+        ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                        return_tensors="pt").input_ids
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).to(device)
+        text = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32).to(device)
+        unet, text = _train_phase(cfg, phase, unet, text, ids, tokenizer, latents, device, None, seconds,
+                                  latent_object_masks(images))
+        unet.cpu().to(torch.float16).save_pretrained(folder / "unet", safe_serialization=True)
+        text.cpu().to(torch.float16).save_pretrained(folder / "text_encoder", safe_serialization=True)
+        info["train_config"].update(objects_steps=cfg.objects_steps, object_weight=cfg.object_weight)
+    info["seconds"].update(seconds)
+    info["history"] = (info.get("history", "") + " The decoder stage and phase 3 ran afterwards on the"
+                       " exported folder (`--refine`), from its fp16 weights.").strip()
+    info_path.write_text(json.dumps(info, indent=2))
+    log(f"{folder} refined")
 
 
 def pick_device() -> torch.device:
@@ -436,5 +626,7 @@ def run(cfg: TrainConfig) -> None:
     t = time.time()
     latents = centre_latents(vae, images, device, cfg.work / "latents.pt").cpu()
     seconds["encode_latents"] = time.time() - t
-    unet, text, tokenizer = train_unet(cfg, latents, captions, device, seconds=seconds)
+    vae = refine_decoder(cfg, vae, images, latents, device, seconds=seconds)
+    unet, text, tokenizer = train_unet(cfg, latents, captions, device, seconds=seconds,
+                                       masks=latent_object_masks(images))
     save_pipeline(cfg, vae.cpu(), unet.cpu(), text.cpu(), tokenizer, seconds)

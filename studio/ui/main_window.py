@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.engine.models import DEFAULT_CFG
 from studio.engine.request import GenerationRequest, RequestError
 from studio.ui.canvas_images import pil_to_qimage
 from studio.ui.controls import GenerationControls
@@ -52,6 +53,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.center)
         self._running: dict[int, dict[str, Any]] = {}  # job id -> what it was for
         self._model_info: dict[str, Any] = {}
+        self._suggested_cfg: float | None = None  # the guidance this window last took from a model
         self._build_left_dock()
         self._build_gallery_dock()
         self._build_status_bar()
@@ -373,6 +375,23 @@ class MainWindow(QMainWindow):
         if self.controls.size.currentText() == "Native":  # show what "Native" means for this model
             self.controls.width_spin.setValue(info["native_size"])
             self.controls.height_spin.setValue(info["native_size"])
+        self._adopt_suggested_cfg(info["name"], info.get("suggested_cfg"))
+
+    def _adopt_suggested_cfg(self, model: str, suggested: float | None) -> None:
+        """Move the guidance to what the model suggests, unless the designer chose a value of their own.
+
+        A value counts as theirs when it is neither SD's default nor what this window last set for
+        a model; a model without a suggestion gets SD's default back in the same case.
+        """
+        current = self.controls.cfg.value()
+        if current not in (DEFAULT_CFG, self._suggested_cfg):
+            return
+        target = suggested if suggested is not None else DEFAULT_CFG
+        self._suggested_cfg = suggested
+        if target != current:
+            self.controls.cfg.setValue(target)
+            self.statusBar().showMessage(f"Guidance {target:g}: " + (f"what {model} suggests" if suggested
+                                         else "the usual default for this kind of model"), 10000)
 
     def _on_model_failed(self, message: str) -> None:
         self.model_label.setText(f"No model: {message}")
