@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -58,17 +59,20 @@ def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
     x = train.to_tensor(images[:4])
     with torch.no_grad():
         before = vae.decode(vae.encode(x).latent_dist.mean).sample
-    latents = train.centre_latents(vae, images, torch.device("cpu"))
+    latents = train.centre_latents(vae, images, torch.device("cpu"), cfg.work / "latents.pt")
     with torch.no_grad():
         after = vae.decode(vae.encode(x).latent_dist.mean).sample
     assert torch.allclose(before, after, atol=1e-4)  # folding the statistics changes no picture
     assert abs(float(latents.mean())) < 0.05 and abs(float(latents.std()) - 1) < 0.1  # centred, unit scale
-    encoder = {k: v.clone() for k, v in vae.encoder.state_dict().items()}
+    def encoder_side():
+        return {k: v.clone() for m in (vae.encoder, vae.quant_conv) for k, v in m.state_dict().items()}
+
+    encoder = encoder_side()
     decoder_losses: list[float] = []
     vae = train.refine_decoder(cfg, vae, images, latents, torch.device("cpu"), decoder_losses)
     assert np.mean(decoder_losses[-10:]) < np.mean(decoder_losses[:10])
     # The latent space the UNet learns must not move: only the decoder side trains.
-    assert all(torch.equal(encoder[k], v) for k, v in vae.encoder.state_dict().items())
+    assert all(torch.equal(encoder[k], v) for k, v in encoder_side().items())
     assert train.load_checkpoint(cfg.work / "decoder.pt")["step"] == 40
     unet_losses: list[float] = []
     seconds: dict[str, float] = {}
@@ -83,6 +87,17 @@ def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
         ckpt = train.load_checkpoint(cfg.work / f"{name}.pt")
         assert ckpt["step"] == 40 and ckpt["seconds"] > 0  # time spent carries over a resume
         assert seconds[name] >= ckpt["seconds"]  # reported for the model card
+    with torch.no_grad():
+        refined = vae.decode(vae.encode(x).latent_dist.mean).sample
+    train.export(cfg)  # the folder is written from the checkpoints: folded VAE, refined decoder, phase 3
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(cfg.out, torch_dtype=torch.float32)
+    with torch.no_grad():
+        exported = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample
+    assert (exported - refined).abs().max() < 0.05  # fp16 on disk
+    info = json.loads((cfg.out / "training.json").read_text())["train_config"]
+    assert (info["decoder_steps"], info["objects_steps"]) == (40, 40)
 
 
 def test_the_object_weighted_loss_counts_an_error_on_a_small_object_more_than_on_the_background():

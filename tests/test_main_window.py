@@ -144,6 +144,18 @@ def test_a_model_s_suggested_guidance_is_adopted_unless_the_designer_chose_their
     assert w.controls.cfg.value() == 3.0 and "small suggests" in w.statusBar().currentMessage()
     w._on_model_loaded({**info, "name": "plain", "suggested_cfg": None})
     assert w.controls.cfg.value() == 7.0  # what the window set for the last model is undone
+    w._on_model_loaded({**info, "name": "odd", "suggested_cfg": 2.25})  # the control rounds it
+    w._on_model_loaded({**info, "name": "plain", "suggested_cfg": None})
+    assert w.controls.cfg.value() == 7.0  # the rounded value was still recognised as the window's
     w.controls.cfg.setValue(4.5)
     w._on_model_loaded({**info, "name": "small", "suggested_cfg": 3.0})
     assert w.controls.cfg.value() == 4.5  # the designer's own value stays
+
+
+def test_a_guidance_restored_at_start_that_equals_the_suggestion_is_the_window_s_to_undo(make_window):
+    w = make_window()
+    info = dict(w._model_info)
+    w.controls.cfg.setValue(3.0)  # as settings restore it after a session with the small model
+    w._on_model_loaded({**info, "name": "small", "suggested_cfg": 3.0})
+    w._on_model_loaded({**info, "name": "plain", "suggested_cfg": None})
+    assert w.controls.cfg.value() == 7.0

@@ -11,7 +11,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,9 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     if cfg.bf16 is not None:
         return cfg.bf16
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    # AVX512-BF16 (Cooper Lake, Zen 4 and later) or AMX: plain AVX512 has no bf16 arithmetic.
+    return device.type == "cpu" and bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def vae_config() -> dict[str, Any]:
@@ -536,8 +537,10 @@ def export(cfg: TrainConfig) -> None:
     vae.load_state_dict(load_checkpoint(cfg.work / "vae.pt")["model"])
     stats = json.loads((cfg.work / "latent_stats.json").read_text())
     fold_stats(vae, torch.tensor(stats["mean"]), torch.tensor(stats["std"]))
-    if (decoder := load_checkpoint(cfg.work / "decoder.pt")) is not None:
+    decoder = load_checkpoint(cfg.work / "decoder.pt")
+    if decoder is not None:
         load_decoder(vae, decoder)  # trained in the folded space, so it goes on after the fold
+    cfg.decoder_steps = decoder["step"] if decoder is not None else 0
     tokenizer = CLIPTokenizer.from_pretrained(cfg.work / "tokenizer")
     phase = [p for p in phases(cfg) if (cfg.work / f"{p.name}.pt").exists()][-1]
     ckpt = load_checkpoint(cfg.work / f"{phase.name}.pt")
@@ -562,29 +565,31 @@ def refine_folder(cfg: TrainConfig, folder: Path) -> None:
     """Continue an exported pipeline folder: the decoder stage, then the object-weighted UNet phase.
 
     Both keep the folder's encoder, hence its latent space, so each stays valid for the other. A stage
-    whose step count is 0 is skipped; both checkpoint and resume like the full run.
+    whose step count is 0 is skipped; both checkpoint (in `<work>/refine-<folder name>/`, apart from a
+    full run's) and resume like the full run. The rendered data set is shared with the full run.
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     cfg.work.mkdir(parents=True, exist_ok=True)
     device = pick_device()
     images, captions = render_dataset(cfg)
+    cfg = replace(cfg, work=cfg.work / f"refine-{folder.name}")
+    cfg.work.mkdir(exist_ok=True)
     vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).to(device)
-    cache = cfg.work / "folder_latents.pt"
+    cache = cfg.work / "latents.pt"  # the encoder never changes here, so neither do its latents
     if cache.exists():
         latents = torch.load(cache, weights_only=True)
     else:
         log(f"encoding {len(images)} images with {folder.name}'s encoder")
         latents = encode_means(vae, images, device)
         torch.save(latents, cache)
-    info_path = folder / "training.json"
-    info = json.loads(info_path.read_text())
     seconds: dict[str, float] = {}
     if cfg.decoder_steps:
         vae = refine_decoder(cfg, vae, images, latents, device, seconds=seconds)
         vae.cpu().to(torch.float16).save_pretrained(folder / "vae", safe_serialization=True)
-        info["train_config"].update(decoder_steps=cfg.decoder_steps, decoder_batch=cfg.decoder_batch)
     phase = phases(cfg)[-1]
     if getattr(cfg, phase.steps_field):
         tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
@@ -596,12 +601,21 @@ def refine_folder(cfg: TrainConfig, folder: Path) -> None:
                                   latent_object_masks(images))
         unet.cpu().to(torch.float16).save_pretrained(folder / "unet", safe_serialization=True)
         text.cpu().to(torch.float16).save_pretrained(folder / "text_encoder", safe_serialization=True)
+    _record_refinement(folder / "training.json", cfg, seconds)
+    log(f"{folder} refined")
+
+
+def _record_refinement(path: Path, cfg: TrainConfig, seconds: dict[str, float]) -> None:
+    info = json.loads(path.read_text())
+    if seconds.get("decoder"):
+        info["train_config"].update(decoder_steps=cfg.decoder_steps, decoder_batch=cfg.decoder_batch)
+    if seconds.get("unet_objects"):
         info["train_config"].update(objects_steps=cfg.objects_steps, object_weight=cfg.object_weight)
     info["seconds"].update(seconds)
-    info["history"] = (info.get("history", "") + " The decoder stage and phase 3 ran afterwards on the"
-                       " exported folder (`--refine`), from its fp16 weights.").strip()
-    info_path.write_text(json.dumps(info, indent=2))
-    log(f"{folder} refined")
+    note = "The decoder stage and phase 3 ran on the exported folder (`--refine`), from its fp16 weights."
+    if note not in info.get("history", ""):
+        info["history"] = f"{info.get('history', '')} {note}".strip()
+    path.write_text(json.dumps(info, indent=2))
 
 
 def pick_device() -> torch.device:

@@ -46,8 +46,8 @@ class ModelEntry:
         """The guidance scale the model's folder suggests (`studio.json`), or None.
 
         Small models trained on a narrow world want far less guidance than SD's 7: the built-in
-        model's colours are right 90 % of the time at 3 and worse at 7. A missing, unreadable or
-        out-of-range suggestion is no suggestion; it never stops a model from loading.
+        model follows colours best at 2-3 and worst at 7. A missing, unreadable or out-of-range
+        suggestion is no suggestion; it never stops a model from loading.
         """
         try:
             value = json.loads((self.path / SUGGESTIONS_FILE).read_text()).get("cfg")

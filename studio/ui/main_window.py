@@ -384,14 +384,15 @@ class MainWindow(QMainWindow):
         a model; a model without a suggestion gets SD's default back in the same case.
         """
         current = self.controls.cfg.value()
-        if current not in (DEFAULT_CFG, self._suggested_cfg):
+        if current not in (DEFAULT_CFG, self._suggested_cfg, suggested):  # the last: restored at start
             return
         target = suggested if suggested is not None else DEFAULT_CFG
-        self._suggested_cfg = suggested
         if target != current:
             self.controls.cfg.setValue(target)
-            self.statusBar().showMessage(f"Guidance {target:g}: " + (f"what {model} suggests" if suggested
-                                         else "the usual default for this kind of model"), 10000)
+            self.statusBar().showMessage(f"Guidance {self.controls.cfg.value():g}: " + (
+                f"what {model} suggests" if suggested else "the usual default for this kind of model"), 10000)
+        # What the control holds (it rounds to its step), so the next model recognises it as ours.
+        self._suggested_cfg = self.controls.cfg.value() if suggested is not None else None
 
     def _on_model_failed(self, message: str) -> None:
         self.model_label.setText(f"No model: {message}")
