@@ -7,7 +7,8 @@ A fixed set of prompts is drawn from the world's grammar (held-out colour/shape 
 a quota of held-out prompts so generalisation is measured on enough of them). Each prompt is
 generated with the Studio engine and judged; adherence per attribute is reported separately for
 in-distribution and held-out prompts, next to the judge's accuracy on ground-truth renders of the
-same scenes (the reference: the best score a perfect model could get).
+same scenes (the reference: the best score a perfect model could get) and next to the judge's accuracy
+on those renders after a round trip through the model's own VAE (the best its decoder allows).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from studio.builtin import judge, world
 
 Generate = Callable[[str, int], Image.Image]
+RoundTrip = Callable[[Image.Image], Image.Image]  # encode + decode with a model's VAE
 
 # Scene seeds far from the training set's (train.py uses seed * 10_000_000 + i, i < ~10^5), so
 # evaluation images are never training images (captions repeat: the grammar is small).
@@ -58,6 +60,7 @@ class Item:
     image: Image.Image
     scores: dict[str, bool]
     reference: dict[str, bool] | None  # verdicts on the ground-truth render of the same scene
+    through_vae: dict[str, bool] | None = None  # verdicts on that render after the VAE's round trip
 
     @property
     def prompt(self) -> str:
@@ -93,14 +96,18 @@ def build_scenes(n: int = 200, seed: int = 0) -> list[world.Scene]:
 
 
 def run_items(generate: Generate, scenes: Sequence[world.Scene], seeds: Sequence[int] | None = None,
-              reference: bool = True, progress: Callable[[int, int], None] | None = None) -> list[Item]:
-    """Generate and judge every scene; with `reference`, judge its ground-truth render too."""
+              reference: bool = True, progress: Callable[[int, int], None] | None = None,
+              roundtrip: RoundTrip | None = None) -> list[Item]:
+    """Generate and judge every scene; with `reference`, judge its ground-truth render too, and with
+    `roundtrip` also that render after encode + decode."""
     seeds = list(range(len(scenes))) if seeds is None else list(seeds)
     items = []
     for k, (scene, seed) in enumerate(zip(scenes, seeds, strict=True)):
         image = generate(scene.caption(), seed)
-        truth = judge.score(scene, world.render(scene, random.Random(seed))) if reference else None
-        items.append(Item(scene, seed, image, judge.score(scene, image), truth))
+        truth = world.render(scene, random.Random(seed))
+        verdicts = judge.score(scene, truth) if reference else None
+        decoded = judge.score(scene, roundtrip(truth)) if reference and roundtrip else None
+        items.append(Item(scene, seed, image, judge.score(scene, image), verdicts, decoded))
         if progress:
             progress(k + 1, len(scenes))
     return items
@@ -126,28 +133,29 @@ def summarise(items: Sequence[Item]) -> dict[str, Any]:
         "all": list(items),
     }
     out: dict[str, Any] = {"n": len(items), "n_held_out": len(members["held_out"]),
-                           "model": {}, "reference": {}, "counts": {}}
-    with_reference = all(i.reference is not None for i in items)
+                           "model": {}, "reference": {}, "through_vae": {}, "counts": {}}
     for group, group_items in members.items():
         out["model"][group], out["counts"][group] = _rates([i.scores for i in group_items])
-        if with_reference:
-            out["reference"][group] = _rates([i.reference for i in group_items if i.reference is not None])[0]
-    if not with_reference:
-        del out["reference"]
-    return out
+        for key in ("reference", "through_vae"):
+            if all(getattr(i, key) is not None for i in items):
+                out[key][group] = _rates([getattr(i, key) for i in group_items])[0]
+    return {k: v for k, v in out.items() if v != {}}
 
 
 def evaluate(generate: Generate, scenes: Sequence[world.Scene], seeds: Sequence[int] | None = None,
-             reference: bool = True) -> dict[str, Any]:
+             reference: bool = True, roundtrip: RoundTrip | None = None) -> dict[str, Any]:
     """Adherence figures for `generate(prompt, seed) -> PIL image` on `scenes` (see `summarise`)."""
-    return summarise(run_items(generate, scenes, seeds, reference))
+    return summarise(run_items(generate, scenes, seeds, reference, roundtrip=roundtrip))
 
 
 # --- report ---------------------------------------------------------------------------------------
 
 def format_table(figures: dict[str, Any]) -> str:
-    """A plain-text table: one row per attribute; model in-dist / held-out / all, and ground truth."""
+    """A plain-text table: one row per attribute; model in-dist / held-out / all, ground truth, and
+    ground truth through the VAE when measured."""
+    decoded = figures.get("through_vae", {}).get("all")
     head = f"{'attribute':22s} {'in-dist':>14s} {'held-out':>14s} {'all':>14s} {'ground truth':>13s}"
+    head += f" {'through VAE':>12s}" if decoded is not None else ""
     lines = [head, "-" * len(head)]
     reference = figures.get("reference", {}).get("all", {})
     for attr, label in ATTRIBUTES.items():
@@ -159,7 +167,10 @@ def format_table(figures: dict[str, Any]) -> str:
             n = figures["counts"][group].get(attr, 0)
             cells.append(f"{rate:6.1%} ({n:3d})" if rate is not None else f"{'-':>14s}")
         ref = f"{reference[attr]:13.1%}" if attr in reference else f"{'-':>13s}"
-        lines.append(f"{label:22s} {cells[0]:>14s} {cells[1]:>14s} {cells[2]:>14s} {ref}")
+        row = f"{label:22s} {cells[0]:>14s} {cells[1]:>14s} {cells[2]:>14s} {ref}"
+        if decoded is not None:
+            row += f" {decoded[attr]:12.1%}" if attr in decoded else f" {'-':>12s}"
+        lines.append(row)
     lines.append(f"{figures['n']} prompts, {figures['n_held_out']} with a held-out colour/shape pair; "
                  "(n) = prompts judged")
     return "\n".join(lines)
@@ -238,6 +249,26 @@ def engine_generator(model: str, steps: int, cfg: float, device: str = "auto") -
     return generate
 
 
+def vae_roundtrip(model: str, device: str = "auto") -> RoundTrip:
+    """Encode + decode with the model's own VAE (its latent means), as the UNet's outputs are decoded."""
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKL
+
+    from studio.engine.models import pick_device, resolve
+
+    dev, _ = pick_device(device)
+    vae = AutoencoderKL.from_pretrained(resolve(model).path / "vae", torch_dtype=torch.float32).to(dev).eval()
+
+    @torch.no_grad()
+    def roundtrip(img: Image.Image) -> Image.Image:
+        x = torch.from_numpy(np.asarray(img.convert("RGB"))).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+        y = vae.decode(vae.encode(x.to(dev)).latent_dist.mean).sample[0].clamp(-1, 1)
+        return Image.fromarray(y.add(1).mul(127.5).round().byte().permute(1, 2, 0).cpu().numpy())
+
+    return roundtrip
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m studio.eval_builtin", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="builtin", help='"builtin" or a model folder')
@@ -263,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenes = build_scenes(args.n, args.seed)
     seeds = [args.seed * 100_000 + k for k in range(len(scenes))]
     generate = engine_generator(args.model, args.steps, args.cfg, args.device)
-    items = run_items(generate, scenes, seeds, progress=_progress)
+    items = run_items(generate, scenes, seeds, progress=_progress, roundtrip=vae_roundtrip(args.model, args.device))
     figures = summarise(items)
     if args.grid:
         grid_for(items).save(args.grid)

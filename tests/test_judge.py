@@ -162,15 +162,20 @@ def test_evaluate_with_a_blank_generator() -> None:
 
 def test_cli_prints_json_and_saves_grid(tmp_path, monkeypatch, capsys) -> None:
     def fake_engine(model: str, steps: int, cfg: float, device: str = "auto") -> eval_builtin.Generate:
-        assert (model, steps, cfg) == ("builtin", 20, 5.0)  # the documented defaults
+        assert (model, steps, cfg) == ("builtin", 20, 3.0)  # the documented defaults
         return truth_generator(eval_builtin.build_scenes(40, seed=2))
 
+    def blank_vae(model: str, device: str = "auto") -> eval_builtin.RoundTrip:
+        return lambda img: blank_generator("", 0)  # a decoder that has lost everything
+
     monkeypatch.setattr(eval_builtin, "engine_generator", fake_engine)
+    monkeypatch.setattr(eval_builtin, "vae_roundtrip", blank_vae)
     grid = tmp_path / "grid.png"
     assert eval_builtin.main(["--n", "40", "--seed", "2", "--json", "--grid", str(grid)]) == 0
     figures = json.loads(capsys.readouterr().out)
-    assert figures["n"] == 44 and figures["config"]["cfg"] == 5.0
+    assert figures["n"] == 44 and figures["config"]["cfg"] == 3.0
     assert min(figures["model"]["all"].values()) >= 0.95
+    assert figures["through_vae"]["all"]["colour"] == 0.0  # the VAE's ceiling is reported on its own
     with Image.open(grid) as sheet:
         assert sheet.width == 8 * (128 + 4) + 4 and sheet.height > 6 * 128
 
@@ -178,5 +183,7 @@ def test_cli_prints_json_and_saves_grid(tmp_path, monkeypatch, capsys) -> None:
 def test_table_lists_attributes_and_groups() -> None:
     scenes = eval_builtin.build_scenes(20, seed=0)
     table = eval_builtin.format_table(eval_builtin.evaluate(truth_generator(scenes), scenes))
-    assert "held-out" in table and "ground truth" in table
+    assert "held-out" in table and "ground truth" in table and "through VAE" not in table
+    table = eval_builtin.format_table(eval_builtin.evaluate(truth_generator(scenes), scenes, roundtrip=lambda i: i))
+    assert "through VAE" in table
     assert "object colour" in table and "100.0%" in table
