@@ -209,6 +209,26 @@ def lr_factor(step: int, total: int, warmup: int = 200) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def optimise(opt: torch.optim.Optimizer, loss: torch.Tensor, history: list[float] | None,
+             clip: list[torch.nn.Parameter] | None = None) -> None:
+    """One optimiser step on `loss` (gradient norm clipped to 1 over `clip`), recorded in `history`."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(clip, 1.0)
+    opt.step()
+    if history is not None:
+        history.append(loss.item())
+
+
+def log_progress(name: str, step: int, total: int, start: int, t0: float, figures: str) -> None:
+    """Every 100 steps: where a stage is, its figures, its speed and the time left."""
+    if (step + 1) % 100:
+        return
+    rate = (step + 1 - start) / (time.time() - t0)
+    log(f"{name} step {step + 1}/{total} {figures} {rate:.2f} it/s eta {(total - step - 1) / rate / 60:.1f} min")
+
+
 # ---------------------------------------------------------------- VAE
 
 def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device, history: list[float] | None = None,
@@ -240,16 +260,9 @@ def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device, histor
         mean, logvar = posterior.mean.float(), posterior.logvar.float()
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
         loss = reconstruction_loss(recon, x) + 1e-4 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if history is not None:
-            history.append(loss.item())
-        if (step + 1) % 100 == 0:
-            psnr = -10 * math.log10(F.mse_loss(recon.clamp(-1, 1), x).item() / 4 + 1e-12)
-            rate = (step + 1 - start) / (time.time() - t0)
-            log(f"vae step {step + 1}/{cfg.vae_steps} loss {loss.item():.4f} psnr {psnr:.1f} dB "
-                f"{rate:.2f} it/s eta {(cfg.vae_steps - step - 1) / rate / 60:.1f} min")
+        optimise(opt, loss, history)
+        psnr = -10 * math.log10(F.mse_loss(recon.detach().clamp(-1, 1), x).item() / 4 + 1e-12)
+        log_progress("vae", step, cfg.vae_steps, start, t0, f"loss {loss.item():.4f} psnr {psnr:.1f} dB")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.vae_steps:
             save_checkpoint(ckpt_path, {"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1,
                                         "seconds": spent + time.time() - t0})
@@ -334,15 +347,8 @@ def refine_decoder(cfg: TrainConfig, vae, images: np.ndarray, latents: torch.Ten
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             recon = vae.decode(z.to(device)).sample.float()
         loss = reconstruction_loss(recon, x, object_weight=cfg.object_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if history is not None:
-            history.append(loss.item())
-        if (step + 1) % 100 == 0:
-            rate = (step + 1 - start) / (time.time() - t0)
-            log(f"decoder step {step + 1}/{cfg.decoder_steps} loss {loss.item():.4f} {rate:.2f} it/s "
-                f"eta {(cfg.decoder_steps - step - 1) / rate / 60:.1f} min")
+        optimise(opt, loss, history)
+        log_progress("decoder", step, cfg.decoder_steps, start, t0, f"loss {loss.item():.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.decoder_steps:
             save_checkpoint(ckpt_path, {"post_quant_conv": vae.post_quant_conv.state_dict(),
                                         "decoder": vae.decoder.state_dict(), "opt": opt.state_dict(),
@@ -479,22 +485,14 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
         if phase.object_weight:
             err = err * emphasis(masks[idx].to(device), phase.object_weight)
         loss = (w * err.mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([*unet.parameters(), *text.parameters()], 1.0)
-        opt.step()
+        optimise(opt, loss, history, clip=[*unet.parameters(), *text.parameters()])
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for ema, live in ((ema_unet, unet), (ema_text, text)):
                 for pe, pl in zip(ema.parameters(), live.parameters()):
                     pe.lerp_(pl, 1 - decay)
         running = 0.98 * running + 0.02 * loss.item() if step > start else loss.item()
-        if history is not None:
-            history.append(loss.item())
-        if (step + 1) % 100 == 0:
-            rate = (step + 1 - start) / (time.time() - t0)
-            log(f"{phase.name} step {step + 1}/{total} loss {running:.4f} {rate:.2f} it/s "
-                f"eta {(total - step - 1) / rate / 60:.1f} min")
+        log_progress(phase.name, step, total, start, t0, f"loss {running:.4f}")
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == total:
             save_checkpoint(ckpt_path, {"unet": unet.state_dict(), "text": text.state_dict(),
                                         "ema_unet": ema_unet.state_dict(), "ema_text": ema_text.state_dict(),
