@@ -587,7 +587,7 @@ def refine_folder(cfg: TrainConfig, folder: Path) -> None:
     seconds: dict[str, float] = {}
     if cfg.decoder_steps:
         vae = refine_decoder(cfg, vae, images, latents, device, seconds=seconds)
-        vae.cpu().to(torch.float16).save_pretrained(folder / "vae", safe_serialization=True)
+        _save_half(vae, folder / "vae")
     phase = phases(cfg)[-1]
     if getattr(cfg, phase.steps_field):
         tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
@@ -597,10 +597,20 @@ def refine_folder(cfg: TrainConfig, folder: Path) -> None:
         text = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32).to(device)
         unet, text = _train_phase(cfg, phase, unet, text, ids, tokenizer, latents, device, None, seconds,
                                   latent_object_masks(images))
-        unet.cpu().to(torch.float16).save_pretrained(folder / "unet", safe_serialization=True)
-        text.cpu().to(torch.float16).save_pretrained(folder / "text_encoder", safe_serialization=True)
+        _save_half(unet, folder / "unet")
+        _save_half(text, folder / "text_encoder")
     _record_refinement(folder / "training.json", cfg, seconds)
     log(f"{folder} refined")
+
+
+def _save_half(module, path: Path) -> None:
+    """Save fp16 safetensors like the exported folder, without the local path diffusers records on load."""
+    config = getattr(module, "_internal_dict", None)  # diffusers models; transformers' keep no path
+    if config is not None and "_name_or_path" in config:
+        from diffusers.configuration_utils import FrozenDict
+
+        module._internal_dict = FrozenDict({k: v for k, v in config.items() if k != "_name_or_path"})
+    module.cpu().to(torch.float16).save_pretrained(path, safe_serialization=True)
 
 
 def _record_refinement(path: Path, cfg: TrainConfig, seconds: dict[str, float]) -> None:
