@@ -104,9 +104,9 @@ def run_items(generate: Generate, scenes: Sequence[world.Scene], seeds: Sequence
     items = []
     for k, (scene, seed) in enumerate(zip(scenes, seeds, strict=True)):
         image = generate(scene.caption(), seed)
-        truth = world.render(scene, random.Random(seed))
-        verdicts = judge.score(scene, truth) if reference else None
-        decoded = judge.score(scene, roundtrip(truth)) if reference and roundtrip else None
+        truth = world.render(scene, random.Random(seed)) if reference else None
+        verdicts = judge.score(scene, truth) if truth is not None else None
+        decoded = judge.score(scene, roundtrip(truth)) if truth is not None and roundtrip else None
         items.append(Item(scene, seed, image, judge.score(scene, image), verdicts, decoded))
         if progress:
             progress(k + 1, len(scenes))

@@ -273,15 +273,23 @@ def train_vae(cfg: TrainConfig, images: np.ndarray, device: torch.device, histor
 
 
 @torch.no_grad()
+def encoded_means(vae, images: np.ndarray, device: torch.device, cache: Path | None = None) -> torch.Tensor:
+    """The encoder's latent mean of every image (on the CPU), from `cache` when it is there: encoding
+    every image again takes minutes."""
+    if cache is not None and cache.exists():
+        return torch.load(cache, weights_only=True)
+    log(f"encoding {len(images)} images")
+    mus = torch.cat([vae.encode(to_tensor(images[i:i + 256]).to(device)).latent_dist.mean.cpu()
+                     for i in range(0, len(images), 256)])
+    if cache is not None:
+        torch.save(mus, cache)
+    return mus
+
+
+@torch.no_grad()
 def centre_latents(vae, images: np.ndarray, device: torch.device, cache: Path | None = None) -> torch.Tensor:
     """Encode every image, then fold the latents' per-channel mean and std into the VAE (fold_stats)."""
-    if cache is not None and cache.exists():
-        mus = torch.load(cache, weights_only=True).to(device)  # encoding every image again takes minutes
-    else:
-        mus = torch.cat([vae.encode(to_tensor(images[i:i + 256]).to(device)).latent_dist.mean
-                         for i in range(0, len(images), 256)])
-        if cache is not None:
-            torch.save(mus.cpu(), cache)
+    mus = encoded_means(vae, images, device, cache).to(device)
     m, s = mus.mean(dim=(0, 2, 3)), mus.std(dim=(0, 2, 3))
     if cache is not None:
         cache.with_name("latent_stats.json").write_text(json.dumps({"mean": m.tolist(), "std": s.tolist()}))
@@ -391,6 +399,12 @@ def phases(cfg: TrainConfig) -> list[Phase]:
                   high_noise_share=0.25, object_weight=cfg.object_weight)]
 
 
+def caption_ids(tokenizer, captions: list[str]) -> torch.Tensor:
+    """Token ids of `captions`, padded to the text encoder's MAX_TOKENS context."""
+    return tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
+                     return_tensors="pt").input_ids
+
+
 def make_text_encoder(tokenizer):
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -411,8 +425,7 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], dev
     from transformers import CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(cfg.work / "tokenizer")
-    ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
-                    return_tensors="pt").input_ids
+    ids = caption_ids(tokenizer, captions)
     torch.manual_seed(cfg.seed + 1)
     unet = UNet2DConditionModel(**unet_config()).to(device)
     text = make_text_encoder(tokenizer).to(device)
@@ -434,7 +447,7 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
     if phase.object_weight and masks is None:
         raise ValueError(f"phase {phase.name} weights the objects and needs their masks")
 
-    empty = tokenizer([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
+    empty = caption_ids(tokenizer, [""])
     unet.train().requires_grad_(True)  # a later phase starts from the previous phase's frozen EMA copies
     text.train().requires_grad_(True)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
@@ -553,12 +566,6 @@ def export(cfg: TrainConfig) -> None:
     save_pipeline(cfg, vae.eval(), unet.eval(), text.eval(), tokenizer, {}, phase.schedule)
 
 
-@torch.no_grad()
-def encode_means(vae, images: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.cat([vae.encode(to_tensor(images[i:i + 256]).to(device)).latent_dist.mean.cpu()
-                      for i in range(0, len(images), 256)])
-
-
 def refine_folder(cfg: TrainConfig, folder: Path) -> None:
     """Continue an exported pipeline folder: the decoder stage, then the object-weighted UNet phase.
 
@@ -577,13 +584,7 @@ def refine_folder(cfg: TrainConfig, folder: Path) -> None:
     cfg = replace(cfg, work=cfg.work / f"refine-{folder.name}")
     cfg.work.mkdir(exist_ok=True)
     vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).to(device)
-    cache = cfg.work / "latents.pt"  # the encoder never changes here, so neither do its latents
-    if cache.exists():
-        latents = torch.load(cache, weights_only=True)
-    else:
-        log(f"encoding {len(images)} images with {folder.name}'s encoder")
-        latents = encode_means(vae, images, device)
-        torch.save(latents, cache)
+    latents = encoded_means(vae, images, device, cfg.work / "latents.pt")  # the encoder never changes here
     seconds: dict[str, float] = {}
     if cfg.decoder_steps:
         vae = refine_decoder(cfg, vae, images, latents, device, seconds=seconds)
@@ -591,8 +592,7 @@ def refine_folder(cfg: TrainConfig, folder: Path) -> None:
     phase = phases(cfg)[-1]
     if getattr(cfg, phase.steps_field):
         tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
-        ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
-                        return_tensors="pt").input_ids
+        ids = caption_ids(tokenizer, captions)
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).to(device)
         text = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32).to(device)
         unet, text = _train_phase(cfg, phase, unet, text, ids, tokenizer, latents, device, None, seconds,
