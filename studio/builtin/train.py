@@ -126,7 +126,7 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------- data
 
 def render_dataset(cfg: TrainConfig) -> tuple[np.ndarray, list[str]]:
-    path = cfg.work / "dataset.npz"
+    path = cfg.work / f"dataset-{cfg.seed}.npz"  # the seed picks the images
     if path.exists():
         data = np.load(path)
         return data["images"], json.loads(str(data["captions"]))
@@ -385,6 +385,7 @@ class Phase:
     seed_offset: int
     high_noise_share: float = 0.0  # this share of timesteps comes from the noisiest quarter
     object_weight: float = 0.0  # latents under an object count 1 + this in the loss (needs masks)
+    landscape_weight: float = 1.0  # how often a landscape is drawn, relative to a shape scene
 
 
 def phases(cfg: TrainConfig) -> list[Phase]:
@@ -395,14 +396,23 @@ def phases(cfg: TrainConfig) -> list[Phase]:
                   high_noise_share=0.5),
             # The same objective with the object latents weighted: colour and shape live in the
             # few latents a small object covers, which the plain loss nearly ignores.
+            # Landscapes are drawn a third as often (10% of batches instead of 25%): the model already
+            # gets their time of day right every time, and the steps are worth more on the objects.
             Phase("unet_objects", "objects_steps", 0.5, scheduler_config(), seed_offset=200_000,
-                  high_noise_share=0.25, object_weight=cfg.object_weight)]
+                  high_noise_share=0.25, object_weight=cfg.object_weight, landscape_weight=1 / 3)]
 
 
 def caption_ids(tokenizer, captions: list[str]) -> torch.Tensor:
     """Token ids of `captions`, padded to the text encoder's MAX_TOKENS context."""
     return tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
                      return_tensors="pt").input_ids
+
+
+def scene_weights(captions: list[str], landscape_weight: float) -> torch.Tensor | None:
+    """Sampling weights per training image, or None for uniform sampling."""
+    if landscape_weight == 1.0:
+        return None
+    return torch.tensor([landscape_weight if " landscape " in c else 1.0 for c in captions])
 
 
 def make_text_encoder(tokenizer):
@@ -425,7 +435,6 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], dev
     from transformers import CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(cfg.work / "tokenizer")
-    ids = caption_ids(tokenizer, captions)
     torch.manual_seed(cfg.seed + 1)
     unet = UNet2DConditionModel(**unet_config()).to(device)
     text = make_text_encoder(tokenizer).to(device)
@@ -433,12 +442,12 @@ def train_unet(cfg: TrainConfig, latents: torch.Tensor, captions: list[str], dev
         f"text {sum(p.numel() for p in text.parameters()) / 1e6:.2f} M")
     for phase in phases(cfg):
         if getattr(cfg, phase.steps_field) > 0:
-            unet, text = _train_phase(cfg, phase, unet, text, ids, tokenizer, latents, device, history, seconds,
-                                      masks)
+            unet, text = _train_phase(cfg, phase, unet, text, captions, tokenizer, latents, device, history,
+                                      seconds, masks)
     return unet.eval(), text.eval(), tokenizer
 
 
-def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, tokenizer,
+def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, captions: list[str], tokenizer,
                  latents: torch.Tensor, device: torch.device, history: list[float] | None,
                  seconds: dict[str, float] | None, masks: torch.Tensor | None = None):
     from diffusers import DDPMScheduler
@@ -447,7 +456,8 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
     if phase.object_weight and masks is None:
         raise ValueError(f"phase {phase.name} weights the objects and needs their masks")
 
-    empty = caption_ids(tokenizer, [""])
+    ids, empty = caption_ids(tokenizer, captions), caption_ids(tokenizer, [""])
+    draw = scene_weights(captions, phase.landscape_weight)
     unet.train().requires_grad_(True)  # a later phase starts from the previous phase's frozen EMA copies
     text.train().requires_grad_(True)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
@@ -455,9 +465,6 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
     opt = torch.optim.AdamW([{"params": unet.parameters(), "lr": base_lrs[0]},
                              {"params": text.parameters(), "lr": base_lrs[1]}], weight_decay=1e-2)
     sched = DDPMScheduler(**phase.schedule)
-    alphas = sched.alphas_cumprod.to(device)
-    snr = alphas / (1 - alphas)
-    v_prediction = phase.schedule["prediction_type"] == "v_prediction"
     ckpt_path = cfg.work / f"{phase.name}.pt"
     start, spent = 0, 0.0  # spent: training seconds before this run, so resumed runs report the total
     if (ckpt := load_checkpoint(ckpt_path)) is not None:
@@ -472,7 +479,8 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
     for step in range(start, total):
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = base * lr_factor(step, total)
-        idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
+        idx = (torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen) if draw is None
+               else torch.multinomial(draw, cfg.unet_batch, replacement=True, generator=gen))
         x0 = latents[idx].to(device)
         tok = ids[idx].clone()
         drop = torch.rand(cfg.unet_batch, generator=gen) < cfg.caption_dropout
@@ -483,21 +491,9 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
             high = torch.rand(cfg.unet_batch, generator=gen) < phase.high_noise_share
             t = torch.where(high, torch.randint(750, 1000, (cfg.unet_batch,), generator=gen), t)
         t = t.to(device)
-        xt = sched.add_noise(x0, noise, t)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            cond = text(tok.to(device)).last_hidden_state
-            pred = unet(xt, t, encoder_hidden_states=cond).sample.float()
-        # Min-SNR-5 weighting (Hang et al. 2023). In x0 terms the weight is min(snr, 5); for epsilon
-        # that is min(snr, 5) / snr. For v it would be min(snr, 5) / (snr + 1), which is zero at the
-        # pure-noise step the zero-SNR schedule exists for, so v gets a floor of 1 in x0 terms.
-        if v_prediction:
-            target, w = sched.get_velocity(x0, noise, t), (torch.clamp(snr[t], max=5.0) + 1) / (snr[t] + 1)
-        else:
-            target, w = noise, torch.clamp(snr[t], max=5.0) / snr[t]
-        err = (pred - target).pow(2)
-        if phase.object_weight:
-            err = err * emphasis(masks[idx].to(device), phase.object_weight)
-        loss = (w * err.mean(dim=(1, 2, 3))).mean()
+            loss = phase_loss(phase, sched, unet, text, x0, tok.to(device), noise, t,
+                              masks[idx].to(device) if phase.object_weight else None)
         optimise(opt, loss, history, clip=[*unet.parameters(), *text.parameters()])
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
@@ -514,6 +510,26 @@ def _train_phase(cfg: TrainConfig, phase: Phase, unet, text, ids: torch.Tensor, 
     if seconds is not None:
         seconds[phase.name] = spent + time.time() - t0
     return ema_unet, ema_text
+
+
+def phase_loss(phase: Phase, sched, unet, text, x0: torch.Tensor, tok: torch.Tensor, noise: torch.Tensor,
+               t: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+    """A phase's loss on one batch: `sched` is its DDPMScheduler, `masks` the batch's latent object
+    masks (for a phase with an object weight)."""
+    alphas = sched.alphas_cumprod.to(x0.device)
+    snr = (alphas / (1 - alphas))[t]
+    pred = unet(sched.add_noise(x0, noise, t), t, encoder_hidden_states=text(tok).last_hidden_state).sample.float()
+    # Min-SNR-5 weighting (Hang et al. 2023). In x0 terms the weight is min(snr, 5); for epsilon
+    # that is min(snr, 5) / snr. For v it would be min(snr, 5) / (snr + 1), which is zero at the
+    # pure-noise step the zero-SNR schedule exists for, so v gets a floor of 1 in x0 terms.
+    if phase.schedule["prediction_type"] == "v_prediction":
+        target, w = sched.get_velocity(x0, noise, t), (torch.clamp(snr, max=5.0) + 1) / (snr + 1)
+    else:
+        target, w = noise, torch.clamp(snr, max=5.0) / snr
+    err = (pred - target).pow(2)
+    if phase.object_weight:
+        err = err * emphasis(masks, phase.object_weight)
+    return (w * err.mean(dim=(1, 2, 3))).mean()
 
 
 # ---------------------------------------------------------------- pipeline folder
@@ -571,7 +587,9 @@ def refine_folder(cfg: TrainConfig, folder: Path) -> None:
 
     Both keep the folder's encoder, hence its latent space, so each stays valid for the other. A stage
     whose step count is 0 is skipped; both checkpoint (in `<work>/refine-<folder name>/`, apart from a
-    full run's) and resume like the full run. The rendered data set is shared with the full run.
+    full run's) and resume like the full run, until the folder is written. Running it again continues
+    the folder further (use another `seed` for other batches and images); the data set of a seed is
+    shared with the full run.
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
@@ -584,7 +602,8 @@ def refine_folder(cfg: TrainConfig, folder: Path) -> None:
     cfg = replace(cfg, work=cfg.work / f"refine-{folder.name}")
     cfg.work.mkdir(exist_ok=True)
     vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).to(device)
-    latents = encoded_means(vae, images, device, cfg.work / "latents.pt")  # the encoder never changes here
+    # The encoder never changes here, so the cache holds as long as the images are the same.
+    latents = encoded_means(vae, images, device, cfg.work / f"latents-{cfg.seed}.pt")
     seconds: dict[str, float] = {}
     if cfg.decoder_steps:
         vae = refine_decoder(cfg, vae, images, latents, device, seconds=seconds)
@@ -592,14 +611,15 @@ def refine_folder(cfg: TrainConfig, folder: Path) -> None:
     phase = phases(cfg)[-1]
     if getattr(cfg, phase.steps_field):
         tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
-        ids = caption_ids(tokenizer, captions)
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).to(device)
         text = CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32).to(device)
-        unet, text = _train_phase(cfg, phase, unet, text, ids, tokenizer, latents, device, None, seconds,
+        unet, text = _train_phase(cfg, phase, unet, text, captions, tokenizer, latents, device, None, seconds,
                                   latent_object_masks(images))
         _save_half(unet, folder / "unet")
         _save_half(text, folder / "text_encoder")
     _record_refinement(folder / "training.json", cfg, seconds)
+    for stage in ("decoder", phase.name):  # the folder now holds them: the next run starts from it
+        (cfg.work / f"{stage}.pt").unlink(missing_ok=True)
     log(f"{folder} refined")
 
 
@@ -614,13 +634,24 @@ def _save_half(module, path: Path) -> None:
 
 
 def _record_refinement(path: Path, cfg: TrainConfig, seconds: dict[str, float]) -> None:
+    """Add a `--refine` run to the folder's training.json. Each run continues the folder's weights, so
+    the steps and seconds of repeated runs add up; `refinements` keeps every run's own settings."""
     info = json.loads(path.read_text())
+    done = info["train_config"]
+    run = {"seed": cfg.seed}
     if seconds.get("decoder"):
-        info["train_config"].update(decoder_steps=cfg.decoder_steps, decoder_batch=cfg.decoder_batch)
+        run.update(decoder_steps=cfg.decoder_steps, decoder_batch=cfg.decoder_batch)
     if seconds.get("unet_objects"):
-        info["train_config"].update(objects_steps=cfg.objects_steps, object_weight=cfg.object_weight)
-    info["seconds"].update(seconds)
-    note = "The decoder stage and phase 3 ran on the exported folder (`--refine`), from its fp16 weights."
+        run.update(objects_steps=cfg.objects_steps, object_weight=cfg.object_weight)
+    for key in ("decoder_steps", "objects_steps"):
+        if key in run:
+            done[key] = done.get(key, 0) + run[key]
+    done.update({k: v for k, v in run.items() if k not in ("seed", "decoder_steps", "objects_steps")})
+    for key, value in seconds.items():
+        info["seconds"][key] = info["seconds"].get(key, 0.0) + value
+    info["refinements"] = [*info.get("refinements", []), run]
+    note = ("The decoder stage and phase 3 ran on the exported folder (`--refine`, once per entry of"
+            " `refinements`), from its fp16 weights.")
     if note not in info.get("history", ""):
         info["history"] = f"{info.get('history', '')} {note}".strip()
     path.write_text(json.dumps(info, indent=2))
