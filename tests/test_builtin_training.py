@@ -151,3 +151,25 @@ def test_the_object_weighted_loss_counts_an_error_on_a_small_object_more_than_on
     weighted = [float(train.reconstruction_loss(r, x, object_weight=4.0)) for r in (on_object, on_background)]
     assert plain[0] == plain[1]
     assert weighted[0] > 3 * weighted[1]
+
+
+def test_the_model_card_records_every_refinement_and_the_guidance_it_was_judged_at(tmp_path):
+    import argparse
+
+    from PIL import Image
+
+    from studio.builtin.card import write_card
+    from studio.engine.models import ModelEntry
+
+    (tmp_path / "model_index.json").write_text("{}")
+    (tmp_path / "training.json").write_text(json.dumps({
+        "train_config": {"objects_steps": 8000}, "seconds": {"unet_objects": 600.0}, "history": "Made here.",
+        "refinements": [{"seed": 0, "decoder_steps": 3000, "objects_steps": 2500}, {"seed": 1, "objects_steps": 5500}],
+    }))
+    args = argparse.Namespace(model=str(tmp_path), n=12, seed=0, steps=20, cfg=2.5)
+    card = write_card(args, {"n": 12}, "THE TABLE", Image.new("RGB", (8, 8))).read_text()
+    assert "`--refine` run (seed 0): 3,000 decoder steps and 2,500 phase 3 steps." in card
+    assert "`--refine` run (seed 1): 5,500 phase 3 steps." in card
+    assert "THE TABLE" in card and "unet_objects 10.0 min" in card and "CFG 2.5" in card
+    assert ModelEntry("m", tmp_path, "diffusers").suggested_cfg() == 2.5  # what Studio will start it with
+    assert json.loads((tmp_path / "eval.json").read_text())["config"] == {"n": 12, "seed": 0, "steps": 20, "cfg": 2.5}
