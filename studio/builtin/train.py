@@ -642,7 +642,8 @@ def _record_refinement(path: Path, cfg: TrainConfig, seconds: dict[str, float]) 
     if seconds.get("decoder"):
         run.update(decoder_steps=cfg.decoder_steps, decoder_batch=cfg.decoder_batch)
     if seconds.get("unet_objects"):
-        run.update(objects_steps=cfg.objects_steps, object_weight=cfg.object_weight)
+        run.update(objects_steps=cfg.objects_steps, object_weight=cfg.object_weight,
+                   landscape_weight=phases(cfg)[-1].landscape_weight)
     for key in ("decoder_steps", "objects_steps"):
         if key in run:
             done[key] = done.get(key, 0) + run[key]
