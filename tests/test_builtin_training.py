@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import random
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,8 +81,6 @@ def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
     seconds: dict[str, float] = {}
     masks = train.latent_object_masks(images)
     assert masks.shape == (48, 1, 16, 16) and 0 < float(masks.mean()) < 0.5  # objects, not everything
-    from dataclasses import replace
-
     two_phases = replace(cfg, objects_steps=0)
     unet, text, tokenizer = train.train_unet(two_phases, latents, captions, torch.device("cpu"), unet_losses,
                                              seconds, masks)

@@ -617,7 +617,7 @@ def refine_folder(cfg: TrainConfig, folder: Path) -> None:
                                   latent_object_masks(images))
         _save_half(unet, folder / "unet")
         _save_half(text, folder / "text_encoder")
-    _record_refinement(folder / "training.json", cfg, seconds)
+    _record_refinement(folder / "training.json", cfg, phase, seconds)
     for stage in ("decoder", phase.name):  # the folder now holds them: the next run starts from it
         (cfg.work / f"{stage}.pt").unlink(missing_ok=True)
     log(f"{folder} refined")
@@ -633,21 +633,20 @@ def _save_half(module, path: Path) -> None:
     module.cpu().to(torch.float16).save_pretrained(path, safe_serialization=True)
 
 
-def _record_refinement(path: Path, cfg: TrainConfig, seconds: dict[str, float]) -> None:
+def _record_refinement(path: Path, cfg: TrainConfig, phase: Phase, seconds: dict[str, float]) -> None:
     """Add a `--refine` run to the folder's training.json. Each run continues the folder's weights, so
-    the steps and seconds of repeated runs add up; `refinements` keeps every run's own settings."""
+    `train_config` adds the steps and `seconds` the times of repeated runs up; `refinements` keeps every
+    run's own settings."""
     info = json.loads(path.read_text())
     done = info["train_config"]
-    run = {"seed": cfg.seed}
+    run: dict[str, Any] = {"seed": cfg.seed}
     if seconds.get("decoder"):
         run.update(decoder_steps=cfg.decoder_steps, decoder_batch=cfg.decoder_batch)
-    if seconds.get("unet_objects"):
+        done.update(decoder_steps=done.get("decoder_steps", 0) + cfg.decoder_steps, decoder_batch=cfg.decoder_batch)
+    if seconds.get(phase.name):
         run.update(objects_steps=cfg.objects_steps, object_weight=cfg.object_weight,
-                   landscape_weight=phases(cfg)[-1].landscape_weight)
-    for key in ("decoder_steps", "objects_steps"):
-        if key in run:
-            done[key] = done.get(key, 0) + run[key]
-    done.update({k: v for k, v in run.items() if k not in ("seed", "decoder_steps", "objects_steps")})
+                   landscape_weight=phase.landscape_weight)  # a Phase setting, not a TrainConfig field
+        done.update(objects_steps=done.get("objects_steps", 0) + cfg.objects_steps, object_weight=cfg.object_weight)
     for key, value in seconds.items():
         info["seconds"][key] = info["seconds"].get(key, 0.0) + value
     info["refinements"] = [*info.get("refinements", []), run]
