@@ -139,7 +139,25 @@ def summarise(items: Sequence[Item]) -> dict[str, Any]:
         for key in ("reference", "through_vae"):
             if all(getattr(i, key) is not None for i in items):
                 out[key][group] = _rates([getattr(i, key) for i in group_items])[0]
+    out["by_colour"] = colour_breakdown(items)
     return {k: v for k, v in out.items() if v != {}}
+
+
+def colour_breakdown(items: Sequence[Item]) -> dict[str, dict[str, Any]]:
+    """Object colour per prompted colour over the one-object prompts: the model's rate, the count and,
+    when measured, the rate through the VAE. An average over colours hides a colour the model confuses
+    with its neighbour, or one the VAE itself cannot carry."""
+    groups: dict[str, list[Item]] = {}
+    for item in items:
+        if "colour" in item.scores:
+            groups.setdefault(item.scene.objects[0].colour, []).append(item)
+    out: dict[str, dict[str, Any]] = {}
+    for colour in (c for c in world.COLOURS if c in groups):
+        members = groups[colour]
+        out[colour] = {"model": _rates([i.scores for i in members])[0]["colour"], "n": len(members)}
+        if all(i.through_vae is not None for i in members):
+            out[colour]["through_vae"] = _rates([i.through_vae for i in members])[0]["colour"]
+    return out
 
 
 def evaluate(generate: Generate, scenes: Sequence[world.Scene], seeds: Sequence[int] | None = None,
@@ -173,6 +191,12 @@ def format_table(figures: dict[str, Any]) -> str:
         lines.append(row)
     lines.append(f"{figures['n']} prompts, {figures['n_held_out']} with a held-out colour/shape pair; "
                  "(n) = prompts judged")
+    if figures.get("by_colour"):
+        lines += ["", "object colour by prompted colour (one-object prompts): model"
+                  + (", through VAE" if decoded is not None else "") + " (n)"]
+        for colour, f in figures["by_colour"].items():
+            vae = f"  {f['through_vae']:6.1%}" if "through_vae" in f else ""
+            lines.append(f"  {colour:8s} {f['model']:6.1%}{vae}  ({f['n']:2d})")
     return "\n".join(lines)
 
 
@@ -262,7 +286,7 @@ def vae_roundtrip(model: str, device: str = "auto") -> RoundTrip:
 
     @torch.no_grad()
     def roundtrip(img: Image.Image) -> Image.Image:
-        x = torch.from_numpy(np.asarray(img.convert("RGB"))).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+        x = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)[None].float().div(127.5).sub(1)
         y = vae.decode(vae.encode(x.to(dev)).latent_dist.mean).sample[0].clamp(-1, 1)
         return Image.fromarray(y.add(1).mul(127.5).round().byte().permute(1, 2, 0).cpu().numpy())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from PIL import Image
@@ -187,3 +188,24 @@ def test_table_lists_attributes_and_groups() -> None:
     table = eval_builtin.format_table(eval_builtin.evaluate(truth_generator(scenes), scenes, roundtrip=lambda i: i))
     assert "through VAE" in table
     assert "object colour" in table and "100.0%" in table
+
+
+def test_colour_breakdown_singles_out_the_colour_a_model_confuses() -> None:
+    scenes = eval_builtin.build_scenes(80, seed=0)
+    by_prompt = {s.caption(): s for s in scenes}
+
+    def orange_as_red(prompt: str, seed: int) -> Image.Image:
+        scene = by_prompt[prompt]
+        if isinstance(scene, ShapeScene):
+            objects = tuple(replace(o, colour="red") if o.colour == "orange" else o for o in scene.objects)
+            scene = replace(scene, objects=objects)
+        return render(scene, seed + 12345)
+
+    figures = eval_builtin.evaluate(orange_as_red, scenes, roundtrip=lambda i: i)
+    by_colour = figures["by_colour"]
+    assert by_colour["orange"]["model"] == 0.0 and by_colour["orange"]["through_vae"] == 1.0
+    assert all(f["model"] >= 0.9 for c, f in by_colour.items() if c != "orange"), by_colour
+    singles = [s for s in scenes if isinstance(s, ShapeScene) and len(s.objects) == 1]
+    assert sum(f["n"] for f in by_colour.values()) == len(singles)
+    table = eval_builtin.format_table(figures)
+    assert "by prompted colour" in table and "orange     0.0%  100.0%" in table

@@ -104,7 +104,8 @@ arithmetic (emulated bf16 was 20x slower than fp32 on an AVX2-only CPU, so there
 statistics (`studio/builtin/judge.py`: background from the border, object colour, centre of mass,
 shape by geometry; sky colour for time of day). The ground-truth column is the judge on the renders of
 the same scenes, i.e. the best a perfect model could score; the through-VAE column judges those renders
-after this model's own encode + decode, the best its decoder lets the UNet score. `studio.json` beside the weights suggests
+after this model's own encode + decode, the best its decoder lets the UNet score. The block under the
+table splits object colour by the prompted colour. `studio.json` beside the weights suggests
 this guidance ({cfg}) to Studio, so the app and `studio generate` start the model with it.
 
 ```

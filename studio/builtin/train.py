@@ -32,11 +32,12 @@ class TrainConfig:
     images: int = 24000
     vae_steps: int = 2500
     vae_batch: int = 8
-    decoder_steps: int = 4000  # the decoder alone, encoder frozen, after the latent space is fixed
+    # The step counts are the shipped model's totals (its training.json), so the default run is its recipe.
+    decoder_steps: int = 3000  # the decoder alone, encoder frozen, after the latent space is fixed
     decoder_batch: int = 16
     unet_steps: int = 9500  # phase 1: epsilon prediction on SD's noise schedule
     vpred_steps: int = 10000  # phase 2: v-prediction on the zero-terminal-SNR schedule, from phase 1's weights
-    objects_steps: int = 4000  # phase 3: as phase 2, with the loss weighted towards the objects
+    objects_steps: int = 8000  # phase 3: as phase 2, with the loss weighted towards the objects
     object_weight: float = 4.0
     unet_batch: int = 16
     unet_lr: float = 1e-3
