@@ -50,7 +50,8 @@ def test_learned_merges_are_deterministic():
 def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
     torch.manual_seed(0)
     cfg = train.TrainConfig(work=tmp_path / "work", out=tmp_path / "model", images=48, vae_steps=40,
-                            vae_batch=4, decoder_steps=40, decoder_batch=4, unet_steps=40, vpred_steps=40, objects_steps=40, unet_batch=8, checkpoint_every=20,
+                            vae_batch=4, decoder_steps=40, decoder_batch=4, unet_steps=40, vpred_steps=40, objects_steps=40, colour_steps=20, unet_batch=8,
+                            checkpoint_every=20,
                             bf16=False)
     cfg.work.mkdir()
     images, captions = train.render_dataset(cfg)
@@ -81,28 +82,36 @@ def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
     seconds: dict[str, float] = {}
     masks = train.latent_object_masks(images)
     assert masks.shape == (48, 1, 16, 16) and 0 < float(masks.mean()) < 0.5  # objects, not everything
-    two_phases = replace(cfg, objects_steps=0)
+    two_phases = replace(cfg, objects_steps=0, colour_steps=0)
     unet, text, tokenizer = train.train_unet(two_phases, latents, captions, torch.device("cpu"), unet_losses,
                                              seconds, masks)
     assert len(unet_losses) == 80
     for phase_losses in (unet_losses[:40], unet_losses[40:]):  # both start far from their objective
         assert np.mean(phase_losses[-10:]) < np.mean(phase_losses[:10])
-    objects = train.phases(cfg)[-1]
+    objects = train.phases(cfg)[2]
     before = _fixed_batch_loss(objects, unet, text, tokenizer, latents, captions, masks)
     # Phase 3 fine-tunes phase 2's objective, so its per-step losses barely move in 40 steps: judge it
     # on one fixed batch instead. Phases 1 and 2 resume from their checkpoints without training.
-    unet, text, tokenizer = train.train_unet(cfg, latents, captions, torch.device("cpu"), unet_losses, seconds,
-                                             masks)
+    unet, text, tokenizer = train.train_unet(replace(cfg, colour_steps=0), latents, captions, torch.device("cpu"),
+                                             unet_losses, seconds, masks)
     assert len(unet_losses) == 120
     after = _fixed_batch_loss(objects, unet, text, tokenizer, latents, captions, masks)
     assert after < before  # measured 0.74 vs 0.82
-    for name in ("unet", "unet_v", "unet_objects"):  # checkpointed (tensors only), so a run resumes
-        ckpt = train.load_checkpoint(cfg.work / f"{name}.pt")
-        assert ckpt["step"] == 40 and ckpt["seconds"] > 0  # time spent carries over a resume
+    with pytest.raises(ValueError, match="needs the images and the VAE"):
+        train.train_unet(cfg, latents, captions, torch.device("cpu"), None, None, masks)
+    unet_3 = unet.conv_out.weight.detach().clone()
+    vae_3 = {k: v.clone() for k, v in vae.state_dict().items()}
+    unet, text, tokenizer = train.train_unet(cfg, latents, captions, torch.device("cpu"), unet_losses, seconds,
+                                             masks, images, vae)
+    assert len(unet_losses) == 140 and not torch.equal(unet.conv_out.weight, unet_3)
+    assert all(torch.equal(vae_3[k], v) for k, v in vae.state_dict().items())  # the decoder judges, it does not train
+    for name, steps in (("unet", 40), ("unet_v", 40), ("unet_objects", 40), ("unet_colour", 20)):
+        ckpt = train.load_checkpoint(cfg.work / f"{name}.pt")  # tensors only, so a run resumes
+        assert ckpt["step"] == steps and ckpt["seconds"] > 0  # time spent carries over a resume
         assert seconds[name] >= ckpt["seconds"]  # reported for the model card
     with torch.no_grad():
         refined = vae.decode(vae.encode(x).latent_dist.mean).sample
-    train.export(cfg)  # the folder is written from the checkpoints: folded VAE, refined decoder, phase 3
+    train.export(cfg)  # the folder is written from the checkpoints: folded VAE, refined decoder, phase 4
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(cfg.out, torch_dtype=torch.float32)
@@ -110,16 +119,17 @@ def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
         exported = pipe.vae.decode(pipe.vae.encode(x).latent_dist.mean).sample
     assert (exported - refined).abs().max() < 0.05  # fp16 on disk
     info = json.loads((cfg.out / "training.json").read_text())["train_config"]
-    assert (info["decoder_steps"], info["objects_steps"]) == (40, 40)
+    assert (info["decoder_steps"], info["objects_steps"], info["colour_steps"]) == (40, 40, 20)
     # --refine continues the folder twice: its weights change and its record adds the steps up.
     unet_before = pipe.unet.conv_out.weight.detach().clone()
     for seed in (1, 2):
-        train.refine_folder(replace(cfg, decoder_steps=10, objects_steps=10, seed=seed), cfg.out)
+        train.refine_folder(replace(cfg, decoder_steps=10, objects_steps=10, colour_steps=5, seed=seed), cfg.out)
     refined_pipe = StableDiffusionPipeline.from_pretrained(cfg.out, torch_dtype=torch.float32)
     assert not torch.equal(refined_pipe.unet.conv_out.weight, unet_before)
     info = json.loads((cfg.out / "training.json").read_text())
-    assert (info["train_config"]["decoder_steps"], info["train_config"]["objects_steps"]) == (60, 60)
-    assert [r["seed"] for r in info["refinements"]] == [1, 2]
+    done = info["train_config"]
+    assert (done["decoder_steps"], done["objects_steps"], done["colour_steps"]) == (60, 60, 30)
+    assert [(r["seed"], r["colour_steps"]) for r in info["refinements"]] == [(1, 5), (2, 5)]
 
 
 def _fixed_batch_loss(phase, unet, text, tokenizer, latents, captions, masks) -> float:
@@ -172,3 +182,25 @@ def test_the_model_card_records_every_refinement_and_the_guidance_it_was_judged_
     assert "THE TABLE" in card and "unet_objects 10.0 min" in card and "CFG 2.5" in card
     assert ModelEntry("m", tmp_path, "diffusers").suggested_cfg() == 2.5  # what Studio will start it with
     assert json.loads((tmp_path / "eval.json").read_text())["config"] == {"n": 12, "seed": 0, "steps": 20, "cfg": 2.5}
+
+
+def test_decoded_colour_loss_counts_only_the_object_pixels():
+    scene = world.ShapeScene((world.ShapeObject("large", "orange", "square", "in the center"),), "blue")
+    pixels = train.to_tensor(np.asarray(world.render(scene, random.Random(0)))[None].copy())
+    noise = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(0))
+    a = torch.tensor([0.6])
+    noisy = a.sqrt() * pixels + (1 - a).sqrt() * noise
+
+    def predicting(x0: torch.Tensor) -> torch.Tensor:  # the v-prediction whose implied x0 is `x0`
+        return (a.sqrt() * noisy - x0) / (1 - a).sqrt()
+
+    def decoder(z):  # pixels as their own latents
+        return z
+
+    assert train.decoded_colour_loss(a, noisy, predicting(pixels), decoder, pixels) < 1e-5
+    mask = train.object_mask(pixels).bool().expand_as(pixels)
+    red = torch.where(mask, torch.tensor(world.COLOURS["red"]).view(1, 3, 1, 1) / 127.5 - 1, pixels)
+    # Orange drawn red: about 0.35 per object pixel, times alpha_bar.
+    assert train.decoded_colour_loss(a, noisy, predicting(red), decoder, pixels) > 0.15
+    white_background = torch.where(mask, pixels, torch.ones_like(pixels))
+    assert train.decoded_colour_loss(a, noisy, predicting(white_background), decoder, pixels) < 1e-5

@@ -36,8 +36,8 @@ def write_card(args: argparse.Namespace, figures: dict[str, Any], table: str, gr
 
 
 def _refinement(run: dict[str, Any]) -> str:
-    stages = [f"{run[k]:,} {name} steps" for k, name in (("decoder_steps", "decoder"), ("objects_steps", "phase 3"))
-              if k in run]
+    stages = [f"{run[k]:,} {name} steps" for k, name in (("decoder_steps", "decoder"), ("objects_steps", "phase 3"),
+                                                          ("colour_steps", "phase 4")) if k in run]
     return f"`--refine` run (seed {run['seed']}): {' and '.join(stages)}."
 
 
@@ -77,7 +77,7 @@ was made: the joint VAE stage is short and its loss is dominated by backgrounds,
 small objects into dark blobs of the wrong colour (ground-truth scenes through encode + decode: object
 colour read back right 74 % of the time, shape 60 %). The refinement weights object pixels
 `1 + object_weight` times (pixels unlike the border colour) and adds noise of the encoder's own posterior scale to the latents, standing
-in for the UNet's imperfect samples. Then UNet and text encoder jointly, in three phases:
+in for the UNet's imperfect samples. Then UNet and text encoder jointly, in four phases:
 
 1. `unet_steps`: epsilon prediction on SD 1.x's scaled-linear betas, min-SNR-5 weighting.
 2. `vpred_steps`, from phase 1's EMA weights: v-prediction on the same betas rescaled to zero terminal
@@ -94,6 +94,11 @@ in for the UNet's imperfect samples. Then UNet and text encoder jointly, in thre
    the latents, so the plain loss barely sees the colour and outline that decide whether an image is
    right. Landscapes, whose time of day the model already gets right every time, are drawn a third as
    often (10 % of the batches instead of 25 %).
+4. `colour_steps`, from phase 3's EMA weights at a fifth of its learning rate: phase 3's loss plus
+   `colour_weight` times the colour error of the object pixels, after decoding the x0 that the
+   v-prediction implies through the frozen decoder (weighted by alpha_bar: near pure noise that x0 is a
+   blur by design). In this VAE's latents an orange object lies next to a red one, so the latent loss
+   alone let the model draw orange as red a third of the time.
 
 All phases: 10 % caption dropout (so classifier-free guidance and negative prompts work), AdamW with
 warm-up and cosine decay, EMA weights exported, bf16 autocast where the hardware has bf16
