@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--export-only", action="store_true",
                         help="write the pipeline folder from the latest checkpoints and stop")
     parser.add_argument("--refine", action="store_true",
-                        help="continue the pipeline folder at --out: the decoder stage, then phase 3 (object-weighted)")
+                        help="continue the pipeline folder at --out: the decoder stage, then phase 3"
+                             " (object-weighted) and phase 4 (decoded colour)")
     for f in fields(TrainConfig):
         if f.name in ("work", "out"):
             continue

@@ -390,6 +390,7 @@ class Phase:
     object_weight: float = 0.0  # latents under an object count 1 + this in the loss (needs masks)
     landscape_weight: float = 1.0  # how often a landscape is drawn, relative to a shape scene
     pixel_weight: float = 0.0  # weight of the decoded-colour loss on the object pixels (needs the VAE)
+    weight_field: str = ""  # the TrainConfig field behind its extra loss term, recorded with a refinement
 
 
 def phases(cfg: TrainConfig) -> list[Phase]:
@@ -403,14 +404,21 @@ def phases(cfg: TrainConfig) -> list[Phase]:
             # Landscapes are drawn a third as often (10% of batches instead of 25%): the model already
             # gets their time of day right every time, and the steps are worth more on the objects.
             Phase("unet_objects", "objects_steps", 0.5, scheduler_config(), seed_offset=200_000,
-                  high_noise_share=0.25, object_weight=cfg.object_weight, landscape_weight=1 / 3),
+                  high_noise_share=0.25, object_weight=cfg.object_weight, landscape_weight=1 / 3,
+                  weight_field="object_weight"),
             # In this VAE's latents an orange object lies next to a red one (1.3 apart against a median
             # of 7.8 over the palette's pairs), so the latent loss barely tells them apart and the model
             # drew orange as red a third of the time. Decoding the predicted x0 and comparing the object
             # pixels' colour puts the difference where the judge, and a designer, sees it.
             Phase("unet_colour", "colour_steps", 0.1, scheduler_config(), seed_offset=300_000,
                   high_noise_share=0.25, object_weight=cfg.object_weight, landscape_weight=1 / 3,
-                  pixel_weight=cfg.colour_weight)]
+                  pixel_weight=cfg.colour_weight, weight_field="colour_weight")]
+
+
+def refine_phases(cfg: TrainConfig) -> list[Phase]:
+    """The phases `--refine` runs on an exported folder: 3 and 4, which continue a trained model
+    (phases 1 and 2 build it from random weights)."""
+    return phases(cfg)[2:]
 
 
 def caption_ids(tokenizer, captions: list[str]) -> torch.Tensor:
@@ -648,7 +656,7 @@ def refine_folder(cfg: TrainConfig, folder: Path) -> None:
     if cfg.decoder_steps:
         vae = refine_decoder(cfg, vae, images, latents, device, seconds=seconds)
         _save_half(copy.deepcopy(vae), folder / "vae")  # phase 4 decodes with this one, in fp32
-    later = [p for p in phases(cfg)[2:] if getattr(cfg, p.steps_field)]
+    later = [p for p in refine_phases(cfg) if getattr(cfg, p.steps_field)]
     if later:
         tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).to(device)
@@ -660,7 +668,7 @@ def refine_folder(cfg: TrainConfig, folder: Path) -> None:
         _save_half(unet, folder / "unet")
         _save_half(text, folder / "text_encoder")
     _record_refinement(folder / "training.json", cfg, seconds)
-    for stage in ("decoder", *(p.name for p in phases(cfg)[2:])):  # the folder holds them: the next run starts from it
+    for stage in ("decoder", *(p.name for p in refine_phases(cfg))):  # the folder holds them: the next run starts from it
         (cfg.work / f"{stage}.pt").unlink(missing_ok=True)
     log(f"{folder} refined")
 
@@ -685,11 +693,10 @@ def _record_refinement(path: Path, cfg: TrainConfig, seconds: dict[str, float]) 
     if seconds.get("decoder"):
         run.update(decoder_steps=cfg.decoder_steps, decoder_batch=cfg.decoder_batch)
         done.update(decoder_steps=done.get("decoder_steps", 0) + cfg.decoder_steps, decoder_batch=cfg.decoder_batch)
-    for phase in phases(cfg)[2:]:
+    for phase in refine_phases(cfg):
         if not seconds.get(phase.name):
             continue
-        steps, weight = (("objects_steps", "object_weight") if phase.name == "unet_objects"
-                         else ("colour_steps", "colour_weight"))
+        steps, weight = phase.steps_field, phase.weight_field
         run.update({steps: getattr(cfg, steps), weight: getattr(cfg, weight)})
         run.setdefault("landscape_weight", phase.landscape_weight)  # a Phase setting, not a TrainConfig field
         done.update({steps: done.get(steps, 0) + getattr(cfg, steps), weight: getattr(cfg, weight)})
@@ -698,9 +705,7 @@ def _record_refinement(path: Path, cfg: TrainConfig, seconds: dict[str, float]) 
     info["refinements"] = [*info.get("refinements", []), run]
     note = ("The decoder stage and phases 3 and 4 ran on the exported folder (`--refine`, once per entry of"
             " `refinements`), from its fp16 weights.")
-    old_note = ("The decoder stage and phase 3 ran on the exported folder (`--refine`, once per entry of"
-                " `refinements`), from its fp16 weights.")
-    history = info.get("history", "").replace(old_note, note)
+    history = info.get("history", "")
     info["history"] = history if note in history else f"{history} {note}".strip()
     path.write_text(json.dumps(info, indent=2))
 
