@@ -1,6 +1,6 @@
 """Prompt adherence of the built-in model, scored by the pixel judge.
 
-    python -m studio.eval_builtin [--model PATH] [--n 200] [--seed 0] [--steps 20] [--cfg 5.0]
+    python -m studio.eval_builtin [--model PATH] [--n 200] [--seed 0] [--steps 20] [--cfg 2.0]
                                   [--grid FILE.png] [--json]
 
 A fixed set of prompts is drawn from the world's grammar (held-out colour/shape pairs included, plus
@@ -299,7 +299,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=200, help="grammar prompts (held-out quota added: +10%%)")
     p.add_argument("--seed", type=int, default=0, help="picks the prompt set")
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg", type=float, default=3.0, help="also what the card suggests to Studio (studio.json)")
+    p.add_argument("--cfg", type=float, default=2.0, help="also what the card suggests to Studio (studio.json)")
     p.add_argument("--device", default="auto")
     p.add_argument("--grid", metavar="FILE.png", help="also save a captioned 8x6 grid of generations")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

@@ -130,6 +130,8 @@ def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
     done = info["train_config"]
     assert (done["decoder_steps"], done["objects_steps"], done["colour_steps"]) == (60, 60, 30)
     assert [(r["seed"], r["colour_steps"]) for r in info["refinements"]] == [(1, 5), (2, 5)]
+    assert all((r["object_weight"], r["colour_weight"]) == (cfg.object_weight, cfg.colour_weight)
+               for r in info["refinements"])  # each phase records the weight of its own extra loss term
 
 
 def _fixed_batch_loss(phase, unet, text, tokenizer, latents, captions, masks) -> float:

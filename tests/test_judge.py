@@ -163,7 +163,7 @@ def test_evaluate_with_a_blank_generator() -> None:
 
 def test_cli_prints_json_and_saves_grid(tmp_path, monkeypatch, capsys) -> None:
     def fake_engine(model: str, steps: int, cfg: float, device: str = "auto") -> eval_builtin.Generate:
-        assert (model, steps, cfg) == ("builtin", 20, 3.0)  # the documented defaults
+        assert (model, steps, cfg) == ("builtin", 20, 2.0)  # the documented defaults
         return truth_generator(eval_builtin.build_scenes(40, seed=2))
 
     def blank_vae(model: str, device: str = "auto") -> eval_builtin.RoundTrip:
@@ -174,7 +174,7 @@ def test_cli_prints_json_and_saves_grid(tmp_path, monkeypatch, capsys) -> None:
     grid = tmp_path / "grid.png"
     assert eval_builtin.main(["--n", "40", "--seed", "2", "--json", "--grid", str(grid)]) == 0
     figures = json.loads(capsys.readouterr().out)
-    assert figures["n"] == 44 and figures["config"]["cfg"] == 3.0
+    assert figures["n"] == 44 and figures["config"]["cfg"] == 2.0
     assert min(figures["model"]["all"].values()) >= 0.95
     assert figures["through_vae"]["all"]["colour"] == 0.0  # the VAE's ceiling is reported on its own
     with Image.open(grid) as sheet:

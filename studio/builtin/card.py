@@ -105,7 +105,7 @@ warm-up and cosine decay, EMA weights exported, bf16 autocast where the hardware
 arithmetic (emulated bf16 was 20x slower than fp32 on an AVX2-only CPU, so there it trains in fp32).
 
 ## Quality, measured
-`python -m studio.eval_builtin --card` ({steps} steps, CFG {cfg}, fixed seeds), judged by pixel
+`python -m studio.eval_builtin --card --cfg {cfg}` ({steps} steps, CFG {cfg}, fixed seeds), judged by pixel
 statistics (`studio/builtin/judge.py`: background from the border, object colour, centre of mass,
 shape by geometry; sky colour for time of day). The ground-truth column is the judge on the renders of
 the same scenes, i.e. the best a perfect model could score; the through-VAE column judges those renders

@@ -1,4 +1,5 @@
-"""Train the built-in model from scratch: render the world, train the VAE, then the UNet and text encoder.
+"""Train the built-in model from scratch: render the world, train the VAE and refine its
+decoder, then the UNet and text encoder in four phases.
 
 Every stage checkpoints into the work folder and resumes from there, so an interrupted run loses at
 most a few minutes. Seeds are fixed; on a machine with a GPU it is used automatically.
