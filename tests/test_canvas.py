@@ -189,7 +189,8 @@ def test_extend_grows_the_image_and_is_undoable(qtbot, canvas: CanvasView) -> No
     assert new.shape[:2] == (H, W + 128)
     assert np.array_equal(new[:, 64 : 64 + W], old_image)
     m = mask_array(canvas)
-    assert np.all(m[:, :64] == 255) and np.all(m[:, 64 + 16 : 64 + W - 16] == 0)  # the default 16 px overlap
+    assert np.all(m[:, :64] == 255) and np.all(m[:, 64 + 16 : 64 + 60] == 0)  # the default 16 px overlap
+    assert np.array_equal(m[:, 64 + 60 : 64 + 140], old_mask[:, 60:140])  # the painted stroke moved with the image
     canvas.undo_stack.undo()
     assert np.array_equal(np.asarray(canvas.image()), old_image)
     assert np.array_equal(mask_array(canvas), old_mask)
@@ -197,6 +198,14 @@ def test_extend_grows_the_image_and_is_undoable(qtbot, canvas: CanvasView) -> No
     assert canvas.image().size == (W + 128, H)
     with pytest.raises(ValueError, match="all four extents are 0"):
         canvas.extend(0, 0, 0, 0)
+
+
+def test_extending_a_second_side_keeps_the_first_sides_mask(qtbot, canvas: CanvasView) -> None:
+    canvas.extend(32, 0, 0, 0)
+    canvas.extend(0, 0, 32, 0)  # one side at a time, as the toolbar's arrows do it
+    m = mask_array(canvas)
+    assert np.all(m[:, :32] == 255) and np.all(m[:, -32:] == 255)  # both new strips are repainted
+    assert np.all(m[:, 32 + 16 : -32 - 16] == 0)  # the original stays, apart from the overlaps
 
 
 def test_extend_keeps_old_pixels_in_place_on_screen(qtbot, canvas: CanvasView) -> None:

@@ -211,6 +211,18 @@ def test_extend_mask_ramps_across_the_overlap() -> None:
     assert row[24] == 0
 
 
+def test_extend_carries_an_existing_mask_into_its_place() -> None:
+    img = gradient_image(64, 64)
+    old = np.zeros((64, 64), np.uint8)
+    old[10:20, 30:40] = 200
+    _, mask = co.extend_canvas(img, 16, 8, 0, 0, overlap=8, mask=Image.fromarray(old, "L"))
+    m = np.asarray(mask)
+    assert np.array_equal(m[8 + 10 : 8 + 20, 16 + 30 : 16 + 40], old[10:20, 30:40])
+    assert m[8 + 40, 16 + 40] == 0 and np.all(m[:8] == 255)  # elsewhere the usual outpaint mask
+    with pytest.raises(co.MaskError, match="mask is"):
+        co.extend_canvas(img, 16, 0, 0, 0, mask=Image.new("L", (32, 32)))
+
+
 def test_extend_noise_depends_on_seed_only() -> None:
     img = gradient_image(32, 32)
     a, _ = co.extend_canvas(img, 0, 0, 16, 0, fill="noise", seed=1)

@@ -61,8 +61,18 @@ def test_ctrl_enter_generates_and_an_unlocked_seed_moves_on(qtbot, make_window):
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as done:
         w.generate_action.trigger()
     assert done.args[1][0].seed == 5
-    assert w.controls.seed.seed() != 5
+    assert w.controls.seed.seed() == 5  # the field names the picture on screen
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as again:
+        w.generate_action.trigger()
+    new_seed = again.args[1][0].seed
+    assert new_seed != 5 and w.controls.seed.seed() == new_seed  # the next click gave a new picture
+    w.controls.seed.step(-1)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as stepped:
+        w.generate_action.trigger()
+    assert stepped.args[1][0].seed == new_seed - 1  # a stepped-to seed is used as it is
+    assert w.gallery_panel.current_record().id == stepped.args[1][0].gallery_id  # the newest result is shown
     assert "Ctrl+Return" in w.generate_action.toolTip() or "Ctrl+Enter" in w.generate_action.toolTip()
+    assert "&" not in w.generate_action.toolTip()  # the menu's mnemonic marker is not shown
 
 
 def test_escape_cancels_and_keeps_the_last_preview(qtbot, make_window):
@@ -94,6 +104,18 @@ def test_variations_show_a_grid_and_a_click_keeps_one(qtbot, make_window):
     assert kept.tobytes() == results[2].image.tobytes()
     qtbot.mouseDClick(w.grid, Qt.MouseButton.LeftButton, pos=w.grid.tile_rect(3).center().toPoint())
     assert w.controls.seed.seed() == 43
+
+
+def test_variations_of_a_gallery_image_keep_its_seed_and_leave_the_slider_as_it_was(qtbot, make_window):
+    w = make_window()
+    recipe = {"prompt": "a red star", "seed": 45, "steps": 3, "cfg": 7.0}
+    with qtbot.waitSignal(w.backend.finished, timeout=120_000) as done:
+        w._variations_of(recipe)
+    results = done.args[1]
+    assert [r.seed for r in results] == [45] * 4
+    assert [r.recipe["variation_seed"] for r in results] == [1045, 1046, 1047, 1048]
+    assert w.controls.variation.value() == 0.0  # the next Generate or Regenerate is the plain seed again
+    assert w.grid._labels[1] == "seed 45 · variation 1046"
 
 
 def test_closing_during_a_run_joins_the_backend(qtbot, make_window):
@@ -134,6 +156,23 @@ def test_a_bad_request_is_explained_in_the_status_bar(qtbot, make_window):
     w.generate()
     assert "multiple of 8" in w.statusBar().currentMessage()
     assert not w.backend.busy()
+
+
+def test_a_folder_that_fails_to_load_leaves_the_working_model_in_use(qtbot, make_window, tiny_model, tmp_path):
+    w = make_window()
+    bad = tmp_path / "not-a-model"
+    bad.mkdir()
+    (bad / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    with qtbot.waitSignal(w.backend.model_failed, timeout=60_000) as failed:
+        w.load_model(str(bad))
+    assert "lists no components" in failed.args[0]
+    assert w.settings.get("model") == str(tiny_model)  # the next start opens the working model
+    assert w.statusBar().currentMessage().startswith("Still using")
+    assert "No model" not in w.model_label.text()
+    w.controls.seed.set_seed(3)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000):
+        w.generate()  # on the model that still works, not another try at the broken folder
+    assert w.canvas.has_image()
 
 
 def test_a_model_s_suggested_guidance_is_adopted_unless_the_designer_chose_their_own(make_window):

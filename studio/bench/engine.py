@@ -67,7 +67,7 @@ def raw_generate(engine: Any, request: Any) -> list[Any]:
     pipe = model.pipe
     pipe.scheduler = make_scheduler(request.scheduler, model.scheduler_config)
     width, height = request.width or model.native_size, request.height or model.native_size
-    seeds = [(request.seed + k) % 2**32 for k in range(request.batch_size)]
+    seeds = request.batch_seeds()
     latents = initial_latents(model, seeds, width, height)
     with torch.inference_mode():
         out = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt or None,

@@ -258,6 +258,7 @@ def extend_canvas(
     fill: str = "edge",
     multiple: int = 8,
     seed: int = 0,
+    mask: Image.Image | None = None,
 ) -> tuple[Image.Image, Image.Image]:
     """A larger canvas for an outpaint, and the mask that repaints its new area.
 
@@ -268,6 +269,8 @@ def extend_canvas(
     instead of meeting them at a hard line. The new area is prefilled (`fill`): "edge" stretches the
     border pixels outwards and blurs them, "blur" uses the mean colour of a band along each side,
     "noise" the stretched edge plus seeded noise, "none" mid grey. Alpha is dropped (RGB out).
+    A `mask` already on `image` carries over into its place (the larger value wins), so extending a
+    second side, or extending after painting, keeps what the first would repaint.
     """
     extents = {"left": left, "top": top, "right": right, "bottom": bottom}
     for name, value in extents.items():
@@ -284,9 +287,14 @@ def extend_canvas(
     left, top, right, bottom = snap_extents(image.size, (left, top, right, bottom), multiple)
     canvas = _prefill(src, (left, top, right, bottom), fill, seed)
     canvas[top : top + h, left : left + w] = src
-    mask = np.full(canvas.shape[:2], 255, np.uint8)
-    mask[top : top + h, left : left + w] = _overlap_ramp(w, h, (left, top, right, bottom), overlap)
-    return Image.fromarray(canvas, "RGB"), Image.fromarray(mask, "L")
+    out = np.full(canvas.shape[:2], 255, np.uint8)
+    inner = _overlap_ramp(w, h, (left, top, right, bottom), overlap)
+    if mask is not None:
+        if mask.size != image.size:
+            raise MaskError(f"mask is {_size(mask.size)} but the image is {_size(image.size)}")
+        inner = np.maximum(inner, to_grey(mask))
+    out[top : top + h, left : left + w] = inner
+    return Image.fromarray(canvas, "RGB"), Image.fromarray(out, "L")
 
 
 def snap_extents(size: tuple[int, int], extents: Box, multiple: int = 8) -> Box:

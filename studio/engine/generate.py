@@ -85,7 +85,8 @@ class Engine:
                  should_stop: StopCheck | None = None, preview: bool = True,
                  sequential: bool = False, preview_all: bool = False,
                  preview_interval: float = 0.0) -> list[GenerationResult]:
-        """Run `request`; item k of a batch uses seed + k and equals a single run with that seed.
+        """Run `request`; item k of a batch equals `request.item(k)` run alone (seed + k, or with a
+        variation the same seed and variation seed + k).
 
         Previews are computed at most every `preview_interval` seconds (and on the last step), so a
         caller that can only show ~20 frames a second does not pay for more.
@@ -93,7 +94,7 @@ class Engine:
         request.validate()
         model = self._ensure_loaded(request.model)
         job = self._prepare(request, model)
-        seeds = [(request.seed + k) % 2**32 for k in range(request.batch_size)]
+        seeds = request.batch_seeds()
         run = _RunOptions(on_step, should_stop, preview and self.rgb_map is not None, preview_all,
                           preview_interval, time.perf_counter())
         images: list[Image.Image] = []
@@ -106,7 +107,7 @@ class Engine:
                 _free_device_memory()  # one forward pass for N latents did not fit: go one by one
         if not images:
             for k, seed in enumerate(seeds):
-                images += self._run(model, request.with_seed(seed), job, [seed], run, item=(k, len(seeds)))
+                images += self._run(model, request.item(k), job, [seed], run, item=(k, len(seeds)))
         seconds = (time.perf_counter() - run.start) / len(images)
         scheduler = make_scheduler(request.scheduler, model.scheduler_config)  # for the recipe
         return [GenerationResult(job.finish(img), seed, self._recipe(request, model, job, scheduler, seed, k, seconds),

@@ -129,6 +129,7 @@ def resolve(ref: str | Path, data_dir: Path | None = None, allow_pickle: bool = 
     if path.is_dir():
         if not (path / "model_index.json").exists():
             raise ModelError(f"{path} is not a diffusers pipeline folder (it has no model_index.json)")
+        _check_components(path)
         return ModelEntry(path.name, path, "diffusers")
     if path.suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:
         raise ModelError(f"{path.name} is a pickle checkpoint: loading it can run arbitrary code. "
@@ -136,6 +137,24 @@ def resolve(ref: str | Path, data_dir: Path | None = None, allow_pickle: bool = 
     if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES):
         return ModelEntry(path.stem, path, "single-file")
     raise ModelError(f"{path.name} is not a model: expected a diffusers folder or a .safetensors file")
+
+
+def _check_components(folder: Path) -> None:
+    """Explain a folder that cannot load before diffusers does: its messages name classes, not files."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{folder.name}/model_index.json is not readable JSON ({_first_line(exc)})") from exc
+    if not isinstance(index, dict):
+        raise ModelError(f"{folder.name}/model_index.json is not a pipeline index (expected a JSON object)")
+    listed = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v and v[0]]
+    if not listed:
+        raise ModelError(f"{folder.name}/model_index.json lists no components (unet, vae, text encoder, …): "
+                         "not a pipeline folder")
+    missing = [k for k in listed if not (folder / k).is_dir()]
+    if missing:
+        raise ModelError(f"{folder.name} is incomplete: model_index.json lists {', '.join(missing)} but the "
+                         f"folder has no {'subfolder' if len(missing) == 1 else 'subfolders'} of that name")
 
 
 def pick_device(requested: str = "auto") -> tuple[Any, Any]:

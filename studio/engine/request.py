@@ -62,8 +62,21 @@ class GenerationRequest:
             return "img2img"
         return "txt2img"
 
-    def with_seed(self, seed: int) -> GenerationRequest:
-        return replace(self, seed=seed % (SEED_MAX + 1), batch_size=1)
+    def varies(self) -> bool:
+        return self.variation_seed is not None and self.variation_strength > 0
+
+    def batch_seeds(self) -> list[int]:
+        """Item k's seed: seed + k. With a variation every item keeps the seed and only the variation
+        seed moves (variation_seed + k), so the batch is N variations of the seed's one image."""
+        if self.varies():
+            return [self.seed] * self.batch_size
+        return [(self.seed + k) % (SEED_MAX + 1) for k in range(self.batch_size)]
+
+    def item(self, k: int) -> GenerationRequest:
+        """Batch item k as a single run that gives the same image."""
+        vseed = self.variation_seed
+        return replace(self, seed=self.batch_seeds()[k], batch_size=1,
+                       variation_seed=(vseed + k) % (SEED_MAX + 1) if vseed is not None else None)
 
     def validate(self) -> GenerationRequest:
         """Raise RequestError with a precise reason for the first thing that is wrong."""

@@ -181,7 +181,8 @@ class CanvasView(ZoomPanView):
             raise ValueError("there is no image to extend")
         fill = fill or self._extend_fill
         extents = (left, top, right, bottom)
-        canvas, mask = canvas_ops.extend_canvas(src, *extents, overlap=overlap, fill=fill)
+        canvas, mask = canvas_ops.extend_canvas(src, *extents, overlap=overlap, fill=fill,
+                                                mask=self.mask() if self.has_mask() else None)
         real = canvas_ops.snap_extents(src.size, extents)
         before = (self._image, self._layer.snapshot())
         after = (as_qimage(canvas), snapshot_array(np.asarray(mask)))

@@ -81,6 +81,7 @@ class SeedBox(QWidget):
         self.dice = self._button("Random", "Random seed (Ctrl+R)", self.randomise)
         self.lock = self._button("Lock", "Lock the seed: keep it between runs (Ctrl+L)", None)
         self.lock.setCheckable(True)
+        self._last_run: int | None = None  # the seed of the picture on screen
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         for w in (self.edit, self.prev_button, self.next_button, self.dice, self.lock):
@@ -109,10 +110,17 @@ class SeedBox(QWidget):
     def randomise(self) -> None:
         self.set_seed(random.randint(0, SEED_MAX))
 
-    def after_run(self) -> None:
-        """An unlocked seed moves on, so the next click gives a new picture."""
-        if not self.lock.isChecked():
+    def before_run(self) -> None:
+        """An unlocked seed that made the last picture moves on (random), so each click gives a new
+        picture, while between runs the field shows the seed of the picture on screen: ◀ and ▶ step
+        from there, and a seed typed or stepped to is used as it is."""
+        if not self.lock.isChecked() and self.seed() == self._last_run:
             self.randomise()
+        self._last_run = self.seed()
+
+    def mark_used(self) -> None:
+        """The field's seed already made a picture (a restored session's last seed)."""
+        self._last_run = self.seed()
 
 
 class GenerationControls(QWidget):
@@ -268,6 +276,7 @@ class GenerationControls(QWidget):
         self.steps.setValue(s.get("steps"))
         self.cfg.setValue(s.get("cfg"))
         self.seed.set_seed(s.get("seed"))
+        self.seed.mark_used()
         self.seed.lock.setChecked(s.get("seed_locked"))
         self.set_size(s.get("width") or None, s.get("height") or None)
         self.scheduler.setCurrentText(s.get("scheduler"))

@@ -126,7 +126,8 @@ class MainWindow(QMainWindow):
         self.timing_label = QLabel("")
         self.queue_label = QLabel("")
         bar = self.statusBar()
-        bar.addWidget(self.model_label, 1)
+        # Permanent widgets stay visible under temporary messages: which model is in use always shows.
+        bar.addPermanentWidget(self.model_label)
         bar.addPermanentWidget(self.queue_label)
         bar.addPermanentWidget(self.timing_label)
 
@@ -135,7 +136,7 @@ class MainWindow(QMainWindow):
         if shortcut:
             action.setShortcuts(shortcut if isinstance(shortcut, list) else [shortcut])
             keys = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
-            action.setToolTip(f"{tip or text} ({keys})")
+            action.setToolTip(f"{tip or text.replace('&', '')} ({keys})")  # "&" marks the menu mnemonic
         action.triggered.connect(slot)
         menu.addAction(action)
         self.addAction(action)  # shortcuts work wherever the focus is
@@ -238,6 +239,7 @@ class MainWindow(QMainWindow):
         self._generate_batch(self.controls.batch.value())
 
     def _generate_batch(self, count: int) -> None:
+        self.controls.seed.before_run()
         try:
             request = self.build_request(batch_size=count)
         except RequestError as exc:
@@ -250,9 +252,11 @@ class MainWindow(QMainWindow):
         # previews on the canvas, over the region it repaints.
         grid = request.batch_size > 1 or request.mode == "txt2img"
         job = self.backend.generate(request, preview_all=request.batch_size > 1)
-        seeds = [(request.seed + k) % 2**32 for k in range(request.batch_size)]
-        self._running[job] = {"grid": grid, "seeds": seeds, "t0": time.perf_counter(), "mode": request.mode}
-        self.controls.seed.after_run()
+        seeds = request.batch_seeds()
+        labels = [f"seed {s} · variation {request.item(k).variation_seed}" if request.varies() else f"seed {s}"
+                  for k, s in enumerate(seeds)]
+        self._running[job] = {"grid": grid, "seeds": seeds, "labels": labels, "t0": time.perf_counter(),
+                              "mode": request.mode}
         self.set_busy(True)
         return job
 
@@ -269,7 +273,7 @@ class MainWindow(QMainWindow):
         info = self._running.get(job, {})
         info["t0"] = time.perf_counter()
         if info.get("grid"):
-            self.grid.start(info["seeds"])
+            self.grid.start(info["seeds"], info["labels"])
             self.center.setCurrentWidget(self.grid)
         else:
             self.center.setCurrentWidget(self.canvas)
@@ -306,9 +310,13 @@ class MainWindow(QMainWindow):
             self.center.setCurrentWidget(self.canvas)
         if self.gallery_panel is not None:
             self.gallery_panel.refresh()
+            saved = [r.gallery_id for r in results if r.gallery_id is not None]
+            if saved:
+                self.gallery_panel.select_image(saved[0])  # the new picture and its settings, in view
 
     def _on_failed(self, job: int, message: str) -> None:
-        self._running.pop(job, None)
+        if self._running.pop(job, {}).get("grid"):
+            self.center.setCurrentWidget(self.canvas)  # no tile will fill: show the picture, not blanks
         self.canvas.show_preview(None)
         self.progress.setFormat("Failed")
         self.statusBar().showMessage(f"Generation failed: {message}", 15000)
@@ -335,15 +343,20 @@ class MainWindow(QMainWindow):
         self.generate()
 
     def _variations_of(self, recipe: dict[str, Any]) -> None:
+        """Four small changes of one image: its seed, four variation seeds. The slider goes back after,
+        so the next Generate or Regenerate is the plain seed again."""
         self.controls.apply_recipe(recipe)
-        self.controls.variation.setValue(max(self.controls.variation.value(), 0.15))
+        chosen = self.controls.variation.value()
+        self.controls.variation.setValue(max(chosen, 0.15))
         self._generate_batch(4)
+        self.controls.variation.setValue(chosen)
 
     # ------------------------------------------------------------------ model
 
     def load_model(self, model: str) -> None:
-        """Load a model on the backend (progress in the status bar; Esc cancels)."""
-        self.settings.set("model", model)
+        """Load a model on the backend (progress in the status bar; Esc cancels). The setting follows
+        only once it has loaded, so a folder that fails leaves the working model in use, now and at
+        the next start."""
         self.backend.load_model(model)
         self.set_busy(True)
 
@@ -370,6 +383,7 @@ class MainWindow(QMainWindow):
 
     def _on_model_loaded(self, info: dict[str, Any]) -> None:
         self._model_info = info
+        self.settings.set("model", info["ref"])
         self.model_label.setText(f"{info['name']} · {info['device']} · {info['dtype']} · "
                                  f"{info['native_size']} px native")
         if self.controls.size.currentText() == "Native":  # show what "Native" means for this model
@@ -395,8 +409,12 @@ class MainWindow(QMainWindow):
         self._suggested_cfg = self.controls.cfg.value() if suggested is not None else None
 
     def _on_model_failed(self, message: str) -> None:
-        self.model_label.setText(f"No model: {message}")
-        self.statusBar().showMessage(message, 20000)
+        if self._model_info:  # the engine keeps the model it had
+            self.statusBar().showMessage(f"Still using {self._model_info['name']}: {message}", 20000)
+        else:
+            self.model_label.setText("No model")
+            self.model_label.setToolTip(message)
+            self.statusBar().showMessage(message, 20000)
 
     # ------------------------------------------------------------------ files
 

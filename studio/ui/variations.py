@@ -19,14 +19,17 @@ class VariationGrid(QWidget):
         super().__init__(parent)
         self._images: list[QImage | None] = []
         self._seeds: list[int] = []
+        self._labels: list[str] = []
         self._final: list[bool] = []
         self._hover = -1
         self.setMouseTracking(True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setToolTip("Click a variation to keep it; double-click to use its seed")
 
-    def start(self, seeds: list[int]) -> None:
+    def start(self, seeds: list[int], labels: list[str] | None = None) -> None:
+        """One tile per seed, captioned "seed N" unless `labels` says more (a variation seed)."""
         self._seeds = list(seeds)
+        self._labels = list(labels) if labels is not None else [f"seed {s}" for s in seeds]
         self._images = [None] * len(seeds)
         self._final = [False] * len(seeds)
         self.update()
@@ -77,7 +80,7 @@ class VariationGrid(QWidget):
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
         pal = self.palette()
         p.fillRect(self.rect(), pal.window())
-        for k, seed in enumerate(self._seeds):
+        for k in range(len(self._seeds)):
             rect = self.tile_rect(k)
             img = self._images[k]
             if img is None:
@@ -87,7 +90,7 @@ class VariationGrid(QWidget):
             pen = QPen(pal.highlight().color() if k == self._hover else pal.mid().color(), 2 if k == self._hover else 1)
             p.setPen(pen)
             p.drawRect(rect)
-            label = f"seed {seed}" + ("" if self._final[k] else " …")
+            label = self._labels[k] + ("" if self._final[k] else " …")
             box = p.fontMetrics().boundingRect(label).adjusted(-6, -3, 6, 3)
             box.moveBottomLeft(rect.bottomLeft().toPoint() + QPoint(6, -6))
             p.fillRect(box, QColor(0, 0, 0, 150))  # legible on any picture

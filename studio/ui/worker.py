@@ -58,7 +58,7 @@ class Backend(QObject):
     """The GUI-side handle: submit jobs, cancel, and receive signals (delivered on the GUI thread)."""
 
     model_loading = Signal(str)
-    model_loaded = Signal(dict)  # name, path, device, dtype, native_size, suggested_cfg, preview_psnr
+    model_loaded = Signal(dict)  # ref (as asked for), name, path, device, dtype, native_size, suggested_cfg, preview_psnr
     model_failed = Signal(str)
     started = Signal(int)
     # job id, step, total, elapsed, previews (list[QImage]), region (x0, y0, x1, y1) of the image or None
@@ -182,7 +182,8 @@ class _BackendThread(QThread):
             b.model_failed.emit(describe(exc))
             return
         rgb_map = self.engine.rgb_map
-        b.model_loaded.emit({"name": model.entry.name, "path": str(model.entry.path), "kind": model.entry.kind,
+        b.model_loaded.emit({"ref": job.model, "name": model.entry.name, "path": str(model.entry.path),
+                             "kind": model.entry.kind,
                              "device": model.device.type, "dtype": str(model.dtype).replace("torch.", ""),
                              "native_size": model.native_size, "suggested_cfg": model.entry.suggested_cfg(),
                              "preview_psnr": rgb_map.psnr if rgb_map is not None else None})
