@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--outpaint", help="extend the canvas by LEFT,TOP,RIGHT,BOTTOM pixels")
     gen.add_argument("--outpaint-fill", choices=FILLS, default="edge", help="how the new area is prefilled")
     gen.add_argument("--outpaint-overlap", type=int, default=16, help="px the new area reaches into the image")
-    gen.add_argument("--batch", type=int, default=1, help="number of images (seeds seed, seed+1, ...)")
+    gen.add_argument("--batch", type=int, default=1, help="number of images (seeds seed, seed+1, ...; with a variation "
+                     "strength the seed and variation seeds v, v+1, ...)")
     gen.add_argument("--variation-seed", type=int)
     gen.add_argument("--variation-strength", type=float, default=0.0)
     gen.add_argument("--out", type=Path, help="file or folder to write the PNG(s) to")
