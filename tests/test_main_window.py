@@ -73,6 +73,9 @@ def test_ctrl_enter_generates_and_an_unlocked_seed_moves_on(qtbot, make_window):
     assert w.gallery_panel.current_record().id == stepped.args[1][0].gallery_id  # the newest result is shown
     assert "Ctrl+Return" in w.generate_action.toolTip() or "Ctrl+Enter" in w.generate_action.toolTip()
     assert "&" not in w.generate_action.toolTip()  # the menu's mnemonic marker is not shown
+    text = w.shortcuts_text()  # the F1 dialog, after a run put a step on the undo stack
+    assert "Undo: Ctrl+Z" in text and "Undo Generate" not in text and "&" not in text
+    assert "Gallery (when it has the focus)" in text and "Variations: V" in text
 
 
 def test_escape_cancels_and_keeps_the_last_preview(qtbot, make_window):
@@ -85,6 +88,7 @@ def test_escape_cancels_and_keeps_the_last_preview(qtbot, make_window):
         w.cancel_action.trigger()
     assert w.progress.format() == "Cancelled"
     assert w.grid.image(0) is not None  # the preview stays on screen
+    assert w.grid.label(0).endswith("· cancelled")  # and says it will not finish
 
 
 def test_variations_show_a_grid_and_a_click_keeps_one(qtbot, make_window):

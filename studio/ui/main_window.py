@@ -272,6 +272,7 @@ class MainWindow(QMainWindow):
     def _on_started(self, job: int) -> None:
         info = self._running.get(job, {})
         info["t0"] = time.perf_counter()
+        info["started"] = True
         if info.get("grid"):
             self.grid.start(info["seeds"], info["labels"])
             self.center.setCurrentWidget(self.grid)
@@ -322,7 +323,10 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Generation failed: {message}", 15000)
 
     def _on_cancelled(self, job: int) -> None:
-        if self._running.pop(job, None) is not None:
+        info = self._running.pop(job, None)
+        if info is not None and info.get("grid") and info.get("started"):  # a queued job never showed
+            self.grid.stop()
+        if info is not None:
             self.progress.setFormat("Cancelled")
             self.statusBar().showMessage("Cancelled — the last preview stays on screen", 5000)
 
@@ -437,12 +441,18 @@ class MainWindow(QMainWindow):
         if path:
             self.canvas.image().save(path)
 
-    def show_shortcuts(self) -> None:
-        lines = [f"{a.text().replace('&', '')}: {a.shortcut().toString(QKeySequence.SequenceFormat.NativeText)}"
-                 for a in self.actions() if not a.shortcut().isEmpty()]
-        lines += ["Brush / eraser / extend tool: B / E / X", "Brush size: [ and ]", "Show effective mask: M",
+    def shortcuts_text(self) -> str:
+        """Every shortcut, by where it works (the F1 dialog)."""
+        canvas = ["Brush / eraser / extend tool: B / E / X", "Brush size: [ and ]", "Show effective mask: M",
                   "Fill mask: Ctrl+Shift+F", "Pan: Space-drag or middle button", "Zoom: mouse wheel"]
-        QMessageBox.information(self, "Keyboard shortcuts", "\n".join(lines))
+        sections = [("Anywhere", _shortcut_lines(self.actions())), ("Canvas", canvas)]
+        if self.gallery_panel is not None:
+            sections.append(("Gallery (when it has the focus)",
+                             _shortcut_lines(self.gallery_panel.actions_by_name.values())))
+        return "\n\n".join(f"{title}\n" + "\n".join(f"  {line}" for line in lines) for title, lines in sections)
+
+    def show_shortcuts(self) -> None:
+        QMessageBox.information(self, "Keyboard shortcuts", self.shortcuts_text())
 
     # ------------------------------------------------------------------ closing
 
@@ -454,3 +464,15 @@ class MainWindow(QMainWindow):
         self.model_label.setText("Stopping…")
         self.backend.shutdown()
         super().closeEvent(event)
+
+
+def _shortcut_lines(actions: Any) -> list[str]:
+    """One "name: keys" line per action with a shortcut, sorted; Undo and Redo without their step."""
+    lines = set()
+    for action in actions:
+        if action.shortcut().isEmpty():
+            continue
+        name = action.text().replace("&", "")
+        name = next((word for word in ("Undo", "Redo") if name.startswith(word)), name)
+        lines.add(f"{name}: {action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)}")
+    return sorted(lines)

@@ -20,6 +20,7 @@ class VariationGrid(QWidget):
         self._images: list[QImage | None] = []
         self._seeds: list[int] = []
         self._labels: list[str] = []
+        self._stopped = False
         self._final: list[bool] = []
         self._hover = -1
         self.setMouseTracking(True)
@@ -32,7 +33,19 @@ class VariationGrid(QWidget):
         self._labels = list(labels) if labels is not None else [f"seed {s}" for s in seeds]
         self._images = [None] * len(seeds)
         self._final = [False] * len(seeds)
+        self._stopped = False
         self.update()
+
+    def stop(self) -> None:
+        """The run was cancelled: the unfinished tiles keep their last preview and say so."""
+        self._stopped = True
+        self.update()
+
+    def label(self, k: int) -> str:
+        """Tile k's caption: its seed, then "…" while it forms or "cancelled" if it never will."""
+        if self._final[k]:
+            return self._labels[k]
+        return self._labels[k] + (" · cancelled" if self._stopped else " …")
 
     def count(self) -> int:
         return len(self._seeds)
@@ -90,7 +103,7 @@ class VariationGrid(QWidget):
             pen = QPen(pal.highlight().color() if k == self._hover else pal.mid().color(), 2 if k == self._hover else 1)
             p.setPen(pen)
             p.drawRect(rect)
-            label = self._labels[k] + ("" if self._final[k] else " …")
+            label = self.label(k)
             box = p.fontMetrics().boundingRect(label).adjusted(-6, -3, 6, 3)
             box.moveBottomLeft(rect.bottomLeft().toPoint() + QPoint(6, -6))
             p.fillRect(box, QColor(0, 0, 0, 150))  # legible on any picture
