@@ -122,6 +122,30 @@ def test_variations_of_a_gallery_image_keep_its_seed_and_leave_the_slider_as_it_
     assert w.grid._labels[1] == "seed 45 · variation 1046"
 
 
+def test_an_outpaint_of_a_result_is_saved_as_made_from_it(qtbot, make_window):
+    w = make_window()
+    w.controls.seed.set_seed(8)
+    w.controls.seed.lock.setChecked(True)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as first:
+        w.generate()
+    origin = first.args[1][0].gallery_id
+    assert w.canvas.source_id() == origin
+    w.canvas.extend(0, 0, 8, 0)
+    assert w.canvas.source_id() == origin  # the extended picture is still made from it
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as grown:
+        w.generate()
+    child = grown.args[1][0]
+    assert child.recipe["mode"] != "txt2img" and w.gallery.get(child.gallery_id).parent_id == origin
+    assert [r.id for r in w.gallery.children(origin)] == [child.gallery_id]
+    w.canvas.undo_stack.undo()  # back to the extended picture: still linked
+    assert w.canvas.source_id() == origin
+    w.canvas.set_image(first.args[1][0].image)  # a picture from elsewhere has no source
+    assert w.canvas.source_id() is None
+    assert w.gallery_panel.select_image(origin)
+    w.gallery_panel.actions_by_name["send_to_canvas"].trigger()  # "To canvas" opens the gallery's file
+    assert w.canvas.source_id() == origin
+
+
 def test_closing_during_a_run_joins_the_backend(qtbot, make_window):
     w = make_window()
     w.controls.steps.setValue(100)

@@ -47,6 +47,9 @@ TOOLS = (BRUSH, ERASER, EXTEND)
 UNDO_LIMIT = 100
 
 
+SOURCE_KEY = "studio-gallery-id"  # QImage text key: the gallery image a canvas picture came from
+
+
 class CanvasView(ZoomPanView):
     """The image canvas with mask painting, zoom/pan, outpaint extension and live previews.
 
@@ -161,13 +164,17 @@ class CanvasView(ZoomPanView):
         before = self._layer.snapshot()
         self.undo_stack.push(MaskCommand(self._layer, before, snapshot_array(values), text, self._mask_edited))
 
-    def apply_result(self, img: Image.Image | QImage, description: str, keep_mask: bool | None = None) -> None:
+    def apply_result(self, img: Image.Image | QImage, description: str, keep_mask: bool | None = None,
+                     source_id: int | None = None) -> None:
         """Put a new picture on the canvas as one undoable step (a generation result, a paste).
 
         keep_mask None keeps the mask when the size is unchanged (re-rolling an inpaint with the same
         mask is common) and clears it otherwise; True/False force it (a mask never survives a resize).
+        `source_id` is the gallery image it is (see source_id()).
         """
         new = as_qimage(img)
+        if source_id is not None:
+            new.setText(SOURCE_KEY, str(source_id))
         keep = keep_mask is not False and new.size() == self._image.size()
         after = self._layer.snapshot() if keep else MaskSnapshot(new.width(), new.height(), None)
         before = (self._image, self._layer.snapshot()) if self.has_image() else (QImage(), MaskSnapshot(0, 0, None))
@@ -185,7 +192,10 @@ class CanvasView(ZoomPanView):
                                                 mask=self.mask() if self.has_mask() else None)
         real = canvas_ops.snap_extents(src.size, extents)
         before = (self._image, self._layer.snapshot())
-        after = (as_qimage(canvas), snapshot_array(np.asarray(mask)))
+        grown = as_qimage(canvas)
+        if self._image.text(SOURCE_KEY):  # an outpaint is made from the picture it extends
+            grown.setText(SOURCE_KEY, self._image.text(SOURCE_KEY))
+        after = (grown, snapshot_array(np.asarray(mask)))
         text = "Extend canvas " + " ".join(f"{n}+{v}" for n, v in zip(paint.SIDES, real, strict=True) if v)
         self.undo_stack.push(ImageCommand(self._swap, before, after, text, shift=(real[0], real[1])))
 
@@ -309,7 +319,14 @@ class CanvasView(ZoomPanView):
 
     # -------------------------------------------------------------------------------------- opening
 
-    def open_file(self, path: str) -> bool:
+    def source_id(self) -> int | None:
+        """The gallery image the picture on the canvas is, or was extended from; None for other
+        pictures. It travels with the picture through undo and redo (a QImage text key), so an
+        inpaint or outpaint of it is saved with it as its parent."""
+        text = self._image.text(SOURCE_KEY)
+        return int(text) if text.isdigit() else None
+
+    def open_file(self, path: str, source_id: int | None = None) -> bool:
         """Load an image file onto the canvas as an undoable step; reports failures by load_failed."""
         name = Path(path).name
         try:
@@ -317,7 +334,7 @@ class CanvasView(ZoomPanView):
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             self.load_failed.emit(f"cannot open {name}: {exc}")
             return False
-        self.apply_result(im, f"Open {name}", keep_mask=False)
+        self.apply_result(im, f"Open {name}", keep_mask=False, source_id=source_id)
         self.image_dropped.emit(str(path))
         return True
 

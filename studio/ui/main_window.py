@@ -117,7 +117,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.gallery_panel.reuse_settings.connect(self.controls.apply_recipe)
         self.gallery_panel.reuse_seed.connect(self._adopt_seed)
-        self.gallery_panel.send_to_canvas.connect(self.open_image)
+        self.gallery_panel.send_to_canvas.connect(self._open_from_gallery)
         self.gallery_panel.regenerate.connect(self._regenerate)
         self.gallery_panel.make_variations.connect(self._variations_of)
 
@@ -232,6 +232,8 @@ class MainWindow(QMainWindow):
             fields["mask"] = self.canvas.mask()
         elif self.canvas.has_image() and self.controls.from_canvas.isChecked():
             fields["init_image"] = self.canvas.image()
+        if "init_image" in fields:
+            fields["parent_id"] = self.canvas.source_id()  # the gallery links "made from" / "used for"
         fields.update(overrides)
         return GenerationRequest(**fields).validate()
 
@@ -307,7 +309,8 @@ class MainWindow(QMainWindow):
             self.canvas.show_preview(None)
             # The mask is not kept: the result should be seen unobstructed, and Ctrl+Z brings the
             # picture and its mask back for another try.
-            self.canvas.apply_result(results[0].image, f"Generate (seed {results[0].seed})", keep_mask=False)
+            self.canvas.apply_result(results[0].image, f"Generate (seed {results[0].seed})", keep_mask=False,
+                                     source_id=results[0].gallery_id)
             self.center.setCurrentWidget(self.canvas)
         if self.gallery_panel is not None:
             self.gallery_panel.refresh()
@@ -333,7 +336,8 @@ class MainWindow(QMainWindow):
     def _keep_variation(self, index: int) -> None:
         results = getattr(self, "last_results", [])
         if 0 <= index < len(results):
-            self.canvas.apply_result(results[index].image, f"Keep variation (seed {results[index].seed})")
+            self.canvas.apply_result(results[index].image, f"Keep variation (seed {results[index].seed})",
+                                     source_id=results[index].gallery_id)
             self.center.setCurrentWidget(self.canvas)
 
     def _adopt_seed(self, seed: int) -> None:
@@ -422,9 +426,13 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ files
 
-    def open_image(self, path: str) -> bool:
+    def _open_from_gallery(self, path: str) -> None:
+        record = self.gallery_panel.current_record() if self.gallery_panel is not None else None
+        self.open_image(path, record.id if record is not None and str(record.file) == path else None)
+
+    def open_image(self, path: str, source_id: int | None = None) -> bool:
         """Put an image file on the canvas (undoable); a bad file is reported, nothing changes."""
-        opened = self.canvas.open_file(path)
+        opened = self.canvas.open_file(path, source_id)
         if opened:
             self.center.setCurrentWidget(self.canvas)
         return opened
