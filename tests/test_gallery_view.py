@@ -136,13 +136,16 @@ def test_delete_and_undo(qtbot: Any, make_panel: Any, gallery: Gallery) -> None:
     panel.activateWindow()
     qtbot.waitUntil(panel.isActiveWindow)  # shortcuts only fire in the active window
     panel.select_image(ids[1])
+    row = panel.model.row_of(ids[1])
     panel.view.setFocus()
     qtbot.keyClick(panel.view, Qt.Key.Key_Delete)
     assert gallery.count() == 3 and panel.model.row_of(ids[1]) is None
     assert gallery.get(ids[1]).deleted_at is not None and gallery.get(ids[1]).file.exists()  # soft
     assert "Ctrl+Z" in panel.status.text()
+    assert panel.current_record().id == panel.model.record(row).id  # the next image took its place
     qtbot.keyClick(panel.view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
     assert gallery.count() == 4 and panel.current_record().id == ids[1]
+    assert panel.status.text() == "Restored 1 image"
     assert not panel.undo_stack.canUndo()
 
 

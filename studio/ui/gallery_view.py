@@ -78,6 +78,7 @@ class _DeleteCommand(QUndoCommand):
     def redo(self) -> None:
         # Exceptions cannot cross Qt's call into redo/undo: report here, and an obsolete command
         # is dropped from the stack instead of offering an undo of nothing.
+        row = self.panel.view.currentIndex().row()
         try:
             self.panel.gallery.delete(self.ids)
         except GalleryError as exc:
@@ -85,6 +86,9 @@ class _DeleteCommand(QUndoCommand):
             self.setObsolete(True)
             return
         self.panel.refresh()
+        rows = self.panel.model.rowCount()
+        if row >= 0 and rows:  # the image that moved into the deleted one's place, as in a file browser
+            self.panel.view.setCurrentIndex(self.panel.model.index(min(row, rows - 1)))
 
     def undo(self) -> None:
         try:
@@ -94,6 +98,7 @@ class _DeleteCommand(QUndoCommand):
             return
         self.panel.refresh()
         self.panel.select_image(self.ids[0])
+        self.panel.status.setText(f"Restored {len(self.ids)} image{'s' if len(self.ids) != 1 else ''}")
 
 
 class _Reconcile(QRunnable):
