@@ -76,6 +76,11 @@ def test_ctrl_enter_generates_and_an_unlocked_seed_moves_on(qtbot, make_window):
     text = w.shortcuts_text()  # the F1 dialog, after a run put a step on the undo stack
     assert "Undo: Ctrl+Z" in text and "Undo Generate" not in text and "&" not in text
     assert "Gallery (when it has the focus)" in text and "Variations: V" in text
+    lock = next(a for a in w.actions() if a.text() == "Lock seed")
+    w.controls.seed.lock.setChecked(True)
+    assert lock.isChecked()  # the menu shows the lock's state
+    lock.trigger()
+    assert not w.controls.seed.lock.isChecked() and not lock.isChecked()
 
 
 def test_escape_cancels_and_keeps_the_last_preview(qtbot, make_window):
@@ -196,7 +201,7 @@ def test_a_folder_that_fails_to_load_leaves_the_working_model_in_use(qtbot, make
     assert "lists no components" in failed.args[0]
     assert w.settings.get("model") == str(tiny_model)  # the next start opens the working model
     assert w.statusBar().currentMessage().startswith("Still using")
-    assert "No model" not in w.model_label.text()
+    assert "No model" not in w.model_label.text() and w.progress.format() == "Ready"
     w.controls.seed.set_seed(3)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000):
         w.generate()  # on the model that still works, not another try at the broken folder

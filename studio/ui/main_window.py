@@ -182,7 +182,10 @@ class MainWindow(QMainWindow):
         self._action(gen, "Random seed", S("Ctrl+R"), seed.randomise)
         self._action(gen, "Previous seed", S("Alt+Left"), lambda: seed.step(-1))
         self._action(gen, "Next seed", S("Alt+Right"), lambda: seed.step(1))
-        self._action(gen, "Lock seed", S("Ctrl+L"), seed.lock.toggle)
+        lock = self._action(gen, "Lock seed", S("Ctrl+L"), seed.lock.toggle)
+        lock.setCheckable(True)  # the menu shows whether it is locked
+        lock.setChecked(seed.lock.isChecked())
+        seed.lock.toggled.connect(lock.setChecked)
         self.model_menu = self.menuBar().addMenu("&Model")
         self.model_menu.aboutToShow.connect(self._fill_model_menu)
         view = self.menuBar().addMenu("&View")
@@ -366,6 +369,7 @@ class MainWindow(QMainWindow):
         only once it has loaded, so a folder that fails leaves the working model in use, now and at
         the next start."""
         self.backend.load_model(model)
+        self.progress.setFormat("Loading model…")
         self.set_busy(True)
 
     def _fill_model_menu(self) -> None:
@@ -391,6 +395,7 @@ class MainWindow(QMainWindow):
 
     def _on_model_loaded(self, info: dict[str, Any]) -> None:
         self._model_info = info
+        self.progress.setFormat("Ready")
         self.settings.set("model", info["ref"])
         self.model_label.setText(f"{info['name']} · {info['device']} · {info['dtype']} · "
                                  f"{info['native_size']} px native")
@@ -417,6 +422,7 @@ class MainWindow(QMainWindow):
         self._suggested_cfg = self.controls.cfg.value() if suggested is not None else None
 
     def _on_model_failed(self, message: str) -> None:
+        self.progress.setFormat("Ready" if self._model_info else "No model")
         if self._model_info:  # the engine keeps the model it had
             self.statusBar().showMessage(f"Still using {self._model_info['name']}: {message}", 20000)
         else:
