@@ -113,6 +113,18 @@ def test_stroke_undo_stores_only_touched_tiles(qtbot) -> None:
     assert command is not None and command.nbytes < 1024 * 1024 // 50
 
 
+def test_the_brush_follows_the_picture_size_until_the_designer_sets_one(qtbot) -> None:
+    view = CanvasView()
+    qtbot.addWidget(view)
+    view.set_image(picture(64, 64))
+    assert view.brush_size() == 8  # not 48 px on a 64 px picture
+    view.set_image(picture(1024, 768))
+    assert view.brush_size() == 48
+    view.set_brush_size(20)
+    view.set_image(picture(64, 64))
+    assert view.brush_size() == 20  # the designer's size stays
+
+
 def test_bracket_keys_change_brush_size(qtbot, canvas: CanvasView) -> None:
     canvas.set_brush_size(20)
     with qtbot.waitSignal(canvas.brush_size_changed, timeout=1000) as bigger:

@@ -50,6 +50,11 @@ UNDO_LIMIT = 100
 SOURCE_KEY = "studio-gallery-id"  # QImage text key: the gallery image a canvas picture came from
 
 
+def default_brush_size(width: int, height: int) -> int:
+    """An eighth of the short side, 4 to 48 px: a stroke on a 64 px picture masks a detail, not half of it."""
+    return max(4, min(48, round(min(width, height) / 8)))
+
+
 class CanvasView(ZoomPanView):
     """The image canvas with mask painting, zoom/pan, outpaint extension and live previews.
 
@@ -74,6 +79,7 @@ class CanvasView(ZoomPanView):
         self._preview = PreviewLayer()
         self._tool = BRUSH
         self._brush_size = 48
+        self._brush_chosen = False  # until the designer picks a size, it follows the picture's size
         self._hardness = 0.7
         self._grow = 0
         self._feather = 0
@@ -203,6 +209,8 @@ class CanvasView(ZoomPanView):
         """Make `image` and `mask` current (used by set_image and the image commands)."""
         was_empty = not self.has_image()
         self._image = image
+        if not self._brush_chosen and not image.isNull():
+            self._set_brush_size(default_brush_size(image.width(), image.height()))
         self._layer.reset(image.width(), image.height())
         if not image.isNull():
             self._layer.restore(mask)
@@ -245,6 +253,11 @@ class CanvasView(ZoomPanView):
         return self._brush_size
 
     def set_brush_size(self, size: int) -> None:
+        """The designer's size: from now on it stays, whatever picture comes."""
+        self._brush_chosen = True
+        self._set_brush_size(size)
+
+    def _set_brush_size(self, size: int) -> None:
         size = int(min(max(size, 1), 2048))
         if size != self._brush_size:
             old = self._brush_size
