@@ -139,7 +139,7 @@ class CanvasToolBar(QToolBar):
         slider = QSlider(Qt.Orientation.Horizontal)
         slider.setRange(lo, hi)
         slider.setValue(value)
-        slider.setFixedWidth(84)
+        slider.setFixedWidth(72)  # narrow enough that the whole toolbar fits a 1280 px window
         slider.setToolTip(tip)
         slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # keep the keyboard on the canvas
         slider.valueChanged.connect(slot)
@@ -152,7 +152,7 @@ class CanvasToolBar(QToolBar):
             ("fill_mask", "■ Fill", "Ctrl+Shift+F", "Fill the mask: repaint the whole picture", self.canvas.fill_mask),
         ):
             self.addAction(self._action(name, text, tip, slot, key))
-        effective = self._action("effective_mask", "◐ Effective mask", "Show the effective mask: grown and feathered as "
+        effective = self._action("effective_mask", "◐ Effective", "Show the effective mask: grown and feathered as "
                                  "a generation uses it", None, "M", local=True, checkable=True)
         effective.toggled.connect(self._update_mask_preview)
         self.addAction(effective)
