@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -322,8 +324,18 @@ def test_broken_file_reports_load_failed(qtbot, canvas: CanvasView, tmp_path) ->
     bad.write_bytes(b"not a png")
     with qtbot.waitSignal(canvas.load_failed, timeout=1000) as failed:
         assert not canvas.open_file(str(bad))
-    assert "broken.png" in failed.args[0]
+    assert "broken.png" in failed.args[0] and "not an image file Studio can read" in failed.args[0]
     assert canvas.image().size == (W, H)
+    buf = io.BytesIO()
+    picture().save(buf, "PNG")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with qtbot.waitSignal(canvas.load_failed, timeout=1000) as failed:
+        assert not canvas.open_file(str(cut))
+    assert failed.args[0] == "cannot open cut.png: the file is cut short or corrupt"
+    with qtbot.waitSignal(canvas.load_failed, timeout=1000) as failed:
+        assert not canvas.open_file(str(tmp_path / "gone.png"))
+    assert "does not exist" in failed.args[0]
 
 
 def test_rgba_image_round_trips_exactly(qtbot, canvas: CanvasView) -> None:

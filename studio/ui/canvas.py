@@ -37,6 +37,7 @@ from studio.ui.canvas_images import (
     load_image_file,
     local_image_paths,
     qimage_to_pil,
+    unreadable_reason,
 )
 from studio.ui.canvas_mask import MaskLayer, MaskSnapshot, snapshot_array
 from studio.ui.canvas_preview import PreviewLayer
@@ -345,7 +346,7 @@ class CanvasView(ZoomPanView):
         try:
             im = load_image_file(path)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            self.load_failed.emit(f"cannot open {name}: {exc}")
+            self.load_failed.emit(f"cannot open {name}: {unreadable_reason(exc)}")
             return False
         self.apply_result(im, f"Open {name}", keep_mask=False, source_id=source_id)
         self.image_dropped.emit(str(path))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from PySide6.QtCore import QMimeData
 from PySide6.QtGui import QImage
 
@@ -87,6 +87,24 @@ def load_image_file(path: str) -> Image.Image:
         upright = ImageOps.exif_transpose(im)
         upright.load()
     return upright
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """Why an image file did not open, in a designer's words rather than the decoder's."""
+    if isinstance(exc, FileNotFoundError):
+        return "the file does not exist (moved or deleted?)"
+    if isinstance(exc, IsADirectoryError):
+        return "it is a folder, not an image"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image file Studio can read (PNG, JPEG, WebP, BMP, TIFF, GIF)"
+    if isinstance(exc, Image.DecompressionBombError):
+        return "the image is too large to open safely"
+    text = str(exc).strip()
+    if "truncated" in text.lower():
+        return "the file is cut short or corrupt"
+    return text or type(exc).__name__
 
 
 def local_image_paths(data: QMimeData | None) -> list[str]:
