@@ -172,7 +172,8 @@ def test_the_model_card_records_every_refinement_and_the_guidance_it_was_judged_
     from studio.builtin.card import write_card
     from studio.engine.models import ModelEntry
 
-    (tmp_path / "model_index.json").write_text("{}")
+    (tmp_path / "model_index.json").write_text('{"unet": ["diffusers", "UNet2DConditionModel"]}')
+    (tmp_path / "unet").mkdir()  # a folder the loader would accept; the card needs no weights
     (tmp_path / "training.json").write_text(json.dumps({
         "train_config": {"objects_steps": 8000}, "seconds": {"unet_objects": 600.0}, "history": "Made here.",
         "refinements": [{"seed": 0, "decoder_steps": 3000, "objects_steps": 2500}, {"seed": 1, "objects_steps": 5500}],
