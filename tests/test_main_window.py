@@ -137,8 +137,11 @@ def test_an_outpaint_of_a_result_is_saved_as_made_from_it(qtbot, make_window):
     assert w.canvas.source_id() == origin
     w.canvas.extend(0, 0, 8, 0)
     assert w.canvas.source_id() == origin  # the extended picture is still made from it
+    w.controls.strength.setValue(0.75)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as grown:
-        w.generate()
+        with qtbot.waitSignal(w.backend.step, timeout=60_000):
+            w.generate()
+        assert "(0.75 × 3)" in w.progress.format()  # why an inpaint runs fewer steps than asked
     child = grown.args[1][0]
     assert child.recipe["mode"] != "txt2img" and w.gallery.get(child.gallery_id).parent_id == origin
     assert [r.id for r in w.gallery.children(origin)] == [child.gallery_id]
@@ -181,6 +184,9 @@ def test_reuse_settings_fills_the_controls(qtbot, make_window):
     assert (f["prompt"], f["negative_prompt"], f["steps"], f["cfg"], f["seed"], f["scheduler"]) == \
         ("a star", "blur", 12, 9.5, 1234, "DDIM")
     assert (f["width"], f["height"]) == (64, 64)
+    w.controls.set_size(None, None)
+    w.controls.apply_recipe({"prompt": "a star", "width": 32, "height": 32})  # the tiny model's own size
+    assert w.controls.size.currentText() == "Native"  # stays Native, so it fits the next model too
 
 
 def test_a_bad_request_is_explained_in_the_status_bar(qtbot, make_window):

@@ -130,6 +130,7 @@ class GenerationControls(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.native_size: int | None = None  # the loaded model's (the main window keeps it current)
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("Describe the image… (Ctrl+Enter generates)")
         self.prompt.setFixedHeight(76)
@@ -269,7 +270,10 @@ class GenerationControls(QWidget):
         if recipe.get("scheduler") in SCHEDULERS:
             self.scheduler.setCurrentText(recipe["scheduler"])
         if recipe.get("width") and recipe.get("height"):
-            self.set_size(int(recipe["width"]), int(recipe["height"]))
+            size = (int(recipe["width"]), int(recipe["height"]))
+            # The loaded model's own size stays "Native", so the settings still fit the next model.
+            native = (self.native_size, self.native_size)
+            self.set_size(*((None, None) if size == native else size))
 
     def load(self, s: Settings) -> None:
         self.prompt.setPlainText(s.get("prompt"))

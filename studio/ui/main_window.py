@@ -261,7 +261,10 @@ class MainWindow(QMainWindow):
         labels = [f"seed {s} · variation {request.item(k).variation_seed}" if request.varies() else f"seed {s}"
                   for k, s in enumerate(seeds)]
         self._running[job] = {"grid": grid, "seeds": seeds, "labels": labels, "t0": time.perf_counter(),
-                              "mode": request.mode}
+                              "mode": request.mode,
+                              # Image-to-image and inpaint run strength x steps: say so beside the count.
+                              "scale": (f" ({request.strength:g} × {request.steps})"
+                                        if request.mode != "txt2img" and request.strength < 1 else "")}
         self.set_busy(True)
         return job
 
@@ -292,7 +295,7 @@ class MainWindow(QMainWindow):
         self.progress.setValue(step)
         rate = step / max(elapsed, 1e-6)
         left = (total - step) / max(rate, 1e-6)
-        self.progress.setFormat(f"Step {step}/{total} · {rate:.1f} it/s · {left:.1f} s left")
+        self.progress.setFormat(f"Step {step}/{total}{info.get('scale', '')} · {rate:.1f} it/s · {left:.1f} s left")
         if info.get("grid"):
             self.grid.set_previews(previews)
         elif previews:
@@ -334,7 +337,8 @@ class MainWindow(QMainWindow):
             self.grid.stop()
         if info is not None:
             self.progress.setFormat("Cancelled")
-            self.statusBar().showMessage("Cancelled — the last preview stays on screen", 5000)
+            if info.get("started") and not self._running:  # a queued job would replace it at once
+                self.statusBar().showMessage("Cancelled — the last preview stays on screen", 5000)
 
     def _keep_variation(self, index: int) -> None:
         results = getattr(self, "last_results", [])
@@ -395,6 +399,7 @@ class MainWindow(QMainWindow):
 
     def _on_model_loaded(self, info: dict[str, Any]) -> None:
         self._model_info = info
+        self.controls.native_size = info["native_size"]
         self.progress.setFormat("Ready")
         self.settings.set("model", info["ref"])
         self.model_label.setText(f"{info['name']} · {info['device']} · {info['dtype']} · "
