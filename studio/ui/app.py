@@ -41,11 +41,11 @@ def create_window(home: Path, device: str = "auto", model: str | None = None):  
     from studio.ui.worker import Backend
 
     settings = Settings(home / "settings.ini")
-    if model:
-        settings.set("model", model)
     gallery = Gallery(home)
     backend = Backend(home, device=device)
     window = MainWindow(backend, settings, gallery)
+    if model:  # remembered once it has loaded, like a model chosen from the menu
+        window.startup_model = model
     return window
 
 
@@ -69,5 +69,5 @@ def run_app(argv: list[str]) -> int:
     for path in args.images:  # "Open with Studio" passes files (the .desktop entry's %F)
         window.open_image(path)
     # torch and diffusers load on the backend thread once the window is on screen.
-    QTimer.singleShot(0, lambda: (window.backend.start(), window.load_model(window.settings.get("model"))))
+    QTimer.singleShot(0, lambda: (window.backend.start(), window.load_model(window.startup_model)))
     return app.exec()

@@ -53,6 +53,8 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.center)
         self._running: dict[int, dict[str, Any]] = {}  # job id -> what it was for
         self._model_info: dict[str, Any] = {}
+        self.startup_model: str = settings.get("model")  # what the app loads first (`--model` overrides)
+        self._wanted_model: str | None = None  # the model generations ask for: the last one loading or loaded
         self._suggested_cfg: float | None = None  # the guidance this window last took from a model
         self._build_left_dock()
         self._build_gallery_dock()
@@ -229,7 +231,7 @@ class MainWindow(QMainWindow):
 
     def build_request(self, **overrides: Any) -> GenerationRequest:
         fields = self.controls.request_fields()
-        fields["model"] = self.settings.get("model")
+        fields["model"] = self._wanted_model or self.settings.get("model")
         if self.canvas.has_image() and self.canvas.has_mask():
             fields["init_image"] = self.canvas.image()
             fields["mask"] = self.canvas.mask()
@@ -372,6 +374,7 @@ class MainWindow(QMainWindow):
         """Load a model on the backend (progress in the status bar; Esc cancels). The setting follows
         only once it has loaded, so a folder that fails leaves the working model in use, now and at
         the next start."""
+        self._wanted_model = model
         self.backend.load_model(model)
         self.progress.setFormat("Loading model…")
         self.set_busy(True)
@@ -402,6 +405,7 @@ class MainWindow(QMainWindow):
         self.controls.native_size = info["native_size"]
         self.progress.setFormat("Ready")
         self.settings.set("model", info["ref"])
+        self.model_label.setToolTip("")
         self.model_label.setText(f"{info['name']} · {info['device']} · {info['dtype']} · "
                                  f"{info['native_size']} px native")
         if self.controls.size.currentText() == "Native":  # show what "Native" means for this model
@@ -427,6 +431,7 @@ class MainWindow(QMainWindow):
         self._suggested_cfg = self.controls.cfg.value() if suggested is not None else None
 
     def _on_model_failed(self, message: str) -> None:
+        self._wanted_model = self._model_info.get("ref")  # back to the one that works
         self.progress.setFormat("Ready" if self._model_info else "No model")
         if self._model_info:  # the engine keeps the model it had
             self.statusBar().showMessage(f"Still using {self._model_info['name']}: {message}", 20000)
