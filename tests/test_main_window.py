@@ -214,6 +214,25 @@ def test_a_folder_that_fails_to_load_leaves_the_working_model_in_use(qtbot, make
     assert w.canvas.has_image()
 
 
+def test_a_first_model_that_fails_falls_back_to_the_built_in_one(qtbot, data_dir, tmp_path):
+    from studio.gallery import Gallery
+    from studio.ui.main_window import MainWindow
+    from studio.ui.worker import Backend
+
+    bad = tmp_path / "moved-away"  # the last session's model folder, since deleted
+    settings = Settings(data_dir / "settings.ini")
+    settings.set("model", str(bad))
+    w = MainWindow(Backend(data_dir, device="cpu"), settings, Gallery(data_dir))
+    qtbot.addWidget(w)
+    w.backend.start()
+    with qtbot.waitSignal(w.backend.model_loaded, timeout=120_000) as loaded:
+        w.load_model(w.startup_model)
+    assert loaded.args[0]["name"] == "studio-shapes" and w.settings.get("model") == "builtin"
+    assert w.statusBar().currentMessage().endswith("opened the built-in model instead")
+    assert "no model named or at" in w.statusBar().currentMessage()
+    w.close()
+
+
 def test_a_model_s_suggested_guidance_is_adopted_unless_the_designer_chose_their_own(make_window):
     w = make_window()
     info = dict(w._model_info)

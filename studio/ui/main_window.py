@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from studio.engine.models import DEFAULT_CFG
 from studio.engine.request import GenerationRequest, RequestError
+from studio.resources import BUILTIN_MODEL_NAME
 from studio.ui.canvas_images import pil_to_qimage
 from studio.ui.controls import GenerationControls
 from studio.ui.settings import Settings
@@ -55,6 +56,7 @@ class MainWindow(QMainWindow):
         self._model_info: dict[str, Any] = {}
         self.startup_model: str = settings.get("model")  # what the app loads first (`--model` overrides)
         self._wanted_model: str | None = None  # the model generations ask for: the last one loading or loaded
+        self._notice = ""  # a load failure to repeat once the fallback model is in
         self._suggested_cfg: float | None = None  # the guidance this window last took from a model
         self._build_left_dock()
         self._build_gallery_dock()
@@ -412,6 +414,9 @@ class MainWindow(QMainWindow):
             self.controls.width_spin.setValue(info["native_size"])
             self.controls.height_spin.setValue(info["native_size"])
         self._adopt_suggested_cfg(info["name"], info.get("suggested_cfg"))
+        if self._notice:  # why this model and not the one asked for: shown last, so it stays in view
+            self.statusBar().showMessage(self._notice, 30000)
+            self._notice = ""
 
     def _adopt_suggested_cfg(self, model: str, suggested: float | None) -> None:
         """Move the guidance to what the model suggests, unless the designer chose a value of their own.
@@ -431,7 +436,14 @@ class MainWindow(QMainWindow):
         self._suggested_cfg = self.controls.cfg.value() if suggested is not None else None
 
     def _on_model_failed(self, message: str) -> None:
-        self._wanted_model = self._model_info.get("ref")  # back to the one that works
+        failed, self._wanted_model = self._wanted_model, self._model_info.get("ref")  # back to one that works
+        if not self._model_info and failed not in (None, "builtin", BUILTIN_MODEL_NAME):
+            # Nothing loaded yet (a model folder moved away since the last session, a wrong --model):
+            # the designer still gets a working studio, and is told why it is not theirs.
+            self._notice = f"{message}; opened the built-in model instead"
+            self.statusBar().showMessage(self._notice, 30000)
+            self.load_model("builtin")
+            return
         self.progress.setFormat("Ready" if self._model_info else "No model")
         if self._model_info:  # the engine keeps the model it had
             self.statusBar().showMessage(f"Still using {self._model_info['name']}: {message}", 20000)
