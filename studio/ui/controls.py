@@ -149,7 +149,7 @@ class GenerationControls(QWidget):
         self.batch = QSpinBox()
         self.batch.setRange(1, 16)
         self.batch.setToolTip("Images per click: seeds seed, seed+1, … (4 or 9 show as a grid); with a "
-                                 "Variation, variations of the one seed")
+                              "Variation, variations of the one seed")
         self.from_canvas = QCheckBox("Start from the canvas image (image to image)")
         self.from_canvas.setToolTip("Use the picture on the canvas as the starting point, changed as much as "
                                     "Strength says. With a mask painted, only the mask is repainted.")
