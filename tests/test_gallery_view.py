@@ -156,14 +156,14 @@ def test_actions_emit_what_the_window_needs(qtbot: Any, make_panel: Any, gallery
     record = gallery.get(ids[3])
     expected = record.recipe()
     assert expected["prompt"] == "a red fox in snow" and expected["seed"] == 1
-    for action, signal, value in [("reuse_settings", panel.reuse_settings, expected),
-                                  ("regenerate", panel.regenerate, expected),
-                                  ("variations", panel.make_variations, expected),
-                                  ("reuse_seed", panel.reuse_seed, 1),
-                                  ("send_to_canvas", panel.send_to_canvas, str(record.file))]:
+    for action, signal, args in [("reuse_settings", panel.reuse_settings, [expected]),
+                                 ("regenerate", panel.regenerate, [expected]),
+                                 ("variations", panel.make_variations, [expected]),
+                                 ("reuse_seed", panel.reuse_seed, [1]),
+                                 ("send_to_canvas", panel.send_to_canvas, [str(record.file), ids[3]])]:
         with qtbot.waitSignal(signal, timeout=1000) as blocker:
             panel.actions_by_name[action].trigger()
-        assert blocker.args == [value], action
+        assert blocker.args == args, action
     with qtbot.waitSignal(panel.send_to_canvas, timeout=1000):
         panel.view.activated.emit(panel.model.index(3))  # Enter / double-click
 

@@ -159,7 +159,7 @@ class GalleryPanel(QWidget):
 
     reuse_settings = Signal(dict)   # the full recipe
     reuse_seed = Signal(int)
-    send_to_canvas = Signal(str)    # file path
+    send_to_canvas = Signal(str, int)    # file path, gallery id (the canvas picture's parent-to-be)
     regenerate = Signal(dict)
     make_variations = Signal(dict)
 
@@ -473,7 +473,7 @@ class GalleryPanel(QWidget):
 
     def _send_to_canvas(self) -> None:
         if self._current is not None and self._current.file.is_file():
-            self.send_to_canvas.emit(str(self._current.file))
+            self.send_to_canvas.emit(str(self._current.file), self._current.id)
 
     def toggle_favorite(self) -> None:
         if self._current is None:

@@ -121,7 +121,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.gallery_panel.reuse_settings.connect(self.controls.apply_recipe)
         self.gallery_panel.reuse_seed.connect(self._adopt_seed)
-        self.gallery_panel.send_to_canvas.connect(self._open_from_gallery)
+        self.gallery_panel.send_to_canvas.connect(self.open_image)
         self.gallery_panel.regenerate.connect(self._regenerate)
         self.gallery_panel.make_variations.connect(self._variations_of)
 
@@ -453,10 +453,6 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(message, 20000)
 
     # ------------------------------------------------------------------ files
-
-    def _open_from_gallery(self, path: str) -> None:
-        record = self.gallery_panel.current_record() if self.gallery_panel is not None else None
-        self.open_image(path, record.id if record is not None and str(record.file) == path else None)
 
     def open_image(self, path: str, source_id: int | None = None) -> bool:
         """Put an image file on the canvas (undoable); a bad file is reported, nothing changes."""
