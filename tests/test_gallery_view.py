@@ -59,9 +59,11 @@ def test_panel_shows_rows_and_details(make_panel: Any, gallery: Gallery) -> None
 def test_the_detail_pane_says_why_it_is_empty(make_panel: Any, gallery: Gallery, qtbot: Any) -> None:
     panel = make_panel()
     assert panel.current_record() is None and "No images yet" in panel.image_label.text()
+    assert panel.recipe_scroll.isHidden()  # the message has the pane to itself, not its left half
     ids = fill(gallery)
     panel.refresh()
     assert panel.current_record().id == ids[0] and panel.image_label.text() == ""  # the first image shows
+    assert not panel.recipe_scroll.isHidden()
     panel.search.setText("zebra")
     with qtbot.waitSignal(panel.model.modelReset):
         pass  # the search is debounced; the grid reloads when it runs

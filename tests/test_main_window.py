@@ -37,6 +37,26 @@ def make_window(qtbot, tiny_model, data_dir):
         w.close()
 
 
+def test_a_first_start_fits_the_screen_and_gives_the_canvas_the_room(qtbot, data_dir):
+    from PySide6.QtWidgets import QScrollArea
+
+    from studio.gallery import Gallery
+    from studio.ui.main_window import GALLERY_DOCK_MIN, MainWindow
+    from studio.ui.worker import Backend
+
+    window = MainWindow(Backend(data_dir, device="cpu"), Settings(data_dir / "settings.ini"), Gallery(data_dir))
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    room = window.screen().availableGeometry()
+    assert window.width() <= room.width() and window.height() <= room.height()
+    # Left to itself the gallery dock took its widest button row (about 450 px).
+    assert window.gallery_dock.width() <= max(GALLERY_DOCK_MIN, window.width() // 4) + 8
+    scroll = window.findChild(QScrollArea)
+    assert scroll.widget() is window.controls and not scroll.horizontalScrollBar().isVisible()
+    window.close()
+
+
 def test_generate_button_puts_the_result_on_the_canvas_and_in_the_gallery(qtbot, make_window):
     w = make_window()
     w.controls.prompt.setPlainText("a blue square")

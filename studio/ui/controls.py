@@ -150,9 +150,10 @@ class GenerationControls(QWidget):
         self.batch.setRange(1, 16)
         self.batch.setToolTip("Images per click: seeds seed, seed+1, … (4 or 9 show as a grid); with a "
                               "Variation, variations of the one seed")
-        self.from_canvas = QCheckBox("Start from the canvas image (image to image)")
-        self.from_canvas.setToolTip("Use the picture on the canvas as the starting point, changed as much as "
-                                    "Strength says. With a mask painted, only the mask is repainted.")
+        # Short: the dock is as narrow as its widest row allows, and the canvas gets the rest.
+        self.from_canvas = QCheckBox("Start from the canvas image")
+        self.from_canvas.setToolTip("Image to image: use the picture on the canvas as the starting point, changed "
+                                    "as much as Strength says. With a mask painted, only the mask is repainted.")
         self.variation = SliderSpin(0, 1, 0.01, decimals=2)
         self.variation.setToolTip("Variation strength: 0 keeps the seed's image, higher moves towards a "
                                   "variation seed (seed + 1000)")

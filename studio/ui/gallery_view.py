@@ -263,7 +263,7 @@ class GalleryPanel(QWidget):
         self.recipe_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.recipe_label.linkActivated.connect(self._follow_link)
         self.recipe_label.setContentsMargins(10, 6, 10, 6)
-        text_scroll = QScrollArea(widgetResizable=True)
+        self.recipe_scroll = text_scroll = QScrollArea(widgetResizable=True)
         text_scroll.setWidget(self.recipe_label)
         text_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         self.detail_splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -394,6 +394,7 @@ class GalleryPanel(QWidget):
     def _show(self, record: ImageRecord | None) -> None:
         self._current = record
         self._set_actions_enabled(record is not None)
+        self.recipe_scroll.setVisible(record is not None)  # a message alone spans the whole pane
         if record is None:
             self.image_label.set_source(None)
             self.image_label.setText(self._empty_message())

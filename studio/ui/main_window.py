@@ -33,6 +33,8 @@ from studio.ui.settings import Settings
 from studio.ui.variations import VariationGrid
 from studio.ui.worker import Backend, JobResult
 
+GALLERY_DOCK_MIN = 260  # px: two thumbnail columns and the detail pane's picture
+
 
 class MainWindow(QMainWindow):
     """Wires the controls, the canvas, the gallery and the backend together; owns no model state."""
@@ -99,7 +101,9 @@ class MainWindow(QMainWindow):
         dock.setObjectName("controls")
         dock.setWidget(panel)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
-        dock.setMinimumWidth(330)
+        # As wide as the controls' widest row and the scroll bar: never a horizontal scroll bar.
+        bar = scroll.verticalScrollBar().sizeHint().width()
+        dock.setMinimumWidth(self.controls.minimumSizeHint().width() + bar + 2)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
         self.generate_button.clicked.connect(self.generate)
         self.cancel_button.clicked.connect(self.cancel)
@@ -224,10 +228,16 @@ class MainWindow(QMainWindow):
         geometry, state = self.settings.get("window_geometry"), self.settings.get("window_state")
         if geometry:
             self.restoreGeometry(QByteArray(geometry))
-        else:
-            self.resize(1400, 860)
+        else:  # first start: 1400 x 860, or the whole screen where that is smaller
+            room = self.screen().availableGeometry()
+            self.resize(min(1400, room.width()), min(860, room.height()))
         if state:
             self.restoreState(QByteArray(state))
+        elif self.gallery_panel is not None:
+            # First start: the canvas gets the room. Left alone, the gallery dock takes the width of
+            # its widest button row, which on a 1024 px screen left the canvas 160 px.
+            self.resizeDocks([self.gallery_dock], [max(GALLERY_DOCK_MIN, self.width() // 4)],
+                             Qt.Orientation.Horizontal)
 
     # ------------------------------------------------------------------ generation
 
@@ -264,7 +274,8 @@ class MainWindow(QMainWindow):
         seeds = request.batch_seeds()
         labels = [f"seed {s} · variation {request.item(k).variation_seed}" if request.varies() else f"seed {s}"
                   for k, s in enumerate(seeds)]
-        self._running[job] = {"grid": grid, "seeds": seeds, "labels": labels, "t0": time.perf_counter(),
+        self._running[job] = {"grid": grid, "seeds": seeds, "labels": labels, "aspect": _picture_aspect(request),
+                              "t0": time.perf_counter(),
                               "mode": request.mode,
                               # Image-to-image and inpaint run strength x steps: say so beside the count.
                               "scale": (f" ({request.strength:g} × {request.steps})"
@@ -286,7 +297,7 @@ class MainWindow(QMainWindow):
         info["t0"] = time.perf_counter()
         info["started"] = True
         if info.get("grid"):
-            self.grid.start(info["seeds"], info["labels"])
+            self.grid.start(info["seeds"], info["labels"], info["aspect"])
             self.center.setCurrentWidget(self.grid)
         else:
             self.center.setCurrentWidget(self.canvas)
@@ -496,6 +507,16 @@ class MainWindow(QMainWindow):
         self.model_label.setText("Stopping…")
         self.backend.shutdown()
         super().closeEvent(event)
+
+
+def _picture_aspect(request: GenerationRequest) -> float:
+    """Width / height of what `request` makes: its size, else its start image's, else square (a
+    model's native size is square)."""
+    if request.width and request.height:
+        return request.width / request.height
+    if request.init_image is not None:
+        return request.init_image.width / request.init_image.height
+    return 1.0
 
 
 def _shortcut_lines(actions: Any) -> list[str]:

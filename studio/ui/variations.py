@@ -8,6 +8,10 @@ from PySide6.QtCore import QPoint, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from studio.ui.canvas_view import FIT_MARGIN
+
+GAP = 8.0  # between tiles
+
 
 class VariationGrid(QWidget):
     """Tiles laid out in a near-square grid; each shows its latest preview, then its final image."""
@@ -23,13 +27,16 @@ class VariationGrid(QWidget):
         self._stopped = False
         self._final: list[bool] = []
         self._hover = -1
+        self._aspect = 1.0  # width / height of the pictures being made
         self.setMouseTracking(True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setToolTip("Click a variation to keep it; double-click to use its seed")
 
-    def start(self, seeds: list[int], labels: list[str] | None = None) -> None:
-        """One tile per seed, captioned "seed N" unless `labels` says more (a variation seed)."""
+    def start(self, seeds: list[int], labels: list[str] | None = None, aspect: float = 1.0) -> None:
+        """One tile per seed, captioned "seed N" unless `labels` says more (a variation seed), shaped
+        like the pictures (`aspect` = width / height), so a preview is never stretched."""
         self._seeds = list(seeds)
+        self._aspect = aspect
         self._labels = list(labels) if labels is not None else [f"seed {s}" for s in seeds]
         self._images = [None] * len(seeds)
         self._final = [False] * len(seeds)
@@ -71,13 +78,17 @@ class VariationGrid(QWidget):
         return cols, rows
 
     def tile_rect(self, index: int) -> QRectF:
+        """The largest tiles of the pictures' shape that fit, inside the canvas' own fit margin: a
+        single preview lands exactly where the canvas then shows the finished picture."""
         cols, rows = self._grid()
-        gap = 8.0
-        side = min((self.width() - gap * (cols + 1)) / cols, (self.height() - gap * (rows + 1)) / rows)
-        x0 = (self.width() - (side * cols + gap * (cols - 1))) / 2
-        y0 = (self.height() - (side * rows + gap * (rows - 1))) / 2
+        room_w = (self.width() - 2 * FIT_MARGIN - GAP * (cols - 1)) / cols
+        room_h = (self.height() - 2 * FIT_MARGIN - GAP * (rows - 1)) / rows
+        h = max(1.0, min(room_w / self._aspect, room_h))
+        w = h * self._aspect
+        x0 = (self.width() - (w * cols + GAP * (cols - 1))) / 2
+        y0 = (self.height() - (h * rows + GAP * (rows - 1))) / 2
         r, c = divmod(index, cols)
-        return QRectF(x0 + c * (side + gap), y0 + r * (side + gap), side, side)
+        return QRectF(x0 + c * (w + GAP), y0 + r * (h + GAP), w, h)
 
     def index_at(self, x: float, y: float) -> int:
         for k in range(len(self._seeds)):

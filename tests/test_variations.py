@@ -1,0 +1,37 @@
+"""The preview grid: tiles shaped like the pictures, a single preview where the canvas will show it."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPointF, QRectF
+from PySide6.QtGui import QColor, QImage
+
+from studio.ui.canvas import CanvasView
+from studio.ui.variations import VariationGrid
+
+
+def test_a_single_preview_lands_where_the_canvas_then_shows_the_picture(qtbot):
+    grid, canvas = VariationGrid(), CanvasView()
+    for widget in (grid, canvas):
+        qtbot.addWidget(widget)
+        widget.resize(370, 560)
+    grid.start([7])
+    picture = QImage(64, 64, QImage.Format.Format_RGB32)
+    picture.fill(QColor("orange"))
+    canvas.set_image(picture)
+    shown = QRectF(canvas.map_from_image(QPointF(0, 0)), canvas.map_from_image(QPointF(64, 64)))
+    tile = grid.tile_rect(0)
+    for a, b in ((tile.left(), shown.left()), (tile.top(), shown.top()), (tile.width(), shown.width())):
+        assert abs(a - b) < 1.0, (tile, shown)  # no jump when the finished picture replaces the preview
+
+
+def test_tiles_keep_the_pictures_shape_and_stay_inside_the_widget(qtbot):
+    grid = VariationGrid()
+    qtbot.addWidget(grid)
+    grid.resize(600, 500)
+    grid.start([1, 2, 3, 4], aspect=512 / 768)
+    rects = [grid.tile_rect(k) for k in range(4)]
+    for r in rects:
+        assert abs(r.width() / r.height() - 512 / 768) < 1e-6  # a portrait preview is not squashed square
+        assert grid.rect().toRectF().contains(r)
+    assert not rects[0].intersects(rects[1]) and not rects[0].intersects(rects[2])
+    assert grid.index_at(rects[3].center().x(), rects[3].center().y()) == 3
