@@ -73,6 +73,39 @@ def test_the_detail_pane_says_why_it_is_empty(make_panel: Any, gallery: Gallery,
     assert panel.image_label.text() == ""  # an image replaces the message
 
 
+@pytest.mark.parametrize("size,outer,inner", [
+    ((1200, 600), Qt.Orientation.Horizontal, Qt.Orientation.Vertical),  # a wide panel: details beside the grid
+    ((600, 900), Qt.Orientation.Vertical, Qt.Orientation.Horizontal),  # a tall one: below it, picture | settings
+    ((300, 900), Qt.Orientation.Vertical, Qt.Orientation.Vertical),  # a narrow dock: picture over settings
+])
+def test_the_details_take_the_shape_of_the_panel(make_panel: Any, gallery: Gallery, qtbot: Any,
+                                                 size: tuple[int, int], outer: Qt.Orientation,
+                                                 inner: Qt.Orientation) -> None:
+    fill(gallery)
+    panel = make_panel()
+    panel.resize(*size)
+    panel.show()
+    qtbot.waitExposed(panel)
+    assert (panel.splitter.orientation(), panel.detail_splitter.orientation()) == (outer, inner)
+    # The settings are read, not panned: they never need a horizontal scroll bar.
+    assert not panel.recipe_scroll.horizontalScrollBar().isVisible()
+
+
+@pytest.mark.parametrize("width", [260, 330, 345, 350, 400, 640])
+def test_the_grid_fills_its_width_with_whole_columns(make_panel: Any, gallery: Gallery, qtbot: Any, width: int) -> None:
+    fill(gallery)
+    panel = make_panel()
+    panel.resize(width, 860)
+    panel.show()
+    qtbot.waitExposed(panel)
+    view = panel.view
+    columns = gallery_view.columns_for(view.viewport().width())
+    assert columns >= 2  # even the narrowest dock (GALLERY_DOCK_MIN) shows two columns
+    first_row = [row for row in range(panel.model.rowCount()) if view.visualRect(panel.model.index(row, 0)).top() == 0]
+    assert len(first_row) == min(columns, panel.model.rowCount())
+    assert columns * view.gridSize().width() >= view.viewport().width() - columns  # no ragged gap on the right
+
+
 def test_rows_are_fetched_a_page_at_a_time(make_panel: Any, gallery: Gallery) -> None:
     fill_synthetic(gallery, 450)
     panel = make_panel()

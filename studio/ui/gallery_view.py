@@ -24,6 +24,12 @@ from studio.gallery.records import parse_time
 from studio.ui.thumbnails import CELL, GRID_SIZE, PAGE, GalleryModel, ThumbnailDelegate, ThumbnailLoader
 
 DETAIL_SIZE = 768  # the detail pane's image
+SIDE_BY_SIDE_MIN = 480  # px: below this a tall panel stacks the picture over its settings (each half would be too thin)
+
+
+def columns_for(width: int) -> int:
+    """How many thumbnail columns a grid `width` pixels wide shows."""
+    return max(1, round(width / CELL))
 
 
 class _Grid(QListView):
@@ -32,7 +38,9 @@ class _Grid(QListView):
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         width = self.viewport().width()
-        cell = width // max(1, width // CELL)
+        # The column count nearest to CELL-sized cells, so a narrow dock still shows two columns.
+        # One pixel spare: Qt wraps a row that exactly fills the width, which left a lone column.
+        cell = (width - 1) // columns_for(width)
         delegate = self.itemDelegate()
         if isinstance(delegate, ThumbnailDelegate) and cell != delegate.cell:
             delegate.cell = cell
@@ -317,18 +325,23 @@ class GalleryPanel(QWidget):
                 action.setEnabled(enabled)
 
     def resizeEvent(self, event: QResizeEvent) -> None:
-        # A wide panel puts the details beside the grid; a tall dock puts them below it.
+        # A wide panel puts the details beside the grid; a tall dock puts them below it, the picture
+        # beside its settings, or above them where the dock is too narrow for two readable columns.
         super().resizeEvent(event)
-        wide = event.size().width() > event.size().height() * 1.3
-        self.bars.setDirection(QBoxLayout.Direction.LeftToRight if event.size().width() > 820
+        width, height = event.size().width(), event.size().height()
+        wide = width > height * 1.3
+        self.bars.setDirection(QBoxLayout.Direction.LeftToRight if width > 820
                                else QBoxLayout.Direction.TopToBottom)
-        orientation = Qt.Orientation.Horizontal if wide else Qt.Orientation.Vertical
-        if orientation != self.splitter.orientation() or not self._split_done:
+        vertical, horizontal = Qt.Orientation.Vertical, Qt.Orientation.Horizontal
+        outer = horizontal if wide else vertical
+        inner = vertical if wide or width < SIDE_BY_SIDE_MIN else horizontal
+        if (outer, inner) != (self.splitter.orientation(), self.detail_splitter.orientation()) or not self._split_done:
             self._split_done = True
-            self.splitter.setOrientation(orientation)
-            self.detail_splitter.setOrientation(Qt.Orientation.Vertical if wide else Qt.Orientation.Horizontal)
-            along = event.size().width() if wide else event.size().height()
-            self.splitter.setSizes([int(along * 0.64), int(along * 0.36)])
+            self.splitter.setOrientation(outer)
+            self.detail_splitter.setOrientation(inner)
+            along = width if wide else height
+            grid_share = 0.5 if inner == outer else 0.64  # a stacked detail pane needs more of the height
+            self.splitter.setSizes([int(along * grid_share), int(along * (1 - grid_share))])
             self.detail_splitter.setSizes([600, 400] if wide else [500, 500])
 
     # ------------------------------------------------------------------ querying

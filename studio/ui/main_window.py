@@ -33,7 +33,7 @@ from studio.ui.settings import Settings
 from studio.ui.variations import VariationGrid
 from studio.ui.worker import Backend, JobResult
 
-GALLERY_DOCK_MIN = 260  # px: one column of thumbnails, the detail picture beside the start of its settings
+GALLERY_DOCK_MIN = 260  # px: two columns of thumbnails, the detail picture over its settings
 
 
 class MainWindow(QMainWindow):
