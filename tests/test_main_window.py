@@ -57,6 +57,35 @@ def test_a_first_start_fits_the_screen_and_gives_the_canvas_the_room(qtbot, data
     window.close()
 
 
+def test_closing_while_the_backend_cannot_stop_yet_hides_the_window_and_ends_with_it(qtbot, data_dir, monkeypatch):
+    import threading
+
+    from studio.gallery import Gallery
+    from studio.ui import main_window, worker
+    from studio.ui.main_window import MainWindow
+    from studio.ui.worker import Backend
+
+    release = threading.Event()
+    # A load still importing torch or reading weights: no cancel point until it is done.
+    monkeypatch.setattr(worker._BackendThread, "_load", lambda self, job: release.wait(60))
+    monkeypatch.setattr(main_window, "BACKEND_STOP_WAIT_MS", 50)
+    settings = Settings(data_dir / "settings.ini")
+    window = MainWindow(Backend(data_dir, device="cpu"), settings, Gallery(data_dir))
+    qtbot.addWidget(window)
+    window.show()
+    window.backend.start()
+    window.backend.load_model("anything")
+    qtbot.waitUntil(lambda: window.backend.current is not None, timeout=10_000)
+    window.controls.prompt.setPlainText("kept across the restart")
+    assert not window.close()  # not yet: the thread still runs, and Python must not exit under it
+    assert window.isHidden() and window.backend._thread.isRunning()
+    assert Settings(data_dir / "settings.ini").get("prompt") == "kept across the restart"  # saved at once
+    with qtbot.waitSignal(window.backend.stopped, timeout=10_000):
+        release.set()
+    qtbot.waitUntil(lambda: not window.backend._thread.isRunning(), timeout=10_000)
+    assert window.close()  # and now it closes for good
+
+
 def test_generate_button_puts_the_result_on_the_canvas_and_in_the_gallery(qtbot, make_window):
     w = make_window()
     w.controls.prompt.setPlainText("a blue square")

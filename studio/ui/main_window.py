@@ -34,6 +34,9 @@ from studio.ui.variations import VariationGrid
 from studio.ui.worker import Backend, JobResult
 
 GALLERY_DOCK_MIN = 260  # px: two columns of thumbnails, the detail picture over its settings
+# How long closing waits for the backend in place. Importing torch or reading a model's weights has no
+# cancel point; past this the window hides and the app ends when the backend does.
+BACKEND_STOP_WAIT_MS = 2000
 
 
 class MainWindow(QMainWindow):
@@ -60,6 +63,7 @@ class MainWindow(QMainWindow):
         self._wanted_model: str | None = None  # the model generations ask for: the last one loading or loaded
         self._notice = ""  # a load failure to repeat once the fallback model is in
         self._suggested_cfg: float | None = None  # the guidance this window last took from a model
+        self._closing = False
         self._build_left_dock()
         self._build_gallery_dock()
         self._build_status_bar()
@@ -220,6 +224,7 @@ class MainWindow(QMainWindow):
         b.finished.connect(self._on_finished)
         b.failed.connect(self._on_failed)
         b.cancelled.connect(self._on_cancelled)
+        b.stopped.connect(lambda: self._closing and self.close())
         b.queue_changed.connect(lambda n: self.queue_label.setText(f"{n} queued" if n else ""))
         # `idle` is queued: a new job may have been submitted since it was sent, so ask the backend.
         b.idle.connect(lambda: self.set_busy(self.backend.busy()))
@@ -500,12 +505,19 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ closing
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        self.controls.save(self.settings)
-        self.settings.set("window_geometry", bytes(self.saveGeometry().data()))
-        self.settings.set("window_state", bytes(self.saveState().data()))
-        self.settings.sync()
-        self.model_label.setText("Stopping…")
-        self.backend.shutdown()
+        if not self._closing:
+            self._closing = True
+            self.controls.save(self.settings)
+            self.settings.set("window_geometry", bytes(self.saveGeometry().data()))
+            self.settings.set("window_state", bytes(self.saveState().data()))
+            self.settings.sync()
+            self.model_label.setText("Stopping…")
+        if not self.backend.shutdown(BACKEND_STOP_WAIT_MS):
+            # Quitting under a running thread aborts the process, and waiting here would freeze the
+            # window: it goes now, and `stopped` closes it for good.
+            event.ignore()
+            self.hide()
+            return
         super().closeEvent(event)
 
 

@@ -68,6 +68,7 @@ class Backend(QObject):
     cancelled = Signal(int)
     queue_changed = Signal(int)  # jobs waiting (not counting the running one)
     idle = Signal()
+    stopped = Signal()  # the thread has ended (after shutdown)
 
     def __init__(self, data_dir: Path | None, device: str = "auto", use_gallery: bool = True,
                  parent: QObject | None = None) -> None:
@@ -79,6 +80,7 @@ class Backend(QObject):
         self.current: Job | None = None
         self.data_dir = data_dir
         self._thread = _BackendThread(self, data_dir, device, use_gallery)
+        self._thread.finished.connect(self.stopped)
 
     def start(self) -> None:
         self._thread.start()
