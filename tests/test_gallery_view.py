@@ -106,6 +106,23 @@ def test_the_grid_fills_its_width_with_whole_columns(make_panel: Any, gallery: G
     assert columns * view.gridSize().width() >= view.viewport().width() - columns  # no ragged gap on the right
 
 
+def test_a_new_batch_lands_in_view_with_its_first_image_current(make_panel: Any, gallery: Gallery, qtbot: Any) -> None:
+    for seed in range(12):
+        save(gallery, "an older picture", seed=seed)
+    panel = make_panel()
+    panel.resize(330, 900)  # two columns, two and a half rows in view
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.select_image(panel.model.record(11).id)  # the user looks at an old one, far down
+    batch = [save(gallery, "a new batch", seed=100 + k) for k in range(4)]  # saved in seed order
+    panel.refresh()
+    panel.show_new(batch)
+    assert panel.current_record().id == batch[0]  # the first seed, like the first tile of the grid
+    area = panel.view.viewport().rect()
+    rows = [panel.model.row_of(image_id) for image_id in batch]
+    assert all(area.contains(panel.view.visualRect(panel.model.index(row))) for row in rows)
+
+
 def test_rows_are_fetched_a_page_at_a_time(make_panel: Any, gallery: Gallery) -> None:
     fill_synthetic(gallery, 450)
     panel = make_panel()

@@ -389,6 +389,15 @@ class GalleryPanel(QWidget):
         self.view.scrollTo(self.model.index(row))
         return True
 
+    def show_new(self, image_ids: list[int]) -> None:
+        """Make the first of a run's new images current, with the whole run in view where it fits:
+        newest first puts the run's first image below the others, and scrolling to it alone cut the
+        top row off."""
+        rows = [row for row in map(self.model.row_of, image_ids) if row is not None]
+        if rows:
+            self.view.scrollTo(self.model.index(min(rows)))
+            self.select_image(image_ids[0])
+
     def current_record(self) -> ImageRecord | None:
         return self._current
 

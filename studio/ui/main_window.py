@@ -340,9 +340,8 @@ class MainWindow(QMainWindow):
             self.center.setCurrentWidget(self.canvas)
         if self.gallery_panel is not None:
             self.gallery_panel.refresh()
-            saved = [r.gallery_id for r in results if r.gallery_id is not None]
-            if saved:
-                self.gallery_panel.select_image(saved[0])  # the new picture and its settings, in view
+            # The new pictures in view, the first one's settings shown.
+            self.gallery_panel.show_new([r.gallery_id for r in results if r.gallery_id is not None])
 
     def _on_failed(self, job: int, message: str) -> None:
         if self._running.pop(job, {}).get("grid"):
