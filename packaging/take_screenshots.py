@@ -1,0 +1,348 @@
+"""Retake the README's screenshots of the real Studio window with the built-in model.
+
+The script opens the same window the app opens (`studio.ui.app.create_window`, Fusion style, dark
+palette) at the size of a first start on CPU, in a fresh temporary data folder, and drives it the way a designer
+would: typing the prompt, setting the spin boxes, clicking Generate, the canvas tool bar's Extend
+buttons and the gallery's search box. It waits on the app's own signals (model loaded, step,
+finished), never on fixed sleeps, and grabs the window with `QWidget.grab()`.
+
+Run it from the repository root under a virtual X server:
+
+    xvfb-run -a -s "-screen 0 1600x950x24" python packaging/take_screenshots.py OUTDIR [--model NAME_OR_PATH]
+
+It writes, into OUTDIR:
+
+    variations-mid-generation.png   a batch of 4 half-way, the 2x2 grid of live previews
+    outpaint.png                    a night landscape extended left and right, outpainted
+    gallery.png                     ~30 images, searched for "landscape", the first result selected
+    builtin-held-out-pair.png       "a large purple star on the left, orange background" on the canvas
+    builtin-held-out-orange.png     "a large orange circle in the center, blue background", seeds 7..10
+
+and prints each file with the generation time the app reported. It exits 1 when the model does not
+load or a generation fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QEventLoop, Qt, QTimer, SignalInstance
+from PySide6.QtWidgets import QApplication
+
+from studio.ui.app import create_window, dark_palette
+from studio.ui.gallery_view import DETAIL_SIZE, GalleryPanel
+from studio.ui.icons import app_icon
+from studio.ui.main_window import MainWindow
+from studio.ui.thumbnails import MissingRole
+
+LOAD_TIMEOUT_S = 600  # torch and diffusers import on the backend thread: slow on a busy machine
+RUN_TIMEOUT_S = 600
+SETTLE_MS = 250  # a last repaint after everything is in place (layouts, thumbnails, status text)
+POLL_MS = 50
+EXTEND_PX = 32  # per side: a 64 px picture becomes 128 x 64, half of it outpainted
+NIGHT = "a night landscape with mountains and a lake"
+ORANGE = "a large orange circle in the center, blue background"
+PURPLE = "a large purple star on the left, orange background"
+# The gallery shot's images: (prompt, first seed), four each. The last batch is landscapes, so the
+# variation grid beside the gallery shows what its search finds.
+GALLERY_BATCHES = (
+    ("a large yellow star on the right, green background", 41),
+    ("a day landscape with mountains and a lake", 11),
+    ("a large red triangle at the bottom, white background", 51),
+    ("a night landscape with a forest and a lake", 31),
+    ("a day landscape with hills and clouds", 61),
+    ("a sunset landscape with mountains and clouds", 21),
+)
+
+
+class ShotError(RuntimeError):
+    """The app could not do what a screenshot needs (model load, generation, a wait timed out)."""
+
+
+# ---------------------------------------------------------------------------------------- waiting
+
+
+def wait_first(signals: dict[str, SignalInstance], trigger: Callable[[], object] | None = None,
+               until: Callable[[str, tuple], bool] | None = None,
+               timeout_s: float = RUN_TIMEOUT_S) -> tuple[str, tuple]:
+    """Run the event loop until one of `signals` (name -> signal) fires with arguments that `until`
+    accepts; return its name and arguments. `trigger` runs once everything is connected, so a
+    signal it causes cannot be missed."""
+    loop = QEventLoop()
+    got: list[tuple[str, tuple]] = []
+    slots = {}
+    for name, signal in signals.items():
+        def slot(*args: Any, name: str = name) -> None:
+            if not got and (until is None or until(name, args)):
+                got.append((name, args))
+                loop.quit()
+        slots[name] = slot
+        signal.connect(slot)
+    timer = QTimer(singleShot=True, interval=int(timeout_s * 1000))
+    timer.timeout.connect(loop.quit)
+    timer.start()
+    try:
+        if trigger is not None:
+            trigger()
+        if not got:
+            loop.exec()
+    finally:
+        timer.stop()
+        for name, signal in signals.items():
+            signal.disconnect(slots[name])
+    if not got:
+        raise ShotError(f"timed out after {timeout_s:.0f} s waiting for {' or '.join(signals)}")
+    return got[0]
+
+
+def wait_until(ready: Callable[[], bool], what: str, timeout_s: float = 60) -> None:
+    """Poll `ready` from a QTimer for state that has no signal of its own (layout, many thumbnails)."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            raise ShotError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        pause(POLL_MS)
+
+
+def pause(ms: int) -> None:
+    """Let the event loop run for `ms` milliseconds (paints, queued signals)."""
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
+# ---------------------------------------------------------------------------------------- the app
+
+
+def start_app() -> QApplication:
+    """The QApplication as `studio.ui.app.run_app` sets it up (name, style, palette, icon)."""
+    app = QApplication([sys.argv[0]])
+    app.setApplicationName("Studio")
+    app.setWindowIcon(app_icon())
+    app.setStyle("Fusion")
+    app.setPalette(dark_palette())
+    return app
+
+
+def open_window(home: Path, model: str | None) -> MainWindow:
+    """The real window as a first start lays it out, shown; its model is not loaded yet."""
+    window = create_window(home, device="cpu", model=model)
+    window.show()
+    return window
+
+
+def load_model(window: MainWindow) -> None:
+    """Start the backend and load the model, as the app does once its window is on screen."""
+    b = window.backend
+    name, args = wait_first({"loaded": b.model_loaded, "failed": b.model_failed},
+                            trigger=lambda: (b.start(), window.load_model(window.startup_model)),
+                            timeout_s=LOAD_TIMEOUT_S)
+    if name == "failed":  # the app would fall back to the built-in model: not what was asked for
+        raise ShotError(f"the model {window.startup_model!r} did not load: {args[0]}")
+    info = args[0]
+    print(f"model: {info['name']} ({info['path']}) on {info['device']}, {info['native_size']} px native",
+          flush=True)
+
+
+def set_recipe(window: MainWindow, prompt: str, seed: int, batch: int = 1, cfg: float = 2.0,
+               steps: int = 20) -> None:
+    """Fill the controls like a designer: prompt, steps, guidance, batch, and the seed typed and locked
+    (an unlocked seed that made the picture on screen moves on at the next click)."""
+    c = window.controls
+    c.prompt.setPlainText(prompt)
+    c.steps.setValue(steps)
+    c.cfg.setValue(cfg)
+    c.batch.setValue(batch)
+    c.seed.set_seed(seed)
+    c.seed.lock.setChecked(True)
+
+
+def generate(window: MainWindow, on_step: Callable[[int, int, list], bool] | None = None) -> str:
+    """Click Generate and wait until the run ends; return the time the status bar reports.
+
+    `on_step(step, total, previews)` sees each step signal; when it returns True the wait returns
+    early, mid-run (see `finish`)."""
+    b = window.backend
+
+    def click() -> None:
+        window.generate_button.click()
+        if not b.busy():  # the request was refused before reaching the backend
+            raise ShotError(f"Generate did nothing: {window.statusBar().currentMessage() or 'no reason shown'}")
+
+    def until(name: str, args: tuple) -> bool:
+        if name != "step" or on_step is None:
+            return True  # the end of the run, whatever it was
+        _job, step, total, _elapsed, previews, _region = args
+        return on_step(step, total, previews)
+
+    signals = {"finished": b.finished, "failed": b.failed, "cancelled": b.cancelled}
+    if on_step is not None:
+        signals["step"] = b.step
+    name, args = wait_first(signals, trigger=click, until=until)
+    return "" if name == "step" else _ended(window, name, args)
+
+
+def finish(window: MainWindow) -> str:
+    """Wait for the running generation to end; return the time the status bar reports."""
+    b = window.backend
+    name, args = wait_first({"finished": b.finished, "failed": b.failed, "cancelled": b.cancelled})
+    return _ended(window, name, args)
+
+
+def _ended(window: MainWindow, name: str, args: tuple) -> str:
+    if name == "failed":
+        raise ShotError(f"generation failed: {args[1]}")
+    if name == "cancelled":
+        raise ShotError("generation was cancelled")
+    return window.timing_label.text()  # "4 images in 3.6 s": the main window set it before we ran
+
+
+def gallery_shown(panel: GalleryPanel) -> bool:
+    """Every thumbnail in view and the detail picture decoded (asking for one queues its decoding)."""
+    view, model = panel.view, panel.model
+    area = view.viewport().rect()
+    rows = [model.index(r) for r in range(model.rowCount())]
+    shown = [i for i in rows if view.visualRect(i).intersects(area)]
+    if rows and not shown:
+        return False  # the grid is not laid out yet
+    if not all(i.data(Qt.ItemDataRole.DecorationRole) is not None or i.data(MissingRole) for i in shown):
+        return False
+    record = panel.current_record()
+    return (record is None or panel.loader.pixmap(record.id, record.file, DETAIL_SIZE) is not None
+            or panel.loader.failed(record.id, DETAIL_SIZE))
+
+
+def save(window: MainWindow, out: Path, name: str, settle: bool = True) -> Path:
+    """Grab the window into out/name; `settle` first waits for the gallery's pictures and a last paint."""
+    if settle:
+        if window.gallery_panel is not None:
+            wait_until(lambda: gallery_shown(window.gallery_panel), "the gallery's thumbnails")
+        pause(SETTLE_MS)
+    path = out / name
+    if not window.grab().save(str(path)):
+        raise ShotError(f"could not write {path}")
+    return path
+
+
+def report(path: Path, note: str) -> None:
+    print(f"{path}  ({note})", flush=True)
+
+
+# ---------------------------------------------------------------------------------------- the shots
+
+
+def shot_variations(window: MainWindow, out: Path) -> None:
+    """Batch 4 half-way through: the grid with four live previews, the progress bar mid-run."""
+    set_recipe(window, ORANGE, seed=7, batch=4)
+    # The batch runs as one, so all four tiles are half done together. Previews are throttled: a
+    # step that carries them has just refreshed the grid (the last step always does, so a model
+    # without previews is still grabbed before the end).
+    generate(window, on_step=lambda step, total, previews: step >= total // 2 and (bool(previews) or step == total))
+    path = save(window, out, "variations-mid-generation.png", settle=False)  # now, while it runs
+    grabbed_at = window.progress.format()
+    report(path, f"grabbed at {grabbed_at}; the run: {finish(window)}")
+
+
+def shot_outpaint(window: MainWindow, out: Path) -> None:
+    """A night landscape, extended left and right with the tool bar's Extend buttons, outpainted."""
+    set_recipe(window, NIGHT, seed=3)
+    print(f"  the landscape to extend: {generate(window)}", flush=True)
+    bar = window.canvas_toolbar
+    bar.extend_by.setValue(EXTEND_PX)
+    bar.actions_by_name["extend_left"].trigger()
+    bar.actions_by_name["extend_right"].trigger()
+    if not window.canvas.has_mask():
+        raise ShotError("extending the canvas left no outpaint mask")
+    timing = generate(window)
+    report(save(window, out, "outpaint.png"), f"the outpaint: {timing}")
+
+
+def shot_gallery(window: MainWindow, out: Path) -> None:
+    """Two dozen more images, then the search "landscape" and its first result selected."""
+    for prompt, seed in GALLERY_BATCHES:
+        set_recipe(window, prompt, seed=seed, batch=4)
+        print(f"  {prompt!r}, seeds {seed}..{seed + 3}: {generate(window)}", flush=True)
+    panel = window.gallery_panel
+    if panel is None:
+        raise ShotError("the window has no gallery")
+    search(panel, "landscape")
+    panel.view.setCurrentIndex(panel.model.index(0))  # the first result, as a click selects it
+    report(save(window, out, "gallery.png"), f"{panel.count_label.text()} match \"landscape\"")
+
+
+def search(panel: GalleryPanel, text: str) -> None:
+    """Type into the search box and wait for the debounced query to reload the grid."""
+    if panel.search.text() == text:
+        return
+    wait_first({"reset": panel.model.modelReset}, trigger=lambda: panel.search.setText(text),
+               until=lambda _n, _a: panel.model.query.search == text, timeout_s=30)
+
+
+def shot_held_out_pair(window: MainWindow, out: Path) -> None:
+    """A held-out colour/shape pair on the canvas."""
+    set_recipe(window, PURPLE, seed=7)
+    timing = generate(window)
+    report(save(window, out, "builtin-held-out-pair.png"), timing)
+
+
+def shot_held_out_orange(window: MainWindow, out: Path) -> None:
+    """The held-out orange circle at seeds 7..10, all four finished."""
+    set_recipe(window, ORANGE, seed=7, batch=4)
+    timing = generate(window)
+    report(save(window, out, "builtin-held-out-orange.png"), timing)
+
+
+def take_all(window: MainWindow, out: Path) -> None:
+    shot_variations(window, out)
+    shot_outpaint(window, out)
+    shot_gallery(window, out)
+    if window.gallery_panel is not None:
+        search(window.gallery_panel, "")  # the last two show the whole gallery, newest selected
+    shot_held_out_pair(window, out)
+    shot_held_out_orange(window, out)
+
+
+def close(window: MainWindow) -> None:
+    """Close the window as the app does, then make sure the backend thread has ended: a model load
+    cannot stop before it is done (the window then hides and closes once it is), and a QThread still
+    running when Python exits aborts the process."""
+    window.close()
+    backend = window.backend
+    if not backend.shutdown(0):
+        print("waiting for the backend to finish loading a model…", file=sys.stderr, flush=True)
+        if not backend.shutdown(LOAD_TIMEOUT_S * 1000):
+            print("warning: the backend thread did not stop", file=sys.stderr)
+    if window.gallery_panel is not None:
+        window.gallery_panel.shutdown()  # stop thumbnail decoding before the data folder goes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outdir", type=Path, help="folder for the PNG files (created if missing)")
+    parser.add_argument("--model", help="model name or folder (default: the app's default, the built-in model)")
+    args = parser.parse_args(argv)
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    _app = start_app()  # held for the whole run
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="studio-shots-", ignore_cleanup_errors=True) as home:
+        window = open_window(Path(home), args.model)
+        try:
+            load_model(window)
+            take_all(window, args.outdir)
+        except ShotError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            close(window)
+    print(f"done in {time.perf_counter() - began:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
