@@ -35,7 +35,7 @@ from typing import Any
 from PySide6.QtCore import QEventLoop, Qt, QTimer, SignalInstance
 from PySide6.QtWidgets import QApplication
 
-from studio.ui.app import create_window, dark_palette
+from studio.ui.app import apply_look, create_window
 from studio.ui.gallery_view import DETAIL_SIZE, GalleryPanel
 from studio.ui.icons import app_icon
 from studio.ui.main_window import MainWindow
@@ -125,8 +125,7 @@ def start_app() -> QApplication:
     app = QApplication([sys.argv[0]])
     app.setApplicationName("Studio")
     app.setWindowIcon(app_icon())
-    app.setStyle("Fusion")
-    app.setPalette(dark_palette())
+    apply_look(app)
     return app
 
 

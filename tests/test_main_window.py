@@ -86,6 +86,26 @@ def test_closing_while_the_backend_cannot_stop_yet_hides_the_window_and_ends_wit
     assert window.close()  # and now it closes for good
 
 
+def test_the_tool_bar_overflow_chevron_is_visible_on_the_dark_palette(qtbot):
+    from PySide6.QtGui import QColor
+    from PySide6.QtWidgets import QStyle
+
+    from studio.ui.app import StudioStyle, dark_palette
+
+    background = dark_palette().color(dark_palette().ColorRole.Window)
+
+    def contrast(icon) -> float:  # the brightest drawn pixel against the tool bar's background
+        image = icon.pixmap(16, 16).toImage()
+        drawn = [QColor(image.pixel(x, y)) for x in range(16) for y in range(16) if QColor.fromRgba(image.pixel(x, y)).alpha() > 128]
+        return max(abs(c.lightness() - background.lightness()) for c in drawn) if drawn else 0.0
+
+    style = StudioStyle()
+    for which in (QStyle.StandardPixmap.SP_ToolBarHorizontalExtensionButton,
+                  QStyle.StandardPixmap.SP_ToolBarVerticalExtensionButton):
+        assert contrast(style.standardIcon(which)) > 120  # Fusion's own dark grey arrow: under 60
+    assert not style.standardIcon(QStyle.StandardPixmap.SP_DialogOkButton).isNull()  # the rest is Fusion's
+
+
 def test_generate_button_puts_the_result_on_the_canvas_and_in_the_gallery(qtbot, make_window):
     w = make_window()
     w.controls.prompt.setPlainText("a blue square")

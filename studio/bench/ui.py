@@ -44,8 +44,7 @@ from PySide6.QtWidgets import QApplication
 from studio.ui import app as studio_app
 qapp = QApplication([sys.argv[0]])
 qapp.setApplicationName("Studio")
-qapp.setStyle("Fusion")
-qapp.setPalette(studio_app.dark_palette())
+studio_app.apply_look(qapp)
 window = studio_app.create_window(Path(sys.argv[1]))
 window.show()
 deadline = time.perf_counter() + 60
@@ -193,7 +192,7 @@ class WindowBench:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
         from PySide6.QtWidgets import QApplication
 
-        from studio.ui.app import create_window, dark_palette
+        from studio.ui.app import apply_look, create_window
 
         existing = QApplication.instance()
         if existing is not None and not isinstance(existing, QApplication):
@@ -201,8 +200,7 @@ class WindowBench:
         self.app = existing or QApplication([sys.argv[0]])
         if existing is None:  # dressed as run_app dresses it; an application we did not make is left alone
             self.app.setApplicationName("Studio")
-            self.app.setStyle("Fusion")
-            self.app.setPalette(dark_palette())
+            apply_look(self.app)
         self.timeout = timeout
         self._home = tempfile.TemporaryDirectory(prefix="studio-bench-ui-")
         self.window = create_window(Path(self._home.name), device, model)

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
-from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtCore import QPointF, Qt, QTimer
+from PySide6.QtGui import QColor, QIcon, QPainter, QPalette, QPen, QPixmap
+from PySide6.QtWidgets import QApplication, QProxyStyle, QStyle
 
 from studio.paths import data_dir
 
@@ -31,6 +31,46 @@ def dark_palette() -> QPalette:
     for role in (QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText, QPalette.ColorRole.WindowText):
         p.setColor(QPalette.ColorGroup.Disabled, role, QColor("#77777c"))
     return p
+
+
+class StudioStyle(QProxyStyle):
+    """Fusion, with the tool bars' overflow chevron drawn in the text colour: Fusion's own is dark
+    grey, all but invisible on the dark palette, and it hides buttons (the gallery's, in a narrow dock)."""
+
+    def __init__(self) -> None:
+        super().__init__("Fusion")
+
+    def standardIcon(self, icon: QStyle.StandardPixmap, option=None, widget=None) -> QIcon:  # noqa: N802, ANN001
+        horizontal = QStyle.StandardPixmap.SP_ToolBarHorizontalExtensionButton
+        if icon in (horizontal, QStyle.StandardPixmap.SP_ToolBarVerticalExtensionButton):
+            return chevron_icon(dark_palette().color(QPalette.ColorRole.ButtonText), icon == horizontal)
+        return super().standardIcon(icon, option, widget)
+
+
+def chevron_icon(colour: QColor, pointing_right: bool, size: int = 16) -> QIcon:
+    """A double chevron (>> or, turned, a downward one) at 1x and 2x."""
+    icon = QIcon()
+    for ratio in (1, 2):
+        pixmap = QPixmap(size * ratio, size * ratio)
+        pixmap.setDevicePixelRatio(ratio)
+        pixmap.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(pixmap)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(QPen(colour, 1.6, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin))
+        for offset in (3.5, 8.5):
+            points = [QPointF(offset, 4), QPointF(offset + 4, 8), QPointF(offset, 12)]
+            if not pointing_right:
+                points = [QPointF(p.y(), p.x()) for p in points]
+            painter.drawPolyline(points)
+        painter.end()
+        icon.addPixmap(pixmap)
+    return icon
+
+
+def apply_look(app: QApplication) -> None:
+    """Studio's style and dark palette (the app, and anything that shows its window the same way)."""
+    app.setStyle(StudioStyle())
+    app.setPalette(dark_palette())
 
 
 def create_window(home: Path, device: str = "auto", model: str | None = None):  # noqa: ANN201
@@ -62,8 +102,7 @@ def run_app(argv: list[str]) -> int:
     from studio.ui.icons import app_icon
 
     app.setWindowIcon(app_icon())
-    app.setStyle("Fusion")
-    app.setPalette(dark_palette())
+    apply_look(app)
     window = create_window(data_dir(args.data_dir), args.device, args.model)
     window.show()
     for path in args.images:  # "Open with Studio" passes files (the .desktop entry's %F)
