@@ -87,17 +87,17 @@ def test_closing_while_the_backend_cannot_stop_yet_hides_the_window_and_ends_wit
 
 
 def test_the_tool_bar_overflow_chevron_is_visible_on_the_dark_palette(qtbot):
-    from PySide6.QtGui import QColor
+    from PySide6.QtGui import QColor, QPalette
     from PySide6.QtWidgets import QStyle
 
     from studio.ui.app import StudioStyle, dark_palette
 
-    background = dark_palette().color(dark_palette().ColorRole.Window)
+    background = dark_palette().color(QPalette.ColorRole.Window).lightness()
 
-    def contrast(icon) -> float:  # the brightest drawn pixel against the tool bar's background
+    def contrast(icon) -> float:  # the drawn pixel furthest in lightness from the tool bar's background
         image = icon.pixmap(16, 16).toImage()
-        drawn = [QColor(image.pixel(x, y)) for x in range(16) for y in range(16) if QColor.fromRgba(image.pixel(x, y)).alpha() > 128]
-        return max(abs(c.lightness() - background.lightness()) for c in drawn) if drawn else 0.0
+        pixels = [QColor.fromRgba(image.pixel(x, y)) for x in range(16) for y in range(16)]
+        return max((abs(c.lightness() - background) for c in pixels if c.alpha() > 128), default=0)
 
     style = StudioStyle()
     for which in (QStyle.StandardPixmap.SP_ToolBarHorizontalExtensionButton,
