@@ -5,6 +5,14 @@ from __future__ import annotations
 import errno
 
 
+class StudioError(Exception):
+    """Any failure Studio can explain to a person; its message is that explanation."""
+
+
+class ModelError(StudioError, RuntimeError):
+    """A model that cannot be found or loaded, with a message meant for a person."""
+
+
 def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "the disk is full: nothing was saved; free some space and try again"
@@ -12,12 +20,11 @@ def describe(exc: BaseException) -> str:
         return f"permission denied: {exc.filename or exc}"
     from studio.engine.request import RequestError
 
-    known: tuple[type[BaseException], ...] = (RequestError, ValueError)
+    known: tuple[type[BaseException], ...] = (RequestError, ValueError, StudioError)
     try:
         from studio.cli import CLIError
-        from studio.engine.models import ModelError
 
-        known += (CLIError, ModelError)
+        known += (CLIError,)
     except ImportError:  # pragma: no cover - partial installs
         pass
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -63,13 +63,13 @@ class Engine:
         if self.model is not None and self.model.entry.path == entry.path:
             return self.model
         say(f"Loading {entry.name}…")
-        loaded = models.load(entry, self.device_request, self.memory, self.allow_pickle)
+        cache = self.data_dir / "cache" if self.data_dir is not None else None
+        loaded = models.load(entry, self.device_request, self.memory, self.allow_pickle, hash_cache=cache)
         if should_stop is not None and should_stop():
             raise Cancelled()
         self.model = None  # drop the old pipeline before keeping the new one
         self.model = loaded
         say("Preparing previews…")
-        cache = self.data_dir / "cache" if self.data_dir is not None else None
         self.rgb_map = choose_map(loaded.pipe.vae, float(loaded.pipe.vae.config.scaling_factor), cache)
         say(f"{entry.name} ready on {loaded.device.type}")
         return loaded
@@ -162,7 +162,7 @@ class Engine:
         import torch
 
         pipe = model.pipe
-        shape = (1, pipe.unet.config.in_channels, job.height // pipe.vae_scale_factor,
+        shape = (1, pipe.vae.config.latent_channels, job.height // pipe.vae_scale_factor,
                  job.width // pipe.vae_scale_factor)
         noises = []
         for k, seed in enumerate(seeds):
@@ -177,6 +177,17 @@ class Engine:
     # ------------------------------------------------------------------ preparing inputs
 
     def _prepare(self, request: GenerationRequest, model: models.LoadedModel) -> _Job:
+        job = self._prepare_images(request, model)
+        if model.inpainting and "mask_image" not in job.kwargs:
+            # An inpainting UNet always reads an image and a mask: text-to-image repaints a blank
+            # picture whole, image-to-image repaints the whole picture at the request's strength.
+            size = (job.width, job.height)
+            job.kwargs.setdefault("image", Image.new("RGB", size, (127, 127, 127)))
+            job.kwargs["mask_image"] = Image.new("L", size, 255)
+            job.kwargs.setdefault("strength", 1.0)
+        return job
+
+    def _prepare_images(self, request: GenerationRequest, model: models.LoadedModel) -> _Job:
         native = model.native_size
         if request.mode == "txt2img":
             return _Job("txt2img", request.width or native, request.height or native, {}, lambda im: im)

@@ -7,14 +7,18 @@ unpickling runs arbitrary code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from studio.engine import checkpoints, hashes
+from studio.engine.checkpoints import Architecture
+from studio.errors import ModelError
 from studio.resources import BUILTIN_MODEL, BUILTIN_MODEL_NAME
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,13 +26,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")  # single files read through torch's weights-only unpickler
+CHECKPOINT_SUFFIXES = (".safetensors", *PICKLE_SUFFIXES)
 DEFAULT_CFG = 7.0  # the Stable Diffusion convention, for models that suggest nothing
 SUGGESTIONS_FILE = "studio.json"  # optional, in a model folder: {"cfg": 3.0}
 
 
-class ModelError(RuntimeError):
-    """A model that cannot be found or loaded, with a message meant for a person."""
+class ModelKind(str, Enum):
+    BUILTIN = "builtin"
+    DIFFUSERS = "diffusers"
+    SINGLE_FILE = "single-file"
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,7 @@ class ModelEntry:
 
     name: str
     path: Path
-    kind: str  # "builtin", "diffusers", "single-file"
+    kind: str  # a ModelKind value
 
     def as_dict(self) -> dict[str, str]:
         return {"name": self.name, "path": str(self.path), "kind": self.kind}
@@ -75,14 +82,28 @@ class LoadedModel:
     weights_hash: str
     scheduler_config: dict[str, Any]
     variants: dict[str, Any] = field(default_factory=dict)
+    architecture: Architecture | None = None  # for single files: what detection found
 
     @property
     def native_size(self) -> int:
         return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
 
+    @property
+    def inpainting(self) -> bool:
+        """An inpainting UNet (9 input channels) runs every mode through its inpaint pipeline."""
+        return int(self.pipe.unet.config.in_channels) == 9
+
+    @property
+    def label(self) -> str:
+        """The family a person recognises, e.g. "SDXL inpainting"."""
+        if self.architecture is not None:
+            return self.architecture.label
+        name = type(self.pipe).__name__
+        return "SDXL" if "XL" in name else "SD"
+
     def variant(self, mode: str) -> Any:
         """The pipeline for `mode`, made once with `from_pipe` so no weights are copied."""
-        if mode == "txt2img":
+        if mode == "txt2img" or self.inpainting:
             return self.pipe
         if mode not in self.variants:
             from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
@@ -107,7 +128,7 @@ def list_models(data_dir: Path | None = None) -> list[ModelEntry]:
         for p in sorted(folder.iterdir()):
             if (p / "model_index.json").exists():
                 found.append(ModelEntry(p.name, p, "diffusers"))
-            elif p.suffix == ".safetensors":
+            elif p.suffix.lower() in CHECKPOINT_SUFFIXES:
                 found.append(ModelEntry(p.stem, p, "single-file"))
     return found
 
@@ -131,12 +152,10 @@ def resolve(ref: str | Path, data_dir: Path | None = None, allow_pickle: bool = 
             raise ModelError(f"{path} is not a diffusers pipeline folder (it has no model_index.json)")
         _check_components(path)
         return ModelEntry(path.name, path, "diffusers")
-    if path.suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:
-        raise ModelError(f"{path.name} is a pickle checkpoint: loading it can run arbitrary code. "
-                         "Convert it to .safetensors, or allow pickle checkpoints explicitly if you trust it")
-    if path.suffix.lower() in (".safetensors", *PICKLE_SUFFIXES):
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
         return ModelEntry(path.stem, path, "single-file")
-    raise ModelError(f"{path.name} is not a model: expected a diffusers folder or a .safetensors file")
+    raise ModelError(f"{path.name} is not a model: expected a diffusers folder or a checkpoint file "
+                     f"({', '.join(CHECKPOINT_SUFFIXES)})")
 
 
 def _check_components(folder: Path) -> None:
@@ -178,31 +197,8 @@ def pick_device(requested: str = "auto") -> tuple[Any, Any]:
     return torch.device(requested), dtype
 
 
-def weights_hash(entry: ModelEntry) -> str:
-    """A1111-style short hash: sha256 of the checkpoint file (or the UNet's weights in a folder)."""
-    if entry.path.is_file():
-        files = [entry.path]
-    else:
-        files = sorted((entry.path / "unet").glob("*.safetensors")) or sorted((entry.path / "unet").glob("*"))
-    digest = hashlib.sha256()
-    for f in files:
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:10]
-
-
-def _single_file_config(path: Path) -> Path:
-    """A local diffusers folder that describes a single-file checkpoint's architecture."""
-    for candidate in (path.with_suffix(""), path.parent / f"{path.stem}.config", path.parent):
-        if (candidate / "model_index.json").exists():
-            return candidate
-    raise ModelError(f"cannot tell the architecture of {path.name} offline: put a diffusers config folder "
-                     f"(model_index.json and the component configs) beside it as {path.stem}.config/")
-
-
 def load(entry: ModelEntry, device: str = "auto", memory: MemoryOptions | None = None,
-         allow_pickle: bool = False) -> LoadedModel:
+         allow_pickle: bool = False, hash_cache: Path | None = None) -> LoadedModel:
     """Load `entry` onto the device; raise ModelError with a readable reason on any failure."""
     import torch  # noqa: F401  (import order: torch before diffusers)
 
@@ -213,9 +209,13 @@ def load(entry: ModelEntry, device: str = "auto", memory: MemoryOptions | None =
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    kwargs: dict[str, Any] = dict(torch_dtype=dtype, local_files_only=True)
+    architecture = None
     try:
-        pipe = _from_disk(entry, kwargs, allow_pickle)
+        if entry.kind == ModelKind.SINGLE_FILE:
+            architecture = checkpoints.detect(checkpoints.read_contents(entry.path), entry.path.name)
+            pipe = _from_single_file(entry.path, architecture, dtype)
+        else:
+            pipe = _from_folder(entry, dtype, allow_pickle)
     except ModelError:
         raise
     except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
@@ -223,23 +223,64 @@ def load(entry: ModelEntry, device: str = "auto", memory: MemoryOptions | None =
     if not hasattr(pipe, "unet"):
         raise ModelError(f"{entry.name} is a {type(pipe).__name__}; Studio runs UNet (SD 1.x/2.x/XL) pipelines")
     apply_memory_options(pipe, dev, memory or MemoryOptions())
+    if architecture is not None and not architecture.prediction_known:
+        architecture = _settle_prediction(pipe, architecture)
     pipe.set_progress_bar_config(disable=True)
-    return LoadedModel(entry, pipe, dev, dtype, weights_hash(entry), dict(pipe.scheduler.config))
+    return LoadedModel(entry, pipe, dev, dtype, hashes.short_hash(entry.path, hash_cache),
+                       dict(pipe.scheduler.config), architecture=architecture)
 
 
-def _from_disk(entry: ModelEntry, kwargs: dict[str, Any], allow_pickle: bool) -> Any:
-    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+def _from_folder(entry: ModelEntry, dtype: Any, allow_pickle: bool) -> Any:
+    from diffusers import DiffusionPipeline
 
+    kwargs: dict[str, Any] = dict(torch_dtype=dtype, local_files_only=True)
+    index = json.loads((entry.path / "model_index.json").read_text())
+    if "safety_checker" in index:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
     with warnings.catch_warnings():
         # `torch_dtype` is the spelling every supported diffusers release understands.
         warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-        if entry.kind == "single-file":
-            config = _single_file_config(entry.path)
-            return StableDiffusionPipeline.from_single_file(str(entry.path), config=str(config), **kwargs)
-        index = json.loads((entry.path / "model_index.json").read_text())
-        if "safety_checker" in index:
-            kwargs.update(safety_checker=None, requires_safety_checker=False)
         return DiffusionPipeline.from_pretrained(str(entry.path), use_safetensors=not allow_pickle, **kwargs)
+
+
+def _from_single_file(path: Path, arch: Architecture, dtype: Any) -> Any:
+    """`from_single_file` with a config folder made from the family's skeleton and the file's shapes:
+    without `config`, diffusers reaches for the hub even when told to stay local."""
+    import diffusers
+
+    cls = getattr(diffusers, checkpoints.pipeline_class_name(arch))
+    kwargs: dict[str, Any] = dict(torch_dtype=dtype, local_files_only=True, **checkpoints.tokenizers(arch))
+    if arch.family is not checkpoints.Family.SDXL:
+        kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    with tempfile.TemporaryDirectory(prefix="studio-config-") as folder:
+        config = checkpoints.write_config(arch, Path(folder))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            pipe = cls.from_single_file(str(path), config=str(config), **kwargs)
+    missing = [f"{name}.{p}" for name in ("unet", "vae", "text_encoder", "text_encoder_2")
+               if getattr(pipe, name, None) is not None
+               for p, t in getattr(pipe, name).named_parameters() if t.is_meta]
+    if missing:
+        raise ModelError(f"{path.name} lacks {len(missing)} of the weights a {arch.label} model needs "
+                         f"(e.g. {missing[0]}): a damaged or partial file")
+    return pipe
+
+
+def _settle_prediction(pipe: Any, arch: Architecture) -> Architecture:
+    """Tell SD 2.x's epsilon (512 base) from v-prediction (768) models by their output, as AUTOMATIC1111
+    does: at the last timestep on a flat input, a v-prediction UNet's output falls well below the input."""
+    import torch
+
+    unet = pipe.unet
+    x = torch.full((1, unet.config.in_channels, 8, 8), 0.5, device=unet.device, dtype=unet.dtype)
+    context = torch.full((1, 2, unet.config.cross_attention_dim), 0.5, device=unet.device, dtype=unet.dtype)
+    with torch.inference_mode():
+        out = unet(x, torch.tensor([999], device=unet.device), encoder_hidden_states=context).sample
+    prediction = checkpoints.Prediction.V if float((out - x[:, :out.shape[1]]).mean()) < -1 else \
+        checkpoints.Prediction.EPSILON
+    pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=prediction.value)
+    pipe.unet.config.sample_size = arch.with_prediction(prediction).native_size // pipe.vae_scale_factor
+    return arch.with_prediction(prediction)
 
 
 def apply_memory_options(pipe: Any, device: Any, memory: MemoryOptions) -> None:

@@ -1,0 +1,70 @@
+"""AUTOMATIC1111's short model hash (the first 10 hex digits of the file's sha256), computed once.
+
+A full SDXL checkpoint is 6.5 GB: hashing it takes tens of seconds, so the hash is kept in a small
+JSON cache keyed by the file's path, size and modification time, and a changed file is hashed anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+CACHE_FILE = "hashes.json"
+SHORT = 10
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The files whose bytes are the model: a single file, or a pipeline folder's UNet weights."""
+    if path.is_file():
+        return [path]
+    unet = path / "unet"
+    return sorted(unet.glob("*.safetensors")) or sorted(p for p in unet.glob("*") if p.is_file())
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    for f in weight_files(path):
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def short_hash(path: Path, cache_dir: Path | None = None) -> str:
+    """The A1111 short hash of `path`, from the cache in `cache_dir` when the files did not change."""
+    return full_hash(path, cache_dir)[:SHORT]
+
+
+def full_hash(path: Path, cache_dir: Path | None = None) -> str:
+    stamp = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in weight_files(path)]
+    cache_path = cache_dir / CACHE_FILE if cache_dir is not None else None
+    cache = _read(cache_path)
+    key = str(path.resolve())
+    hit = cache.get(key)
+    if isinstance(hit, dict) and hit.get("stamp") == stamp and isinstance(hit.get("sha256"), str):
+        return hit["sha256"]
+    value = sha256_of(path)
+    if cache_path is not None:
+        cache[key] = {"stamp": stamp, "sha256": value}
+        _write(cache_path, cache)
+    return value
+
+
+def _read(path: Path | None) -> dict:
+    try:
+        data = json.loads(path.read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        return {}  # a missing or damaged cache only costs a re-hash
+    return data if isinstance(data, dict) else {}
+
+
+def _write(path: Path, data: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only data folder: the hash is right, just not remembered
