@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, help="file or folder to write the PNG(s) to")
     gen.add_argument("--no-gallery", action="store_true", help="do not keep the images in the gallery")
     gen.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    gen.add_argument("--allow-pickle", action="store_true", help="allow .ckpt/.bin checkpoints (runs their code)")
+    gen.add_argument("--allow-pickle", action="store_true", help="let a diffusers folder load .bin (pickle) weights: this can run code from the files")
     gen.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
 
     gal = sub.add_parser("gallery", parents=[common], help="list, export and import gallery images")

@@ -239,7 +239,8 @@ def tiny_configs(family: str, inpainting: bool = False) -> dict[str, Any]:
         raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
     vae = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "block_out_channels": [32, 64],
            "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2,
-           "layers_per_block": 1, "norm_num_groups": 32, "sample_size": 64}
+           "layers_per_block": 1, "norm_num_groups": 32, "sample_size": 64,
+           "scaling_factor": 0.13025 if family == "sdxl" else 0.18215}  # the family's, which files do not record
     return {"unet": unet, "vae": vae, "text_encoders": texts}
 
 
