@@ -280,3 +280,51 @@ def write_checkpoint(path: Path, family: str, *, inpainting: bool = False, full_
     state = ldm_state_dict(family, unet, vae, texts)
     state.update(extra or {})
     return save(state, path, dtype, metadata)
+
+
+# ---------------------------------------------------------------------- LoRAs and embeddings
+
+def kohya_lora(family: str, unet: Any, texts: list[Any], rank: int = 4, scale: float = 0.5, seed: int = 1,
+               ) -> dict[str, Any]:
+    """A kohya-ss (A1111) LoRA over every attention projection of `unet` and the text encoders.
+
+    Names are kohya's: `lora_unet_<module path, dots as underscores>` with the diffusers UNet layout
+    for SD 1.x / 2.x and the original (`input_blocks_4_1_...`) layout for SDXL, `lora_te_` (SD 1/2) or
+    `lora_te1_` / `lora_te2_` (SDXL) for the text encoders; `.lora_down.weight`, `.lora_up.weight` and
+    `.alpha` per module. Up matrices are random (a fresh LoRA has them zero, which would change nothing).
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    out: dict[str, Any] = {}
+    rename = unet_key_map(unet.config) if family == "sdxl" else (lambda k: k)
+
+    def add(prefix: str, module_name: str, module: Any) -> None:
+        base = prefix + module_name.replace(".", "_")
+        out[base + ".lora_down.weight"] = torch.randn(rank, module.in_features, generator=generator) * scale
+        out[base + ".lora_up.weight"] = torch.randn(module.out_features, rank, generator=generator) * scale
+        out[base + ".alpha"] = torch.tensor(float(rank))
+
+    for name, module in unet.named_modules():
+        if isinstance(module, torch.nn.Linear) and re.search(r"attn[12]\.(to_q|to_k|to_v|to_out\.0)$", name):
+            add("lora_unet_", rename(name + ".weight").removesuffix(".weight"), module)
+    te_prefixes = ["lora_te1_", "lora_te2_"] if family == "sdxl" else ["lora_te_"]
+    for prefix, text in zip(te_prefixes, texts):
+        for name, module in text.named_modules():
+            if isinstance(module, torch.nn.Linear) and re.search(r"self_attn\.(q|k|v|out)_proj$", name):
+                add(prefix, "text_model." + name.removeprefix("text_model."), module)
+    return out
+
+
+def embedding(family: str, texts: list[Any], vectors: int = 2, seed: int = 2) -> dict[str, Any]:
+    """A textual-inversion embedding as A1111 saves it in .safetensors: `emb_params`, or `clip_l` + `clip_g` for SDXL."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def rows(text: Any) -> Any:
+        return torch.randn(vectors, text.config.hidden_size, generator=generator)
+
+    if family == "sdxl":
+        return {"clip_l": rows(texts[0]), "clip_g": rows(texts[1])}
+    return {"emb_params": rows(texts[0])}

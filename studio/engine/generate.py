@@ -9,14 +9,15 @@ import datetime as _dt
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from studio import __version__
-from studio.engine import canvas_ops, models
+from studio.engine import canvas_ops, models, prompts
+from studio.engine.networks import AppliedLora, Networks
 from studio.engine.preview import LatentRGBMap, choose_map, latent_to_rgb
 from studio.engine.request import GenerationRequest, GenerationResult, RequestError, StepInfo, image_hash, snap8
 from studio.engine.schedulers import make_scheduler
@@ -39,6 +40,17 @@ class _Job:
     kwargs: dict[str, Any]
     finish: Callable[[Image.Image], Image.Image]  # pipeline output -> final image (paste-back)
     region: tuple[int, int, int, int] | None = None  # the crop the pipeline works on, if any
+    prompt: str = ""  # the prompts without their <lora:...> tags
+    negative: str = ""
+    loras: list[AppliedLora] = field(default_factory=list)
+
+
+def _conditioning(pipe: Any, job: _Job) -> dict[str, Any]:
+    """The prompt as text for diffusers' own encoder, or as A1111-weighted embeddings where it needs them."""
+    tokenizer = pipe.tokenizer
+    if prompts.needs_weighting(job.prompt, tokenizer) or prompts.needs_weighting(job.negative, tokenizer):
+        return prompts.encode(pipe, job.prompt, job.negative)
+    return {"prompt": job.prompt, "negative_prompt": job.negative or None}
 
 
 class Engine:
@@ -52,6 +64,7 @@ class Engine:
         self.allow_pickle = allow_pickle
         self.model: models.LoadedModel | None = None
         self.rgb_map: LatentRGBMap | None = None
+        self.networks = Networks()
 
     # ------------------------------------------------------------------ loading
 
@@ -68,7 +81,7 @@ class Engine:
         if should_stop is not None and should_stop():
             raise Cancelled()
         self.model = None  # drop the old pipeline before keeping the new one
-        self.model = loaded
+        self.model, self.networks = loaded, Networks()
         say("Preparing previews…")
         self.rgb_map = choose_map(loaded.pipe.vae, float(loaded.pipe.vae.config.scaling_factor), cache)
         say(f"{entry.name} ready on {loaded.device.type}")
@@ -94,6 +107,10 @@ class Engine:
         request.validate()
         model = self._ensure_loaded(request.model)
         job = self._prepare(request, model)
+        job.prompt, tags = prompts.split_loras(request.prompt)
+        job.negative, negative_tags = prompts.split_loras(request.negative_prompt)
+        job.loras = self.networks.apply_loras(model.pipe, self.data_dir, tags + negative_tags)
+        self.networks.load_embeddings(model.pipe, self.data_dir, job.prompt, job.negative)
         seeds = request.batch_seeds()
         run = _RunOptions(on_step, should_stop, preview and self.rgb_map is not None, preview_all,
                           preview_interval, time.perf_counter())
@@ -146,8 +163,7 @@ class Engine:
         hooks = [b.register_forward_pre_hook(lambda *_: run.check_stop()) for b in blocks if b is not None]
         try:
             with torch.inference_mode():
-                out = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt or None,
-                           num_inference_steps=request.steps, guidance_scale=request.cfg,
+                out = pipe(**_conditioning(pipe, job), num_inference_steps=request.steps, guidance_scale=request.cfg,
                            num_images_per_prompt=len(seeds), width=job.width, height=job.height,
                            callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"],
                            output_type="pil", **kwargs)
@@ -248,7 +264,9 @@ class Engine:
             "variation_seed": ((request.variation_seed + index) % 2**32
                                if request.variation_seed is not None else None),
             "variation_strength": request.variation_strength,
-            "model": {"name": model.entry.name, "hash": model.weights_hash, "path": str(model.entry.path)},
+            "model": {"name": model.entry.name, "hash": model.weights_hash, "path": str(model.entry.path),
+                      "family": model.label},
+            "loras": [{"name": lora.name, "weight": lora.weight, "hash": lora.hash} for lora in job.loras],
             "init_image_hash": image_hash(request.init_image), "mask_hash": image_hash(request.mask),
             "mask_grow": request.mask_grow, "mask_feather": request.mask_feather,
             "inpaint_area": request.inpaint_area, "padding": request.padding,

@@ -38,18 +38,31 @@ def short_hash(path: Path, cache_dir: Path | None = None) -> str:
 
 
 def full_hash(path: Path, cache_dir: Path | None = None) -> str:
-    stamp = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in weight_files(path)]
-    cache_path = cache_dir / CACHE_FILE if cache_dir is not None else None
-    cache = _read(cache_path)
-    key = str(path.resolve())
-    hit = cache.get(key)
-    if isinstance(hit, dict) and hit.get("stamp") == stamp and isinstance(hit.get("sha256"), str):
-        return hit["sha256"]
+    known = cached(path, cache_dir)
+    if known is not None:
+        return known
     value = sha256_of(path)
-    if cache_path is not None:
-        cache[key] = {"stamp": stamp, "sha256": value}
-        _write(cache_path, cache)
+    if cache_dir is not None:
+        cache = _read(cache_dir / CACHE_FILE)
+        cache[str(path.resolve())] = {"stamp": _stamp(path), "sha256": value}
+        _write(cache_dir / CACHE_FILE, cache)
     return value
+
+
+def cached(path: Path, cache_dir: Path | None) -> str | None:
+    """The sha256 computed earlier for `path` as it is now (same files, sizes and times), else None."""
+    if cache_dir is None:
+        return None
+    hit = _read(cache_dir / CACHE_FILE).get(str(path.resolve()))
+    try:
+        ok = isinstance(hit, dict) and hit.get("stamp") == _stamp(path) and isinstance(hit.get("sha256"), str)
+    except OSError:
+        return None
+    return hit["sha256"] if ok else None  # type: ignore[index]
+
+
+def _stamp(path: Path) -> list[list[object]]:
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in weight_files(path)]
 
 
 def _read(path: Path | None) -> dict:

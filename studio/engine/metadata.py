@@ -90,6 +90,8 @@ _FIELDS: dict[str, Callable[[Any], bool]] = {
     "device": _opt(lambda v: isinstance(v, str)), "dtype": _opt(lambda v: isinstance(v, str)),
     "seconds": _opt(_is_num), "created_at": _opt(lambda v: isinstance(v, str)),
     "parent_id": _opt(lambda v: _is_int(v) and v > 0), "extra": _opt(lambda v: isinstance(v, dict)),
+    "loras": _opt(lambda v: isinstance(v, list) and all(isinstance(x, dict) and isinstance(x.get("name"), str)
+                                                       for x in v)),
 }
 
 
@@ -162,6 +164,9 @@ def format_parameters(recipe: Mapping[str, Any]) -> str:
     if recipe.get("variation_seed") is not None and recipe.get("variation_strength"):
         fields.append(("Variation seed", recipe["variation_seed"]))
         fields.append(("Variation seed strength", _number_text(recipe["variation_strength"])))
+    loras = [lora for lora in recipe.get("loras") or [] if lora.get("name") and lora.get("hash")]
+    if loras:
+        fields.append(("Lora hashes", ", ".join(f"{lora['name']}: {lora['hash']}" for lora in loras)))
     params = ", ".join(f"{key}: {_quote(value)}" for key, value in fields)
     negative = recipe.get("negative_prompt") or ""
     text = str(recipe.get("prompt") or "")
@@ -311,10 +316,14 @@ def _apply_params(out: dict[str, Any], params: dict[str, str]) -> None:
     if "Variation seed" in params:
         out["variation_seed"] = _to_int("Variation seed", take("Variation seed"), 0, 2**64 - 1)
         out["variation_strength"] = _to_float("Variation seed strength", params.pop("Variation seed strength", "0"))
+    if "Lora hashes" in params:
+        pairs = (item.rpartition(":") for item in take("Lora hashes").split(","))
+        out["loras"] = [{"name": name.strip(), "hash": digest.strip(), "weight": None}
+                        for name, _, digest in pairs if name.strip()]
     out.setdefault("mode", "txt2img")
-    _fit_seeds(out)
     if params:
         out["extra"] = params
+    _fit_seeds(out)
 
 
 def _fit_seeds(out: dict[str, Any]) -> None:

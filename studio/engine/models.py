@@ -114,22 +114,16 @@ class LoadedModel:
         return self.variants[mode]
 
 
-def user_models_dir(data_dir: Path | None) -> Path | None:
-    return data_dir / "models" if data_dir is not None else None
-
-
 def list_models(data_dir: Path | None = None) -> list[ModelEntry]:
-    """The built-in model (when installed) and every model in the data folder's `models/`."""
+    """The built-in model (when installed) and every checkpoint and pipeline folder in the model library."""
+    from studio.engine import library
+
     found: list[ModelEntry] = []
     if (BUILTIN_MODEL / "model_index.json").exists():
-        found.append(ModelEntry(BUILTIN_MODEL_NAME, BUILTIN_MODEL, "builtin"))
-    folder = user_models_dir(data_dir)
-    if folder is not None and folder.is_dir():
-        for p in sorted(folder.iterdir()):
-            if (p / "model_index.json").exists():
-                found.append(ModelEntry(p.name, p, "diffusers"))
-            elif p.suffix.lower() in CHECKPOINT_SUFFIXES:
-                found.append(ModelEntry(p.stem, p, "single-file"))
+        found.append(ModelEntry(BUILTIN_MODEL_NAME, BUILTIN_MODEL, ModelKind.BUILTIN.value))
+    for item in library.scan(data_dir, (library.ItemKind.CHECKPOINT, library.ItemKind.DIFFUSERS)):
+        kind = ModelKind.DIFFUSERS if item.kind is library.ItemKind.DIFFUSERS else ModelKind.SINGLE_FILE
+        found.append(ModelEntry(item.name, item.path, kind.value))
     return found
 
 

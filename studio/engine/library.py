@@ -1,0 +1,237 @@
+"""The model library: the folders a designer already has (AUTOMATIC1111, ComfyUI, InvokeAI, Studio's own),
+read in place, never copied.
+
+Files are sorted by the sub-folder names those tools use (`Stable-diffusion`, `checkpoints`, `Lora`,
+`loras`, `embeddings`, `VAE`, `ESRGAN`, `upscale_models`, …) and, where a folder's name says nothing,
+by what a .safetensors header holds (read without loading any weights). The list of folders lives in
+`library.json` in the data folder, so the GUI and the CLI share it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from studio.engine import checkpoints, hashes
+from studio.errors import ModelError
+
+LIBRARY_FILE = "library.json"
+MAX_DEPTH = 6
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+class ItemKind(str, Enum):
+    CHECKPOINT = "checkpoint"
+    DIFFUSERS = "diffusers"
+    LORA = "lora"
+    EMBEDDING = "embedding"
+    VAE = "vae"
+    UPSCALER = "upscaler"
+
+
+# Folder names other tools use, lower-cased (A1111 / ComfyUI / InvokeAI).
+FOLDER_KINDS = {
+    "stable-diffusion": ItemKind.CHECKPOINT, "checkpoints": ItemKind.CHECKPOINT, "main": ItemKind.CHECKPOINT,
+    "lora": ItemKind.LORA, "loras": ItemKind.LORA, "lycoris": ItemKind.LORA,
+    "embeddings": ItemKind.EMBEDDING, "embedding": ItemKind.EMBEDDING, "textual_inversion": ItemKind.EMBEDDING,
+    "vae": ItemKind.VAE, "esrgan": ItemKind.UPSCALER, "realesrgan": ItemKind.UPSCALER,
+    "upscale_models": ItemKind.UPSCALER, "upscalers": ItemKind.UPSCALER,
+}
+
+
+@dataclass
+class LibraryItem:
+    kind: ItemKind
+    name: str
+    path: Path
+    size: int
+    family: str = ""  # "SD 1.x", "SDXL inpainting", … where the header tells
+    native_size: int | None = None
+    hash: str | None = None  # the A1111 short hash, once computed
+    triggers: list[str] = field(default_factory=list)  # a LoRA's most used training tags
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": self.kind.value, "name": self.name, "path": str(self.path), "size": self.size,
+                "family": self.family, "native_size": self.native_size, "hash": self.hash,
+                "triggers": self.triggers}
+
+
+# ---------------------------------------------------------------------- the list of folders
+
+def folders(data_dir: Path | None) -> list[Path]:
+    """The folders in the library: the data folder's models/ first, then those the user added."""
+    found: list[Path] = []
+    if data_dir is not None:
+        found.append(data_dir / "models")
+        try:
+            extra = json.loads((data_dir / LIBRARY_FILE).read_text()).get("folders", [])
+        except (OSError, ValueError, AttributeError):
+            extra = []
+        found += [Path(f) for f in extra if isinstance(f, str)]
+    return found
+
+
+def add_folder(data_dir: Path, folder: Path) -> Path:
+    folder = folder.expanduser().resolve()
+    if not folder.is_dir():
+        raise ModelError(f"{folder} is not a folder")
+    current = [str(f) for f in folders(data_dir)[1:]]
+    if str(folder) not in current:
+        current.append(str(folder))
+        _save(data_dir, current)
+    return folder
+
+
+def remove_folder(data_dir: Path, folder: Path) -> None:
+    target = str(folder.expanduser().resolve())
+    current = [str(f) for f in folders(data_dir)[1:]]
+    if target not in current:
+        raise ModelError(f"{folder} is not in the library")
+    _save(data_dir, [f for f in current if f != target])
+
+
+def _save(data_dir: Path, entries: list[str]) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / (LIBRARY_FILE + ".tmp")
+    tmp.write_text(json.dumps({"folders": entries}, indent=2))
+    os.replace(tmp, data_dir / LIBRARY_FILE)
+
+
+# ---------------------------------------------------------------------- scanning
+
+def scan(data_dir: Path | None, kinds: tuple[ItemKind, ...] | None = None) -> list[LibraryItem]:
+    """Every model file and pipeline folder under the library's folders (skipping unreadable ones)."""
+    items: list[LibraryItem] = []
+    seen: set[Path] = set()
+    cache = data_dir / "cache" if data_dir is not None else None
+    for root in folders(data_dir):
+        for item in _walk(root, root, None, 0):
+            if item.path in seen or (kinds is not None and item.kind not in kinds):
+                continue
+            seen.add(item.path)
+            known = hashes.cached(item.path, cache)
+            item.hash = known[:hashes.SHORT] if known else None
+            items.append(item)
+    return items
+
+
+def find(data_dir: Path | None, kind: ItemKind, name: str) -> LibraryItem:
+    """The library item of `kind` called `name` (file stem, case-insensitive), or a ModelError listing what there is."""
+    items = scan(data_dir, (kind,))
+    for item in items:
+        if item.name.lower() == name.lower():
+            return item
+    have = ", ".join(sorted(i.name for i in items)[:12]) or "none"
+    raise ModelError(f"no {kind.value} named {name!r} in the model library (it has: {have})")
+
+
+def _walk(root: Path, folder: Path, kind: ItemKind | None, depth: int) -> Iterator[LibraryItem]:
+    if depth > MAX_DEPTH:
+        return
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return
+    if (folder / "model_index.json").is_file():
+        yield _pipeline_folder(folder)
+        return
+    for path in entries:
+        if path.is_dir():
+            yield from _walk(root, path, FOLDER_KINDS.get(path.name.lower(), kind), depth + 1)
+        elif path.suffix.lower() in WEIGHT_SUFFIXES and not path.name.startswith("."):
+            item = _file_item(path, kind)
+            if item is not None:
+                yield item
+
+
+def _pipeline_folder(folder: Path) -> LibraryItem:
+    # The Hugging Face cache keeps models as models--org--name/snapshots/<commit>/.
+    name = folder.parent.parent.name.split("--")[-1] if folder.parent.name == "snapshots" else folder.name
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    try:
+        cls = json.loads((folder / "model_index.json").read_text()).get("_class_name", "")
+    except (OSError, ValueError, AttributeError):
+        cls = ""
+    family = "SDXL" if "XL" in str(cls) else "FLUX" if "Flux" in str(cls) else "SD" if cls else ""
+    return LibraryItem(ItemKind.DIFFUSERS, name, folder, size, family)
+
+
+def _file_item(path: Path, kind: ItemKind | None) -> LibraryItem | None:
+    size = path.stat().st_size
+    item = LibraryItem(kind or ItemKind.CHECKPOINT, path.stem, path, size)
+    if path.suffix.lower() != ".safetensors":
+        return item if kind is not None or path.suffix.lower() in (".ckpt",) else None
+    try:
+        contents = checkpoints.read_contents(path)
+    except ModelError:
+        return item if kind is not None else None  # shown where the user put it; loading says what is wrong
+    sniffed = _sniff(contents)
+    if kind is None or kind is ItemKind.CHECKPOINT:
+        item.kind = sniffed or ItemKind.CHECKPOINT
+    if item.kind is ItemKind.CHECKPOINT:
+        try:
+            arch = checkpoints.detect(contents, path.name)
+            item.family, item.native_size = arch.label, arch.native_size
+        except ModelError:
+            item.family = "unknown"
+    elif item.kind is ItemKind.LORA:
+        item.family = lora_family(contents)
+        item.triggers = lora_triggers(contents.metadata)
+    return item
+
+
+def _sniff(contents: checkpoints.Contents) -> ItemKind | None:
+    keys = contents.shapes.keys()
+    if any(k.startswith(checkpoints.UNET) for k in keys):
+        return ItemKind.CHECKPOINT
+    if any(".lora_down." in k or ".lora_A." in k or k.startswith("lora_") for k in keys):
+        return ItemKind.LORA
+    if any(k.startswith(("encoder.down.", "decoder.up.")) for k in keys):
+        return ItemKind.VAE
+    if {"clip_l", "clip_g"} & set(keys) or {"emb_params", "string_to_param"} & set(keys):
+        return ItemKind.EMBEDDING
+    return None
+
+
+def lora_family(contents: checkpoints.Contents) -> str:
+    """The family a kohya LoRA was trained for, from its text-encoder names or cross-attention width."""
+    keys = contents.shapes.keys()
+    if any(k.startswith(("lora_te2_", "lora_te1_")) for k in keys):
+        return "SDXL"
+    width = context_width(contents)
+    return {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}.get(width or 0, "")
+
+
+def context_width(contents: checkpoints.Contents) -> int | None:
+    """The text-feature width a LoRA's cross-attention keys expect (768 SD 1.x, 1024 SD 2.x, 2048 SDXL)."""
+    for key, shape in contents.shapes.items():
+        if "attn2" in key and ("to_k" in key or "to_v" in key) and (".lora_down." in key or ".lora_A." in key):
+            return shape[1]
+    return None
+
+
+def lora_triggers(metadata: dict[str, str], limit: int = 8) -> list[str]:
+    """The tags a kohya LoRA was trained with most often (its `ss_tag_frequency`), or its modelspec trigger."""
+    if metadata.get("modelspec.trigger_phrase"):
+        return [metadata["modelspec.trigger_phrase"]]
+    try:
+        datasets = json.loads(metadata.get("ss_tag_frequency", "{}"))
+    except ValueError:
+        return []
+    counts: dict[str, int] = {}
+    for tags in datasets.values() if isinstance(datasets, dict) else []:
+        for tag, n in (tags.items() if isinstance(tags, dict) else []):
+            counts[tag.strip()] = counts.get(tag.strip(), 0) + int(n)
+    return [t for t, _ in sorted(counts.items(), key=lambda kv: -kv[1]) if t][:limit]
+
+
+def hash_missing(data_dir: Path | None, items: list[LibraryItem]) -> None:
+    """Compute and cache the short hash of each item that has none (slow for big files: run it off the GUI)."""
+    cache = data_dir / "cache" if data_dir is not None else None
+    for item in items:
+        if item.hash is None:
+            item.hash = hashes.short_hash(item.path, cache)

@@ -1,0 +1,118 @@
+"""LoRAs and textual-inversion embeddings on the loaded pipeline, as a prompt asks for them.
+
+LoRAs (kohya / A1111 `.safetensors`, SD 1.x, 2.x and XL) go through diffusers' `load_lora_weights`
+(with peft); each request sets the active set and weights, and a request without LoRAs runs the bare
+model (the adapters are removed, so nothing of them lingers). Embeddings load once by name the first
+time a prompt uses the word, into both text encoders for SDXL (`clip_l`, `clip_g`).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from studio.engine import checkpoints, library
+from studio.engine.library import ItemKind, LibraryItem
+from studio.engine.prompts import LoraTag
+from studio.errors import ModelError
+
+RESCAN_SECONDS = 10.0  # an embedding dropped into the library is found within this long
+
+
+@dataclass(frozen=True)
+class AppliedLora:
+    name: str
+    weight: float
+    hash: str
+    path: Path
+
+
+@dataclass
+class Networks:
+    """What is applied to one pipeline right now (the Engine keeps one per loaded model)."""
+
+    loras: tuple[Path, ...] = ()
+    embeddings: set[str] = field(default_factory=set)
+    _index: tuple[float, list[LibraryItem]] = (float("-inf"), [])  # (when scanned, the library's embeddings)
+
+    def apply_loras(self, pipe: Any, data_dir: Path | None, tags: list[LoraTag]) -> list[AppliedLora]:
+        """Make exactly `tags` active on `pipe`; a ModelError names a LoRA that is missing or for another family."""
+        items = [library.find(data_dir, ItemKind.LORA, tag.name) for tag in tags]
+        for item in items:
+            _check_family(item, pipe)
+        paths = tuple(item.path for item in items)
+        if paths != self.loras:
+            if self.loras:
+                pipe.unload_lora_weights()
+                self.loras = ()
+            for item in items:
+                try:
+                    pipe.load_lora_weights(str(item.path), adapter_name=_adapter(item.path))
+                except (ValueError, KeyError, RuntimeError, OSError) as exc:
+                    pipe.unload_lora_weights()
+                    raise ModelError(f"the LoRA {item.name} could not be applied: "
+                                     f"{str(exc).strip().splitlines()[0][:200]}") from exc
+            self.loras = paths
+        if items:
+            pipe.set_adapters([_adapter(p) for p in paths], adapter_weights=[t.weight for t in tags])
+        cache = data_dir / "cache" if data_dir is not None else None
+        from studio.engine import hashes
+
+        return [AppliedLora(item.name, tag.weight, hashes.short_hash(item.path, cache), item.path)
+                for item, tag in zip(items, tags)]
+
+    def load_embeddings(self, pipe: Any, data_dir: Path | None, *texts: str) -> list[str]:
+        """Load every library embedding whose name appears as a word in `texts`; return the names used."""
+        words = set(re.findall(r"[\w\-.]+", " ".join(texts)))
+        used = []
+        if time.monotonic() - self._index[0] > RESCAN_SECONDS:  # not a folder walk per generation
+            self._index = (time.monotonic(), library.scan(data_dir, (ItemKind.EMBEDDING,)))
+        for item in self._index[1]:
+            if item.name not in words:
+                continue
+            used.append(item.name)
+            if item.name not in self.embeddings:
+                _load_embedding(pipe, item)
+                self.embeddings.add(item.name)
+        return used
+
+
+def _adapter(path: Path) -> str:
+    return re.sub(r"\W", "_", path.stem)
+
+
+def _check_family(item: LibraryItem, pipe: Any) -> None:
+    """Refuse a LoRA whose cross-attention width does not match the model before diffusers half-applies it."""
+    if item.path.suffix.lower() != ".safetensors":
+        return
+    contents = checkpoints.read_contents(item.path)
+    width = library.context_width(contents)
+    wanted = int(pipe.unet.config.cross_attention_dim)
+    if width is not None and width != wanted:
+        family = library.lora_family(contents) or f"{width}-wide text features"
+        raise ModelError(f"the LoRA {item.name} is for {family}, not for this model "
+                         f"({wanted}-wide text features): choose a LoRA made for it")
+
+
+def _load_embedding(pipe: Any, item: LibraryItem) -> None:
+    try:
+        if getattr(pipe, "text_encoder_2", None) is not None:
+            from safetensors.torch import load_file
+
+            state = load_file(str(item.path))
+            if "clip_l" not in state or "clip_g" not in state:
+                raise ModelError(f"the embedding {item.name} is not an SDXL embedding (it has no clip_l/clip_g)")
+            pipe.load_textual_inversion(state["clip_l"], token=item.name, text_encoder=pipe.text_encoder,
+                                        tokenizer=pipe.tokenizer)
+            pipe.load_textual_inversion(state["clip_g"], token=item.name, text_encoder=pipe.text_encoder_2,
+                                        tokenizer=pipe.tokenizer_2)
+        else:
+            pipe.load_textual_inversion(str(item.path), token=item.name)
+    except ModelError:
+        raise
+    except (ValueError, KeyError, RuntimeError, OSError) as exc:
+        raise ModelError(f"the embedding {item.name} does not fit this model: "
+                         f"{str(exc).strip().splitlines()[0][:200]}") from exc
