@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from studio.engine.library import ItemKind
+from studio.engine.memory import MemoryPreset
 from studio.engine.request import FILLS, SCHEDULERS, SEED_MAX
 
 
@@ -18,12 +20,15 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    data_help = "where the gallery and settings live (default: $STUDIO_HOME or the platform's user data folder)"
+    # Global options work before or after the subcommand: the subcommands' copy leaves the value
+    # given before them alone unless it is given again (SUPPRESS: no default of their own).
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", help="where the gallery and settings live (default: $STUDIO_HOME or the "
-                                           "platform's user data folder)")
-    parser = argparse.ArgumentParser(prog="studio", parents=[common],
+    common.add_argument("--data-dir", default=argparse.SUPPRESS, help=data_help)
+    parser = argparse.ArgumentParser(prog="studio",
                                      description="Studio: an image studio built on diffusion models. "
                                                  "With no command it starts the desktop app.")
+    parser.add_argument("--data-dir", default=None, help=data_help)
     sub = parser.add_subparsers(dest="command")
 
     gen = sub.add_parser("generate", parents=[common], help="generate images from a prompt")
@@ -54,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, help="file or folder to write the PNG(s) to")
     gen.add_argument("--no-gallery", action="store_true", help="do not keep the images in the gallery")
     gen.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    gen.add_argument("--memory", default="auto", choices=[p.value for p in MemoryPreset],
+                     help="GPU memory use: high keeps everything on the GPU; low offloads the model part by part; "
+                          "lowest layer by layer; auto picks from the model's size and the GPU's memory")
     gen.add_argument("--allow-pickle", action="store_true", help="let a diffusers folder load .bin (pickle) weights: this can run code from the files")
     gen.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
 
@@ -73,8 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     imp = gsub.add_parser("import", parents=[common])
     imp.add_argument("paths", nargs="+", type=Path)
 
-    mod = sub.add_parser("models", parents=[common], help="list the models Studio can use")
+    mod = sub.add_parser("models", parents=[common], help="the model library: list it, add or remove folders")
     mod.add_argument("--json", action="store_true")
+    mod.add_argument("--kind", choices=[k.value for k in ItemKind], help="only this kind")
+    mod.add_argument("--search", help="only names containing this text")
+    mod.add_argument("--hash", action="store_true", help="compute the missing short hashes (slow for big files)")
+    msub = mod.add_subparsers(dest="models_command")
+    add = msub.add_parser("add", parents=[common], help="read an existing models folder in place "
+                                                          "(A1111, ComfyUI, InvokeAI or any folder)")
+    add.add_argument("folder", type=Path)
+    rem = msub.add_parser("remove", parents=[common], help="stop reading a folder (its files stay)")
+    rem.add_argument("folder", type=Path)
     info = sub.add_parser("info", parents=[common], help="show the recipe stored in an image")
     info.add_argument("image", type=Path)
     info.add_argument("--json", action="store_true")
@@ -173,8 +190,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CLIError("nothing would be kept: give --out, or drop --no-gallery")
     request = request_from_args(args)
     home = data_dir(args.data_dir)
-    engine = Engine(device=args.device, data_dir=home, allow_pickle=args.allow_pickle)
-    engine.load(request.model)
+    engine = Engine(device=args.device, data_dir=home, memory=args.memory, allow_pickle=args.allow_pickle)
+    loaded = engine.load(request.model)
+    if not args.json:
+        print(f"{loaded.entry.name}: {loaded.label} on {loaded.device.type}, {loaded.memory.describe()}",
+              file=sys.stderr)
     results = engine.generate(request)
     gallery = None if args.no_gallery else _open_gallery(home)
     for result, out in zip(results, _out_paths(args.out, len(results))):
@@ -229,15 +249,54 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from studio.engine.models import list_models
+    from studio.engine import library
     from studio.paths import data_dir
 
-    entries = list_models(data_dir(args.data_dir))
-    for entry in entries:
-        print(json.dumps(entry.as_dict()) if args.json else f"{entry.name}  ({entry.kind})  {entry.path}")
-    if not entries and not args.json:
-        print("no models installed: the built-in model is missing and the data folder's models/ is empty")
+    home = data_dir(args.data_dir)
+    if args.models_command == "add":
+        folder = library.add_folder(home, args.folder)
+        print(f"added {folder}: {len(library.scan(home))} model file(s) in the library")
+        return 0
+    if args.models_command == "remove":
+        library.remove_folder(home, args.folder)
+        print(f"removed {args.folder} from the library (its files are untouched)")
+        return 0
+    items = _builtin_items() + library.scan(home)
+    if args.kind:
+        items = [i for i in items if i.kind.value == args.kind]
+    if args.search:
+        items = [i for i in items if args.search.lower() in i.name.lower()]
+    if args.hash:
+        library.hash_missing(home, items)
+    for item in items:
+        if args.json:
+            print(json.dumps(item.as_dict()))
+        else:
+            native = f"{item.native_size}px" if item.native_size else "-"
+            print(f"{item.name:<32} {item.kind.value:<10} {item.family or '-':<20} {native:>6} "
+                  f"{_size(item.size):>8}  {item.hash or '-':<10}  {item.path}")
+    if not items and not args.json:
+        print("no models: add a folder with `studio models add FOLDER` or put files in "
+              f"{home / 'models'}")
     return 0
+
+
+def _builtin_items() -> list[Any]:
+    from studio.engine.library import LibraryItem
+    from studio.resources import BUILTIN_MODEL, BUILTIN_MODEL_NAME
+
+    if not (BUILTIN_MODEL / "model_index.json").exists():
+        return []
+    size = sum(f.stat().st_size for f in BUILTIN_MODEL.rglob("*") if f.is_file())
+    return [LibraryItem(ItemKind.DIFFUSERS, BUILTIN_MODEL_NAME, BUILTIN_MODEL, size, "built-in (SD 1.x layout)", 64)]
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -31,6 +31,6 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, known):
         return text
     if "out of memory" in text.lower():
-        return ("the device ran out of memory: try a smaller size or batch, or turn on "
-                "attention slicing / CPU offload")
+        return ("the device ran out of memory: try a smaller size or batch, or a lower memory preset "
+                "(Model > Memory in the window, --memory low or lowest on the command line)")
     return f"{type(exc).__name__}: {text}"

@@ -121,8 +121,26 @@ def test_models_lists_user_models_in_the_data_folder(capsys, tiny_model, data_di
 
     shutil.copytree(tiny_model, data_dir / "models" / "tiny")
     code, out, _ = run(capsys, "models", "--json", "--data-dir", str(data_dir))
-    entries = [json.loads(line) for line in out.strip().splitlines()]
-    assert {"name": "tiny", "path": str(data_dir / "models" / "tiny"), "kind": "diffusers"} in entries
+    entries = {e["name"]: e for e in (json.loads(line) for line in out.strip().splitlines())}
+    assert entries["tiny"]["path"] == str(data_dir / "models" / "tiny") and entries["tiny"]["kind"] == "diffusers"
+    assert entries["studio-shapes"]["native_size"] == 64
+
+
+def test_global_options_work_before_the_subcommand_and_models_add_a_folder(capsys, tmp_path, data_dir):
+    from studio.bench import checkpoint_files as F
+
+    comfy = tmp_path / "ComfyUI" / "models" / "checkpoints"
+    comfy.mkdir(parents=True)
+    F.write_checkpoint(comfy / "mine.safetensors", "sdxl")
+    other = tmp_path / "other-home"
+    code, out, err = run(capsys, "--data-dir", str(other), "models", "add", str(comfy.parent))
+    assert code == 0, err
+    code, out, _ = run(capsys, "--data-dir", str(other), "models", "--kind", "checkpoint", "--json", "--hash")
+    (entry,) = [json.loads(line) for line in out.strip().splitlines()]
+    assert entry["name"] == "mine" and entry["family"] == "SDXL" and entry["native_size"] == 1024
+    assert len(entry["hash"]) == 10
+    code, out, _ = run(capsys, "models", "--json")  # the default data folder (STUDIO_HOME) never saw it
+    assert "mine" not in out
 
 
 def test_console_entry_point_help():

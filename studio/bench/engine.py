@@ -61,6 +61,7 @@ def raw_generate(engine: Any, request: Any) -> list[Any]:
     """The request run as a plain diffusers call on the engine's own pipeline (no callback, no preview)."""
     import torch
 
+    from studio.engine.prompts import conditioning
     from studio.engine.schedulers import make_scheduler
 
     model = engine.model
@@ -69,8 +70,8 @@ def raw_generate(engine: Any, request: Any) -> list[Any]:
     width, height = request.width or model.native_size, request.height or model.native_size
     seeds = request.batch_seeds()
     latents = initial_latents(model, seeds, width, height)
-    with torch.inference_mode():
-        out = pipe(prompt=request.prompt, negative_prompt=request.negative_prompt or None,
+    with torch.inference_mode():  # the prompt encoded as the engine does (A1111 chunks past 75 tokens)
+        out = pipe(**conditioning(pipe, request.prompt, request.negative_prompt),
                    num_inference_steps=request.steps, guidance_scale=request.cfg,
                    num_images_per_prompt=len(seeds), width=width, height=height, latents=latents,
                    output_type="pil")

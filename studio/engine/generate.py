@@ -17,6 +17,7 @@ from PIL import Image
 
 from studio import __version__
 from studio.engine import canvas_ops, models, prompts
+from studio.engine.memory import MemoryPreset
 from studio.engine.networks import AppliedLora, Networks
 from studio.engine.preview import LatentRGBMap, choose_map, latent_to_rgb
 from studio.engine.request import GenerationRequest, GenerationResult, RequestError, StepInfo, image_hash, snap8
@@ -45,22 +46,14 @@ class _Job:
     loras: list[AppliedLora] = field(default_factory=list)
 
 
-def _conditioning(pipe: Any, job: _Job) -> dict[str, Any]:
-    """The prompt as text for diffusers' own encoder, or as A1111-weighted embeddings where it needs them."""
-    tokenizer = pipe.tokenizer
-    if prompts.needs_weighting(job.prompt, tokenizer) or prompts.needs_weighting(job.negative, tokenizer):
-        return prompts.encode(pipe, job.prompt, job.negative)
-    return {"prompt": job.prompt, "negative_prompt": job.negative or None}
-
-
 class Engine:
     """Owns one loaded model; every generation in the process goes through `generate`."""
 
     def __init__(self, device: str = "auto", data_dir: Path | None = None,
-                 memory: models.MemoryOptions | None = None, allow_pickle: bool = False) -> None:
+                 memory: MemoryPreset | str = MemoryPreset.AUTO, allow_pickle: bool = False) -> None:
         self.device_request = device
         self.data_dir = data_dir
-        self.memory = memory or models.MemoryOptions()
+        self.memory = MemoryPreset(memory)
         self.allow_pickle = allow_pickle
         self.model: models.LoadedModel | None = None
         self.rgb_map: LatentRGBMap | None = None
@@ -69,12 +62,15 @@ class Engine:
     # ------------------------------------------------------------------ loading
 
     def load(self, ref: str | Path = "builtin", on_progress: Callable[[str], None] | None = None,
-             should_stop: StopCheck | None = None) -> models.LoadedModel:
-        """Load a model by name or path, replacing the current one; raise ModelError or Cancelled."""
+             should_stop: StopCheck | None = None, reload: bool = False) -> models.LoadedModel:
+        """Load a model by name or path, replacing the current one; raise ModelError or Cancelled.
+        `reload` loads even the current model again (after a change of memory preset)."""
         say = on_progress or (lambda _msg: None)
         entry = models.resolve(ref, self.data_dir, self.allow_pickle)
-        if self.model is not None and self.model.entry.path == entry.path:
+        if self.model is not None and self.model.entry.path == entry.path and not reload:
             return self.model
+        if reload:
+            self.model = None  # free the old copy first: a preset change is often about memory
         say(f"Loading {entry.name}…")
         cache = self.data_dir / "cache" if self.data_dir is not None else None
         loaded = models.load(entry, self.device_request, self.memory, self.allow_pickle, hash_cache=cache)
@@ -84,7 +80,7 @@ class Engine:
         self.model, self.networks = loaded, Networks()
         say("Preparing previews…")
         self.rgb_map = choose_map(loaded.pipe.vae, float(loaded.pipe.vae.config.scaling_factor), cache)
-        say(f"{entry.name} ready on {loaded.device.type}")
+        say(f"{entry.name} ({loaded.label}) ready on {loaded.device.type}, {loaded.memory.describe()}")
         return loaded
 
     def _ensure_loaded(self, ref: str) -> models.LoadedModel:
@@ -163,7 +159,8 @@ class Engine:
         hooks = [b.register_forward_pre_hook(lambda *_: run.check_stop()) for b in blocks if b is not None]
         try:
             with torch.inference_mode():
-                out = pipe(**_conditioning(pipe, job), num_inference_steps=request.steps, guidance_scale=request.cfg,
+                out = pipe(**prompts.conditioning(pipe, job.prompt, job.negative),
+                           num_inference_steps=request.steps, guidance_scale=request.cfg,
                            num_images_per_prompt=len(seeds), width=job.width, height=job.height,
                            callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"],
                            output_type="pil", **kwargs)

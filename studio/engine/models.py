@@ -18,6 +18,9 @@ from typing import Any
 
 from studio.engine import checkpoints, hashes
 from studio.engine.checkpoints import Architecture
+from studio.engine.memory import MemoryPlan, MemoryPreset, model_bytes
+from studio.engine.memory import apply as apply_memory
+from studio.engine.memory import plan as plan_memory
 from studio.errors import ModelError
 from studio.resources import BUILTIN_MODEL, BUILTIN_MODEL_NAME
 
@@ -65,13 +68,6 @@ class ModelEntry:
 
 
 @dataclass
-class MemoryOptions:
-    attention_slicing: bool = False
-    vae_tiling: bool = False
-    cpu_offload: bool = False  # model CPU offload, for small GPUs
-
-
-@dataclass
 class LoadedModel:
     """One loaded pipeline and the variants that share its weights."""
 
@@ -83,6 +79,7 @@ class LoadedModel:
     scheduler_config: dict[str, Any]
     variants: dict[str, Any] = field(default_factory=dict)
     architecture: Architecture | None = None  # for single files: what detection found
+    memory: MemoryPlan = MemoryPlan(MemoryPreset.HIGH)
 
     @property
     def native_size(self) -> int:
@@ -191,7 +188,7 @@ def pick_device(requested: str = "auto") -> tuple[Any, Any]:
     return torch.device(requested), dtype
 
 
-def load(entry: ModelEntry, device: str = "auto", memory: MemoryOptions | None = None,
+def load(entry: ModelEntry, device: str = "auto", memory: MemoryPreset | str = MemoryPreset.AUTO,
          allow_pickle: bool = False, hash_cache: Path | None = None) -> LoadedModel:
     """Load `entry` onto the device; raise ModelError with a readable reason on any failure."""
     import torch  # noqa: F401  (import order: torch before diffusers)
@@ -216,12 +213,13 @@ def load(entry: ModelEntry, device: str = "auto", memory: MemoryOptions | None =
         raise ModelError(f"could not load the model at {entry.path}: {_first_line(exc)}") from exc
     if not hasattr(pipe, "unet"):
         raise ModelError(f"{entry.name} is a {type(pipe).__name__}; Studio runs UNet (SD 1.x/2.x/XL) pipelines")
-    apply_memory_options(pipe, dev, memory or MemoryOptions())
+    memory_plan = plan_memory(memory, dev, model_bytes(pipe))
+    apply_memory(pipe, dev, memory_plan)
     if architecture is not None and not architecture.prediction_known:
         architecture = _settle_prediction(pipe, architecture)
     pipe.set_progress_bar_config(disable=True)
     return LoadedModel(entry, pipe, dev, dtype, hashes.short_hash(entry.path, hash_cache),
-                       dict(pipe.scheduler.config), architecture=architecture)
+                       dict(pipe.scheduler.config), architecture=architecture, memory=memory_plan)
 
 
 def _from_folder(entry: ModelEntry, dtype: Any, allow_pickle: bool) -> Any:
@@ -275,17 +273,6 @@ def _settle_prediction(pipe: Any, arch: Architecture) -> Architecture:
     pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=prediction.value)
     pipe.unet.config.sample_size = arch.with_prediction(prediction).native_size // pipe.vae_scale_factor
     return arch.with_prediction(prediction)
-
-
-def apply_memory_options(pipe: Any, device: Any, memory: MemoryOptions) -> None:
-    if memory.cpu_offload and device.type == "cuda":
-        pipe.enable_model_cpu_offload()
-    else:
-        pipe.to(device)
-    if memory.attention_slicing:
-        pipe.enable_attention_slicing()
-    if memory.vae_tiling:
-        pipe.vae.enable_tiling()
 
 
 def _first_line(exc: BaseException) -> str:

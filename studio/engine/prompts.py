@@ -144,11 +144,24 @@ def _encode_chunks(tokenizer: Any, encoder: Any, chunks: list[tuple[list[int], l
         hidden = result.hidden_states[-2] if penultimate else result[0]
         if pooled is None:
             pooled = getattr(result, "text_embeds", None)
+        if all(m == 1.0 for m in multipliers):
+            out.append(hidden)
+            continue
         scale = torch.tensor(multipliers, device=hidden.device, dtype=hidden.dtype)[None, :, None]
-        mean = hidden.mean()
-        weighted = hidden * scale
-        out.append(weighted * (mean / weighted.mean()))
+        mean, weighted = hidden.mean(), hidden * scale
+        # Keep the chunk's mean, as A1111 does (a layer-normed output can average to 0: then leave it).
+        ratio = mean / weighted.mean() if abs(float(weighted.mean())) > 1e-6 else 1.0
+        out.append(weighted * ratio)
     return torch.cat(out, dim=1), pooled
+
+
+def conditioning(pipe: Any, prompt: str, negative: str) -> dict[str, Any]:
+    """Pipeline keyword arguments for the prompts: text for diffusers' own encoder, or A1111-weighted
+    embeddings where the prompts need them (emphasis, BREAK, more than one chunk)."""
+    tokenizer = pipe.tokenizer
+    if needs_weighting(prompt, tokenizer) or needs_weighting(negative, tokenizer):
+        return encode(pipe, prompt, negative)
+    return {"prompt": prompt, "negative_prompt": negative or None}
 
 
 def encode(pipe: Any, prompt: str, negative: str) -> dict[str, Any]:

@@ -66,6 +66,7 @@ class MainWindow(QMainWindow):
         self._closing = False
         self._build_left_dock()
         self._build_gallery_dock()
+        self._build_library_dock()
         self._build_status_bar()
         from studio.ui.canvas_toolbar import CanvasToolBar
 
@@ -132,6 +133,27 @@ class MainWindow(QMainWindow):
         self.gallery_panel.send_to_canvas.connect(self.open_image)
         self.gallery_panel.regenerate.connect(self._regenerate)
         self.gallery_panel.make_variations.connect(self._variations_of)
+
+    def _build_library_dock(self) -> None:
+        from studio.ui.library_panel import LibraryPanel
+
+        self.library_panel = LibraryPanel(self.backend.data_dir)
+        dock = QDockWidget("Library")
+        dock.setObjectName("library")
+        dock.setWidget(self.library_panel)
+        self.library_dock = dock
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        if self.gallery_panel is not None:
+            self.tabifyDockWidget(self.gallery_dock, dock)
+            self.gallery_dock.raise_()  # the gallery is what a session starts on
+        self.library_panel.load_model.connect(self.load_model)
+        self.library_panel.insert_text.connect(self._insert_in_prompt)
+
+    def _insert_in_prompt(self, text: str) -> None:
+        """Add a LoRA tag or an embedding's name at the end of the prompt, separated as A1111 prompts are."""
+        prompt = self.controls.prompt.toPlainText().rstrip()
+        self.controls.prompt.setPlainText(f"{prompt}, {text}" if prompt else text)
+        self.statusBar().showMessage(f"Added {text} to the prompt", 5000)
 
     def _build_status_bar(self) -> None:
         self.model_label = QLabel("Starting…")
@@ -201,6 +223,10 @@ class MainWindow(QMainWindow):
         self.model_menu = self.menuBar().addMenu("&Model")
         self.model_menu.aboutToShow.connect(self._fill_model_menu)
         view = self.menuBar().addMenu("&View")
+        for dock in (getattr(self, "gallery_dock", None), self.library_dock):
+            if dock is not None:  # a closed dock comes back from here
+                view.addAction(dock.toggleViewAction())
+        view.addSeparator()
         self._action(view, "Fit to window", S("Ctrl+0"), self.canvas.fit)
         self._action(view, "Actual size", S("Ctrl+1"), self.canvas.actual_size)
         self._action(view, "Show canvas", S("Ctrl+Shift+C"), lambda: self.center.setCurrentWidget(self.canvas))
@@ -392,27 +418,51 @@ class MainWindow(QMainWindow):
         only once it has loaded, so a folder that fails leaves the working model in use, now and at
         the next start."""
         self._wanted_model = model
-        self.backend.load_model(model)
+        self.backend.load_model(model, memory=self.settings.get("memory"))
         self.progress.setFormat("Loading model…")
         self.set_busy(True)
 
     def _fill_model_menu(self) -> None:
-        from studio.engine.models import list_models
+        from studio.engine.memory import MemoryPreset
+        from studio.resources import BUILTIN_MODEL
 
         self.model_menu.clear()
         current = self._model_info.get("path")
-        for entry in list_models(self.backend.data_dir):
-            action = self.model_menu.addAction(f"{entry.name}  ({entry.kind})")
+        models = [(BUILTIN_MODEL_NAME, str(BUILTIN_MODEL), "built-in")] + [
+            (item.name, str(item.path), item.family) for item in self.library_panel.models()]
+        for name, path, family in models:
+            action = self.model_menu.addAction(f"{name}  ({family})" if family else name)
             action.setCheckable(True)
-            action.setChecked(str(entry.path) == current)
-            action.triggered.connect(lambda _=False, p=str(entry.path): self.load_model(p))
+            action.setChecked(path == current)
+            action.triggered.connect(lambda _=False, p=path: self.load_model(p))
+        if len(models) == 1:
+            hint = self.model_menu.addAction("Your models appear here once the library has a folder")
+            hint.setEnabled(False)
         self.model_menu.addSeparator()
+        self.model_menu.addAction("Add models folder to the library…", self.library_panel.choose_folder)
+        self.model_menu.addAction("Open model file…", self._choose_model_file)
         self.model_menu.addAction("Open model folder…", self._choose_model_folder)
+        memory = self.model_menu.addMenu("Memory")
+        chosen = self.settings.get("memory")
+        for preset, text in ((MemoryPreset.AUTO, "Auto (from the model and the GPU)"),
+                             (MemoryPreset.HIGH, "High: all on the GPU (fastest)"),
+                             (MemoryPreset.LOW, "Low: model CPU offload, sliced attention, tiled VAE"),
+                             (MemoryPreset.LOWEST, "Lowest: layer-by-layer offload (slowest)")):
+            action = memory.addAction(text)
+            action.setCheckable(True)
+            action.setChecked(chosen == preset.value)
+            action.triggered.connect(lambda _=False, v=preset.value: self._set_memory(v))
 
-    def _choose_model_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a diffusers model folder")
-        if folder:
-            self.load_model(folder)
+    def _set_memory(self, preset: str) -> None:
+        self.settings.set("memory", preset)
+        if self._model_info:
+            self.load_model(self._model_info["ref"])  # the backend reloads under the new preset
+
+    def _choose_model_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a checkpoint", "",
+                                              "Checkpoints (*.safetensors *.ckpt *.pt *.pth)")
+        if path:
+            self.load_model(path)
 
     def _on_model_loading(self, message: str) -> None:
         self.model_label.setText(message)
@@ -422,9 +472,9 @@ class MainWindow(QMainWindow):
         self.controls.native_size = info["native_size"]
         self.progress.setFormat("Ready")
         self.settings.set("model", info["ref"])
-        self.model_label.setToolTip("")
-        self.model_label.setText(f"{info['name']} · {info['device']} · {info['dtype']} · "
+        self.model_label.setText(f"{info['name']} · {info.get('family', '')} · {info['device']} · {info['dtype']} · "
                                  f"{info['native_size']} px native")
+        self.model_label.setToolTip(f"{info['path']}\n{info.get('memory', '')}")
         if self.controls.size.currentText() == "Native":  # show what "Native" means for this model
             self.controls.width_spin.setValue(info["native_size"])
             self.controls.height_spin.setValue(info["native_size"])

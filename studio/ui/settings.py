@@ -36,6 +36,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("padding", int, 32, "padding around the mask for 'only masked'"),
     Setting("outpaint_fill", str, "edge", "how a canvas extension is prefilled"),
     Setting("model", str, "builtin", "the model to load at start"),
+    Setting("memory", str, "auto", "GPU memory preset: auto, high, low or lowest"),
     Setting("window_geometry", bytes, b"", "main window size and place"),
     Setting("window_state", bytes, b"", "dock layout"),
 )

@@ -18,6 +18,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal
 from PySide6.QtGui import QImage
 
+from studio.engine.memory import MemoryPreset
 from studio.engine.request import GenerationRequest, StepInfo
 
 PREVIEW_INTERVAL = 0.05  # seconds: at most ~20 previews a second are made and reach the GUI
@@ -30,6 +31,7 @@ class Job:
     kind: str  # "generate" or "load"
     request: GenerationRequest | None = None
     model: str = ""
+    memory: str | None = None  # the memory preset to load under (a change reloads even the current model)
     save: bool = True
     sequential: bool = False
     preview_all: bool = False  # a preview for every batch item (the variation grid)
@@ -92,8 +94,8 @@ class Backend(QObject):
         self.queue_changed.emit(len(self._pending))
         return job.id
 
-    def load_model(self, model: str) -> int:
-        return self.submit(Job("load", model=model))
+    def load_model(self, model: str, memory: str | None = None) -> int:
+        return self.submit(Job("load", model=model, memory=memory))
 
     def generate(self, request: GenerationRequest, save: bool = True, sequential: bool = False,
                  preview_all: bool = False) -> int:
@@ -175,7 +177,10 @@ class _BackendThread(QThread):
 
         b = self.backend
         try:
-            model = self.engine.load(job.model, on_progress=b.model_loading.emit, should_stop=self._stop)
+            preset = MemoryPreset(job.memory) if job.memory is not None else self.engine.memory
+            changed, self.engine.memory = preset != self.engine.memory, preset
+            model = self.engine.load(job.model, on_progress=b.model_loading.emit, should_stop=self._stop,
+                                     reload=changed)
         except Cancelled:
             b.cancelled.emit(job.id)
             b.model_failed.emit("model load cancelled")
@@ -185,7 +190,7 @@ class _BackendThread(QThread):
             return
         rgb_map = self.engine.rgb_map
         b.model_loaded.emit({"ref": job.model, "name": model.entry.name, "path": str(model.entry.path),
-                             "kind": model.entry.kind,
+                             "kind": model.entry.kind, "family": model.label, "memory": model.memory.describe(),
                              "device": model.device.type, "dtype": str(model.dtype).replace("torch.", ""),
                              "native_size": model.native_size, "suggested_cfg": model.entry.suggested_cfg(),
                              "preview_psnr": rgb_map.psnr if rgb_map is not None else None})

@@ -1,0 +1,79 @@
+"""Memory presets: how much of a model stays on the GPU, from "all of it" to "one layer at a time".
+
+`auto` picks from the model's size and the device's memory, so an SDXL checkpoint runs on an 8 GB card
+without the designer knowing what offloading is; the other presets force a choice. Every plan says
+in words what it did (the GUI's status bar and `studio generate` show it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+GIB = 1024**3
+
+
+class MemoryPreset(str, Enum):
+    AUTO = "auto"
+    HIGH = "high"        # everything on the device: fastest
+    LOW = "low"          # model CPU offload (one component on the GPU at a time), attention slicing, VAE tiling
+    LOWEST = "lowest"    # sequential CPU offload (layer by layer), slicing, tiling: slowest, smallest
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    preset: MemoryPreset  # never AUTO: what auto chose
+    chosen_by_auto: bool = False
+
+    @property
+    def attention_slicing(self) -> bool:
+        return self.preset is not MemoryPreset.HIGH
+
+    @property
+    def vae_tiling(self) -> bool:
+        return self.preset is not MemoryPreset.HIGH
+
+    def describe(self) -> str:
+        text = {MemoryPreset.HIGH: "all on the device", MemoryPreset.LOW: "model CPU offload, sliced attention, tiled VAE",
+                MemoryPreset.LOWEST: "sequential CPU offload, sliced attention, tiled VAE"}[self.preset]
+        return f"memory {self.preset.value}{' (auto)' if self.chosen_by_auto else ''}: {text}"
+
+
+def plan(preset: MemoryPreset | str, device: Any, model_bytes: int, device_bytes: int | None = None) -> MemoryPlan:
+    """The plan for `preset`; for auto, HIGH when the model and its working memory fit the device, LOW
+    when its largest part does, LOWEST otherwise. Off CUDA there is nothing to offload to: HIGH."""
+    preset = MemoryPreset(preset)
+    if preset is not MemoryPreset.AUTO:
+        return MemoryPlan(preset)
+    if getattr(device, "type", "cpu") != "cuda":
+        return MemoryPlan(MemoryPreset.HIGH, chosen_by_auto=True)
+    if device_bytes is None:
+        import torch
+
+        device_bytes = int(torch.cuda.get_device_properties(device).total_memory)
+    working = 2 * GIB + model_bytes // 4  # activations, VAE decode and the CUDA context
+    if model_bytes + working <= device_bytes:
+        return MemoryPlan(MemoryPreset.HIGH, chosen_by_auto=True)
+    if model_bytes * 0.6 + working <= device_bytes:  # the UNet is about 60 % of an SD/SDXL model
+        return MemoryPlan(MemoryPreset.LOW, chosen_by_auto=True)
+    return MemoryPlan(MemoryPreset.LOWEST, chosen_by_auto=True)
+
+
+def model_bytes(pipe: Any) -> int:
+    return sum(p.numel() * p.element_size() for name in ("unet", "vae", "text_encoder", "text_encoder_2")
+               if getattr(pipe, name, None) is not None for p in getattr(pipe, name).parameters())
+
+
+def apply(pipe: Any, device: Any, memory: MemoryPlan) -> None:
+    offload = device.type == "cuda" and memory.preset is not MemoryPreset.HIGH
+    if offload and memory.preset is MemoryPreset.LOWEST:
+        pipe.enable_sequential_cpu_offload(device=device)
+    elif offload:
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    if memory.attention_slicing:
+        pipe.enable_attention_slicing()
+    if memory.vae_tiling:
+        pipe.vae.enable_tiling()

@@ -1,0 +1,225 @@
+"""The model library panel: every checkpoint, LoRA, embedding and VAE in the folders the designer added.
+
+Scanning (reading safetensors headers) and hashing (reading whole files) run on a pool thread; the
+panel only receives the results. Double-click a checkpoint to load it, a LoRA to add `<lora:name:1>`
+to the prompt, an embedding to add its name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QThreadPool, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from studio.engine.library import ItemKind, LibraryItem
+
+COLUMNS = ("Name", "Kind", "Family", "Size")  # the rest (native size, hash, path, triggers) shows on selection
+KIND_LABELS = {ItemKind.CHECKPOINT: "Checkpoint", ItemKind.DIFFUSERS: "Pipeline folder", ItemKind.LORA: "LoRA",
+               ItemKind.EMBEDDING: "Embedding", ItemKind.VAE: "VAE", ItemKind.UPSCALER: "Upscaler"}
+FILTERS = [("Everything", None), ("Models", (ItemKind.CHECKPOINT, ItemKind.DIFFUSERS)), ("LoRAs", (ItemKind.LORA,)),
+           ("Embeddings", (ItemKind.EMBEDDING,)), ("VAEs", (ItemKind.VAE,)), ("Upscalers", (ItemKind.UPSCALER,))]
+
+
+class _Relay(QObject):
+    """Carries a pool thread's results to the GUI thread (queued signals)."""
+
+    scanned = Signal(int, list)  # scan number, list[LibraryItem]
+    hashed = Signal(str, str)  # path, short hash
+
+
+def size_text(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+class LibraryPanel(QWidget):
+    load_model = Signal(str)  # a checkpoint's or pipeline folder's path
+    insert_text = Signal(str)  # text for the prompt: "<lora:name:1>" or an embedding's name
+    changed = Signal()  # a scan finished: the model menu may differ
+
+    def __init__(self, data_dir: Path | None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.data_dir = data_dir
+        self.items: list[LibraryItem] = []
+        self._scan_number = 0
+        self._relay = _Relay()
+        self._relay.scanned.connect(self._on_scanned)
+        self._relay.hashed.connect(self._on_hashed)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search models, LoRAs, embeddings…")
+        self.search.setClearButtonEnabled(True)
+        self.kind = QComboBox()
+        for label, _ in FILTERS:
+            self.kind.addItem(label)
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(list(COLUMNS))
+        self.tree.setRootIsDecorated(False)
+        self.tree.setSortingEnabled(True)
+        self.tree.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.tree.itemActivated.connect(self._activate)
+        self.tree.currentItemChanged.connect(lambda row, _old: self._show_details(row))
+        self.details = QLabel("")
+        self.details.setWordWrap(True)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.add_button = QPushButton("Add folder…")
+        self.add_button.setToolTip("Read an existing models folder in place (AUTOMATIC1111, ComfyUI, InvokeAI "
+                                   "or any folder); nothing is copied")
+        self.rescan_button = QPushButton("Rescan")
+        self.status = QLabel("Not scanned yet")
+        self.status.setWordWrap(True)
+        top = QHBoxLayout()
+        top.addWidget(self.search, 1)
+        top.addWidget(self.kind)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.add_button)
+        buttons.addWidget(self.rescan_button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(top)
+        layout.addWidget(self.tree, 1)
+        layout.addWidget(self.details)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        self.search.textChanged.connect(self._refill)
+        self.kind.currentIndexChanged.connect(self._refill)
+        self.add_button.clicked.connect(self.choose_folder)
+        self.rescan_button.clicked.connect(self.rescan)
+
+    # ------------------------------------------------------------------ scanning (off the GUI thread)
+
+    def rescan(self) -> None:
+        from studio.engine import library
+
+        self._scan_number += 1
+        number, data_dir, relay = self._scan_number, self.data_dir, self._relay
+        self.status.setText("Scanning the library…")
+
+        def work() -> None:
+            items = library.scan(data_dir)
+            relay.scanned.emit(number, items)
+            for item in items:  # the short hashes, slowest last: a 6 GB file takes a while
+                if item.hash is None and item.kind is not ItemKind.DIFFUSERS:
+                    try:
+                        library.hash_missing(data_dir, [item])
+                    except OSError:
+                        continue
+                    relay.hashed.emit(str(item.path), item.hash or "")
+
+        QThreadPool.globalInstance().start(work)
+
+    def add_folder(self, folder: Path) -> None:
+        from studio.engine import library
+        from studio.errors import ModelError
+
+        if self.data_dir is None:
+            return
+        try:
+            library.add_folder(self.data_dir, folder)
+        except ModelError as exc:
+            self.status.setText(str(exc))
+            return
+        self.rescan()
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a models folder to the library")
+        if folder:
+            self.add_folder(Path(folder))
+
+    def _on_scanned(self, number: int, items: list[LibraryItem]) -> None:
+        if number != self._scan_number:
+            return  # an older scan finished after a newer one started
+        self.items = items
+        folders = len({str(i.path.parent) for i in items})
+        self.status.setText(f"{len(items)} file(s) in {folders} folder(s)" if items else
+                            "No models yet: Add folder… reads an AUTOMATIC1111, ComfyUI or InvokeAI models folder")
+        self._refill()
+        self.changed.emit()
+
+    def _on_hashed(self, path: str, short: str) -> None:
+        for item in self.items:
+            if str(item.path) == path:
+                item.hash = short
+        current = self.tree.currentItem()
+        if current is not None and current.data(0, Qt.ItemDataRole.UserRole) == path:
+            self._show_details(current)
+
+    # ------------------------------------------------------------------ showing
+
+    def models(self) -> list[LibraryItem]:
+        return [i for i in self.items if i.kind in (ItemKind.CHECKPOINT, ItemKind.DIFFUSERS)]
+
+    def visible_items(self) -> list[LibraryItem]:
+        kinds = FILTERS[self.kind.currentIndex()][1]
+        text = self.search.text().strip().lower()
+        return [i for i in self.items if (kinds is None or i.kind in kinds)
+                and (not text or text in i.name.lower() or text in i.family.lower()
+                     or any(text in t.lower() for t in i.triggers))]
+
+    def _refill(self) -> None:
+        self.tree.setSortingEnabled(False)
+        self.tree.clear()
+        for item in self.visible_items():
+            row = QTreeWidgetItem([item.name, KIND_LABELS[item.kind], item.family or "-", size_text(item.size)])
+            row.setData(0, Qt.ItemDataRole.UserRole, str(item.path))
+            tip = str(item.path)
+            if item.triggers:
+                tip += "\nTrained with: " + ", ".join(item.triggers)
+            tip += "\n" + _hint(item.kind)
+            for column in range(len(COLUMNS)):
+                row.setToolTip(column, tip)
+            self.tree.addTopLevelItem(row)
+        self.tree.setSortingEnabled(True)
+        for column in range(1, len(COLUMNS)):
+            self.tree.resizeColumnToContents(column)
+
+    def _item(self, row: QTreeWidgetItem | None) -> LibraryItem | None:
+        path = row.data(0, Qt.ItemDataRole.UserRole) if row is not None else None
+        return next((i for i in self.items if str(i.path) == path), None)
+
+    def _show_details(self, row: QTreeWidgetItem | None) -> None:
+        item = self._item(row)
+        if item is None:
+            self.details.setText("")
+            return
+        parts = [f"<b>{item.name}</b>", KIND_LABELS[item.kind], item.family or "family unknown"]
+        if item.native_size:
+            parts.append(f"{item.native_size} px native")
+        parts.append(f"hash {item.hash}" if item.hash else "hash being computed…")
+        text = " · ".join(parts)
+        if item.triggers:
+            text += "<br>Trained with: " + ", ".join(item.triggers)
+        self.details.setText(f"{text}<br><small>{item.path}</small><br><i>{_hint(item.kind)}</i>")
+
+    def _activate(self, row: QTreeWidgetItem, _column: int = 0) -> None:
+        item = self._item(row)
+        if item is None:
+            return
+        if item.kind in (ItemKind.CHECKPOINT, ItemKind.DIFFUSERS):
+            self.load_model.emit(str(item.path))
+        elif item.kind is ItemKind.LORA:
+            self.insert_text.emit(f"<lora:{item.name}:1>")
+        elif item.kind is ItemKind.EMBEDDING:
+            self.insert_text.emit(item.name)
+
+
+def _hint(kind: ItemKind) -> str:
+    return {ItemKind.CHECKPOINT: "Double-click to load it", ItemKind.DIFFUSERS: "Double-click to load it",
+            ItemKind.LORA: "Double-click to add it to the prompt (edit the weight in the tag)",
+            ItemKind.EMBEDDING: "Double-click to add its name to the prompt"}.get(kind, "")
