@@ -107,7 +107,8 @@ def test_parse_parameters_from_the_wild() -> None:
     assert (parsed["width"], parsed["height"]) == (512, 768)
     assert parsed["scheduler"] == "DPM++ 2M Karras"  # the pre-1.9 spelling, schedule inside the name
     assert parsed["model"] == {"name": "v1-5-pruned-emaonly", "hash": "6ce0161689", "path": None}
-    assert parsed["extra"]["Lora hashes"] == "detail: 1a2b3c4d5e6f, other: 0a0b"
+    assert parsed["loras"] == [{"name": "detail", "hash": "1a2b3c4d5e6f", "weight": None},
+                               {"name": "other", "hash": "0a0b", "weight": None}]
     assert parsed["extra"]["TI hashes"] == "easynegative: c74b4e810b03"
     # Hires fix writes a denoising strength too; the image is still a txt2img one.
     assert parsed["mode"] == "txt2img" and "strength" not in parsed

@@ -458,6 +458,11 @@ class MainWindow(QMainWindow):
         if self._model_info:
             self.load_model(self._model_info["ref"])  # the backend reloads under the new preset
 
+    def _choose_model_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a diffusers model folder")
+        if folder:
+            self.load_model(folder)
+
     def _choose_model_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a checkpoint", "",
                                               "Checkpoints (*.safetensors *.ckpt *.pt *.pth)")
