@@ -51,6 +51,7 @@ def test_a_fixed_seed_is_deterministic(engine):
     assert a.shape == (64, 64, 3) and np.array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_prompt_adherence_on_a_fixed_dozen_stays_above_a_floor(engine):
     rng = random.Random(1234)
     scenes = []

@@ -47,6 +47,7 @@ def test_learned_merges_are_deterministic():
     assert learn_merges(words) == learn_merges(list(words))
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_run_and_the_loss_decreases(tmp_path):
     torch.manual_seed(0)
     cfg = train.TrainConfig(work=tmp_path / "work", out=tmp_path / "model", images=48, vae_steps=40,

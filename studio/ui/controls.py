@@ -27,8 +27,21 @@ from PySide6.QtWidgets import (
 from studio.engine.request import FILLS, SCHEDULERS, SEED_MAX
 from studio.ui.settings import Settings
 
-SIZE_PRESETS = ("Native", "64 × 64", "128 × 128", "256 × 256", "512 × 512", "768 × 768", "1024 × 1024",
-                "512 × 768", "768 × 512", "Custom")
+# SDXL's training buckets (about a megapixel each), the sizes SDXL models draw best at.
+SDXL_BUCKETS = ((1024, 1024), (1152, 896), (896, 1152), (1216, 832), (832, 1216), (1344, 768), (768, 1344),
+                (1536, 640), (640, 1536))
+
+
+def size_presets(native: int | None) -> list[str]:
+    """The size menu for a model of `native` px: around its own size (SDXL's buckets for SDXL), so a
+    64 px model is not offered 1024 px pictures it would fill with repeats."""
+    if native == 1024:
+        sizes = list(SDXL_BUCKETS)
+    else:
+        n = native or 512
+        half = n * 3 // 2 // 8 * 8
+        sizes = [(n, n), (n, half), (half, n), (half, half), (2 * n, 2 * n)]
+    return ["Native", *(f"{w} × {h}" for w, h in sizes), "Custom"]
 
 
 class SliderSpin(QWidget):
@@ -130,7 +143,7 @@ class GenerationControls(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.native_size: int | None = None  # the loaded model's (the main window keeps it current)
+        self.native_size: int | None = None  # the loaded model's (set_native_size keeps it current)
         self.prompt = QPlainTextEdit()
         self.prompt.setPlaceholderText("Describe the image… (Ctrl+Enter generates)")
         self.prompt.setFixedHeight(76)
@@ -142,7 +155,7 @@ class GenerationControls(QWidget):
         self.strength = SliderSpin(0.01, 1.0, 0.01, decimals=2)
         self.seed = SeedBox()
         self.size = QComboBox()
-        self.size.addItems(SIZE_PRESETS)
+        self.size.addItems(size_presets(None))
         self.width_spin, self.height_spin = self._size_spin(), self._size_spin()
         self.scheduler = QComboBox()
         self.scheduler.addItems(SCHEDULERS)
@@ -227,6 +240,19 @@ class GenerationControls(QWidget):
             self.width_spin.setValue(w)
             self.height_spin.setValue(h)
 
+    def set_native_size(self, native: int) -> None:
+        """Offer the sizes that suit a model of `native` px, keeping the chosen size where it still fits."""
+        self.native_size = native
+        chosen = self.size_value()
+        self.size.blockSignals(True)
+        self.size.clear()
+        self.size.addItems(size_presets(native))
+        self.size.blockSignals(False)
+        self.size.setToolTip(f"This model draws best at about {native} × {native} px; much larger pictures "
+                             "tend to repeat their subject")
+        self.set_size(*chosen)
+        self._preset_chosen(self.size.currentText())
+
     def size_value(self) -> tuple[int | None, int | None]:
         if self.size.currentText() == "Native":
             return None, None
@@ -237,7 +263,8 @@ class GenerationControls(QWidget):
             self.size.setCurrentText("Native")
             return
         label = f"{width} × {height}"
-        self.size.setCurrentText(label if label in SIZE_PRESETS else "Custom")
+        presets = [self.size.itemText(k) for k in range(self.size.count())]
+        self.size.setCurrentText(label if label in presets else "Custom")
         self.width_spin.setValue(width)
         self.height_spin.setValue(height)
 
