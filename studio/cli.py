@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--height", type=int)
     gen.add_argument("--scheduler", default="DPM++ 2M", choices=SCHEDULERS)
     gen.add_argument("--model", default="builtin", help="model name (see `studio models`) or path")
+    gen.add_argument("--vae", default="", help="a VAE from the model library (name or path) instead of the model's own")
     gen.add_argument("--init", type=Path, help="start image (img2img, inpaint, outpaint)")
     gen.add_argument("--mask", type=Path, help="mask image: white = repaint")
     gen.add_argument("--strength", type=float, default=0.75, help="denoising strength for --init")
@@ -153,6 +154,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
         inpaint_area=args.inpaint_area, padding=args.padding, outpaint=_outpaint(args.outpaint),
         outpaint_fill=args.outpaint_fill, outpaint_overlap=args.outpaint_overlap, batch_size=args.batch,
         variation_seed=args.variation_seed, variation_strength=args.variation_strength, model=args.model,
+        vae=args.vae,
     ).validate()
 
 

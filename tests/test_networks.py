@@ -10,8 +10,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from studio.bench import checkpoint_files as F
-from studio.engine import Engine, GenerationRequest, ModelError
-from studio.engine import library, prompts
+from studio.engine import Engine, GenerationRequest, ModelError, library, prompts
 from studio.engine.library import ItemKind
 from studio.engine.metadata import format_parameters, parse_parameters
 
@@ -25,7 +24,7 @@ def home(tmp_path_factory):
     """A data folder whose models/ looks like an A1111 install: checkpoints, Lora/, embeddings/."""
     home = tmp_path_factory.mktemp("home")
     models = home / "models"
-    for sub in ("Stable-diffusion", "Lora", "embeddings"):
+    for sub in ("Stable-diffusion", "Lora", "embeddings", "VAE"):
         (models / sub).mkdir(parents=True)
     for family in ("sd1", "sdxl"):
         unet, vae, texts = F.build_components(family, F.tiny_configs(family), seed=3)
@@ -33,6 +32,11 @@ def home(tmp_path_factory):
         save_file(F.kohya_lora(family, unet, texts), str(models / "Lora" / f"{family}-style.safetensors"),
                   metadata={"ss_tag_frequency": json.dumps({"set": {"neon": 3, "glowing": 5}})})
         save_file(F.embedding(family, texts), str(models / "embeddings" / f"{family}emb.safetensors"))
+    _, other_vae, _ = F.build_components("sd1", F.tiny_configs("sd1"), seed=9)
+    F.save(F.vae_tensors(other_vae), models / "VAE" / "crisp.safetensors")
+    odd = F.tiny_configs("sd1")["vae"] | {"latent_channels": 8}
+    F.save(F.vae_tensors(F.build_components("sd1", {**F.tiny_configs("sd1"), "vae": odd})[1]),
+           models / "VAE" / "eight.safetensors")
     return home
 
 
@@ -78,6 +82,22 @@ def test_an_embedding_is_picked_up_by_name(engine, family):
     assert not np.array_equal(pixels(plain.image), pixels(with_embedding.image))
     again = run(engine, family, f"a red circle, {family}emb")
     assert np.array_equal(pixels(again.image), pixels(with_embedding.image))
+
+
+def test_a_library_vae_replaces_the_models_own_and_goes_back(engine):
+    own = run(engine, "sd1")
+    crisp = run(engine, "sd1", vae="crisp")
+    assert not np.array_equal(pixels(own.image), pixels(crisp.image))
+    assert crisp.recipe["vae"]["name"] == "crisp.safetensors" and len(crisp.recipe["vae"]["hash"]) == 10
+    text = format_parameters(crisp.recipe)
+    assert f"VAE hash: {crisp.recipe['vae']['hash']}, VAE: crisp.safetensors" in text
+    assert parse_parameters(text)["vae"] == crisp.recipe["vae"]
+    assert np.array_equal(pixels(run(engine, "sd1").image), pixels(own.image))
+    with pytest.raises(ModelError, match="8-channel latents but sd1 uses 4"):
+        run(engine, "sd1", vae="eight")
+    with pytest.raises(ModelError, match="no vae named 'nope'"):
+        run(engine, "sd1", vae="nope")
+    assert np.array_equal(pixels(run(engine, "sd1").image), pixels(own.image))
 
 
 # ---------------------------------------------------------------------- prompt syntax

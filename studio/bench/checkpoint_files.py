@@ -157,17 +157,26 @@ def hf_clip_tensors(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- whole files
 
+def vae_tensors(vae: Any, prefix: str = "") -> dict[str, Any]:
+    """An AutoencoderKL's tensors in the original names; with no prefix, a standalone VAE file as
+    A1111's `models/VAE` and ComfyUI's `models/vae` hold them."""
+    rename = vae_key_map(vae.config)
+    out = {}
+    for k, v in vae.state_dict().items():
+        name = prefix + rename(k)
+        if ".mid.attn_1." in name and name.endswith("weight") and v.ndim == 2:
+            v = v.reshape(*v.shape, 1, 1)  # the original VAE's attention projections are 1x1 convolutions
+        out[name] = v
+    return out
+
+
 def ldm_state_dict(family: str, unet: Any, vae: Any, text_encoders: list[Any]) -> dict[str, Any]:
     """The original single-file state dict of diffusers components (`family`: sd1, sd2 or sdxl)."""
     import torch
 
-    rename_unet, rename_vae = unet_key_map(unet.config), vae_key_map(vae.config)
+    rename_unet = unet_key_map(unet.config)
     out = {UNET + rename_unet(k): v for k, v in unet.state_dict().items()}
-    for k, v in vae.state_dict().items():
-        name = VAE + rename_vae(k)
-        if ".mid.attn_1." in name and name.endswith("weight") and v.ndim == 2:
-            v = v.reshape(*v.shape, 1, 1)  # the original VAE's attention projections are 1x1 convolutions
-        out[name] = v
+    out.update(vae_tensors(vae, VAE))
     texts = [t.state_dict() for t in text_encoders]
     if family == "sd1":
         out.update(hf_clip_tensors(texts[0], SD1_TEXT))

@@ -266,14 +266,14 @@ def _unet_config(shapes: Shapes, family: Family) -> dict[str, Any]:
     return config
 
 
-def _vae_config(shapes: Shapes, name: str) -> dict[str, Any]:
-    e = VAE + "encoder."
+def _vae_config(shapes: Shapes, name: str, prefix: str = VAE) -> dict[str, Any]:
+    e = prefix + "encoder."
     levels = _count(shapes, e + "down.{}.block.0.conv1.weight")
-    if not levels or VAE + "quant_conv.weight" not in shapes:
-        raise ModelError(f"{name} has no VAE (first_stage_model.*): choose a VAE for it in the model library")
+    if not levels or prefix + "quant_conv.weight" not in shapes:
+        raise ModelError(f"{name} has no VAE ({prefix or 'encoder.'}*): choose a VAE for it in the model library")
     return {"block_out_channels": [shapes[e + f"down.{i}.block.0.conv2.weight"][0] for i in range(levels)],
             "layers_per_block": _count(shapes, e + "down.0.block.{}.conv1.weight"),
-            "latent_channels": shapes[VAE + "quant_conv.weight"][0] // 2,
+            "latent_channels": shapes[prefix + "quant_conv.weight"][0] // 2,
             "down_block_types": ["DownEncoderBlock2D"] * levels, "up_block_types": ["UpDecoderBlock2D"] * levels}
 
 
@@ -320,6 +320,16 @@ def _prediction(contents: Contents, family: Family) -> tuple[Prediction, bool]:
     if family is Family.SD2:
         return Prediction.V, False
     return Prediction.EPSILON, True
+
+
+def vae_config(contents: Contents, name: str) -> dict[str, Any]:
+    """The config of a standalone VAE file in the original layout (A1111's `models/VAE`, ComfyUI's `vae/`)."""
+    keys = contents.shapes.keys()
+    if any(k.startswith("encoder.down_blocks.") for k in keys):
+        raise ModelError(f"{name} is a VAE in diffusers' layout: put its folder (with config.json) in the library "
+                         "or use the single-file version (encoder.down.* keys)")
+    prefix = VAE if any(k.startswith(VAE) for k in keys) else ""
+    return _vae_config(contents.shapes, name, prefix)
 
 
 # ---------------------------------------------------------------------- config folders

@@ -44,6 +44,7 @@ class _Job:
     prompt: str = ""  # the prompts without their <lora:...> tags
     negative: str = ""
     loras: list[AppliedLora] = field(default_factory=list)
+    vae: dict[str, str] | None = None  # the library VAE in use: name and short hash
 
 
 class Engine:
@@ -79,9 +80,30 @@ class Engine:
         self.model = None  # drop the old pipeline before keeping the new one
         self.model, self.networks = loaded, Networks()
         say("Preparing previews…")
-        self.rgb_map = choose_map(loaded.pipe.vae, float(loaded.pipe.vae.config.scaling_factor), cache)
+        self._refit_previews(loaded)
         say(f"{entry.name} ({loaded.label}) ready on {loaded.device.type}, {loaded.memory.describe()}")
         return loaded
+
+    def _use_vae(self, model: models.LoadedModel, ref: str) -> dict[str, str] | None:
+        """Put the request's VAE (or the model's own) in place; refit the preview map when it changes."""
+        from studio.engine import hashes, library
+
+        if not ref:
+            if model.vae_name:
+                model.use_vae(None, "")
+                self._refit_previews(model)
+            return None
+        path = Path(ref).expanduser()
+        item_path = path if path.is_file() else library.find(self.data_dir, library.ItemKind.VAE, ref).path
+        if model.vae_name != str(item_path):
+            model.use_vae(models.load_vae(item_path, model), str(item_path))
+            self._refit_previews(model)
+        cache = self.data_dir / "cache" if self.data_dir is not None else None
+        return {"name": item_path.name, "hash": hashes.short_hash(item_path, cache)}
+
+    def _refit_previews(self, model: models.LoadedModel) -> None:
+        cache = self.data_dir / "cache" if self.data_dir is not None else None
+        self.rgb_map = choose_map(model.pipe.vae, float(model.pipe.vae.config.scaling_factor), cache)
 
     def _ensure_loaded(self, ref: str) -> models.LoadedModel:
         if self.model is None or ref not in ("builtin", self.model.entry.name, str(self.model.entry.path)):
@@ -106,6 +128,7 @@ class Engine:
         job.prompt, tags = prompts.split_loras(request.prompt)
         job.negative, negative_tags = prompts.split_loras(request.negative_prompt)
         job.loras = self.networks.apply_loras(model.pipe, self.data_dir, tags + negative_tags)
+        job.vae = self._use_vae(model, request.vae)
         self.networks.load_embeddings(model.pipe, self.data_dir, job.prompt, job.negative)
         seeds = request.batch_seeds()
         run = _RunOptions(on_step, should_stop, preview and self.rgb_map is not None, preview_all,
@@ -264,6 +287,7 @@ class Engine:
             "model": {"name": model.entry.name, "hash": model.weights_hash, "path": str(model.entry.path),
                       "family": model.label},
             "loras": [{"name": lora.name, "weight": lora.weight, "hash": lora.hash} for lora in job.loras],
+            "vae": job.vae,
             "init_image_hash": image_hash(request.init_image), "mask_hash": image_hash(request.mask),
             "mask_grow": request.mask_grow, "mask_feather": request.mask_feather,
             "inpaint_area": request.inpaint_area, "padding": request.padding,

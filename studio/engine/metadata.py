@@ -90,6 +90,7 @@ _FIELDS: dict[str, Callable[[Any], bool]] = {
     "device": _opt(lambda v: isinstance(v, str)), "dtype": _opt(lambda v: isinstance(v, str)),
     "seconds": _opt(_is_num), "created_at": _opt(lambda v: isinstance(v, str)),
     "parent_id": _opt(lambda v: _is_int(v) and v > 0), "extra": _opt(lambda v: isinstance(v, dict)),
+    "vae": _opt(lambda v: isinstance(v, dict) and isinstance(v.get("name"), str)),
     "loras": _opt(lambda v: isinstance(v, list) and all(isinstance(x, dict) and isinstance(x.get("name"), str)
                                                        for x in v)),
 }
@@ -164,6 +165,9 @@ def format_parameters(recipe: Mapping[str, Any]) -> str:
     if recipe.get("variation_seed") is not None and recipe.get("variation_strength"):
         fields.append(("Variation seed", recipe["variation_seed"]))
         fields.append(("Variation seed strength", _number_text(recipe["variation_strength"])))
+    vae = recipe.get("vae") if isinstance(recipe.get("vae"), Mapping) else None
+    if vae:
+        fields += [("VAE hash", vae.get("hash")), ("VAE", vae.get("name"))]
     loras = [lora for lora in recipe.get("loras") or [] if lora.get("name") and lora.get("hash")]
     if loras:
         fields.append(("Lora hashes", ", ".join(f"{lora['name']}: {lora['hash']}" for lora in loras)))
@@ -316,6 +320,8 @@ def _apply_params(out: dict[str, Any], params: dict[str, str]) -> None:
     if "Variation seed" in params:
         out["variation_seed"] = _to_int("Variation seed", take("Variation seed"), 0, 2**64 - 1)
         out["variation_strength"] = _to_float("Variation seed strength", params.pop("Variation seed strength", "0"))
+    if "VAE" in params:
+        out["vae"] = {"name": take("VAE"), "hash": params.pop("VAE hash", None)}
     if "Lora hashes" in params:
         pairs = (item.rpartition(":") for item in take("Lora hashes").split(","))
         out["loras"] = [{"name": name.strip(), "hash": digest.strip(), "weight": None}

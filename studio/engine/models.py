@@ -79,7 +79,9 @@ class LoadedModel:
     scheduler_config: dict[str, Any]
     variants: dict[str, Any] = field(default_factory=dict)
     architecture: Architecture | None = None  # for single files: what detection found
-    memory: MemoryPlan = MemoryPlan(MemoryPreset.HIGH)
+    own_vae: Any = None  # the model's own VAE while another one is in use
+    vae_name: str = ""  # the VAE in use from the library, "" for the model's own
+    memory: MemoryPlan = field(default_factory=lambda: MemoryPlan(MemoryPreset.HIGH))
 
     @property
     def native_size(self) -> int:
@@ -97,6 +99,15 @@ class LoadedModel:
             return self.architecture.label
         name = type(self.pipe).__name__
         return "SDXL" if "XL" in name else "SD"
+
+    def use_vae(self, vae: Any, name: str) -> None:
+        """Decode with `vae` (None: the model's own) in every mode's pipeline."""
+        if self.own_vae is None:
+            self.own_vae = self.pipe.vae
+        chosen = vae if vae is not None else self.own_vae
+        for pipe in (self.pipe, *self.variants.values()):
+            pipe.vae = chosen
+        self.vae_name = name if vae is not None else ""
 
     def variant(self, mode: str) -> Any:
         """The pipeline for `mode`, made once with `from_pipe` so no weights are copied."""
@@ -195,7 +206,6 @@ def load(entry: ModelEntry, device: str = "auto", memory: MemoryPreset | str = M
 
     dev, dtype = pick_device(device)
     from diffusers.utils import logging as diffusers_logging
-
     from transformers.utils import logging as transformers_logging
 
     diffusers_logging.disable_progress_bar()
@@ -225,7 +235,7 @@ def load(entry: ModelEntry, device: str = "auto", memory: MemoryPreset | str = M
 def _from_folder(entry: ModelEntry, dtype: Any, allow_pickle: bool) -> Any:
     from diffusers import DiffusionPipeline
 
-    kwargs: dict[str, Any] = dict(torch_dtype=dtype, local_files_only=True)
+    kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True}
     index = json.loads((entry.path / "model_index.json").read_text())
     if "safety_checker" in index:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
@@ -241,7 +251,7 @@ def _from_single_file(path: Path, arch: Architecture, dtype: Any) -> Any:
     import diffusers
 
     cls = getattr(diffusers, checkpoints.pipeline_class_name(arch))
-    kwargs: dict[str, Any] = dict(torch_dtype=dtype, local_files_only=True, **checkpoints.tokenizers(arch))
+    kwargs: dict[str, Any] = {"torch_dtype": dtype, "local_files_only": True, **checkpoints.tokenizers(arch)}
     if arch.family is not checkpoints.Family.SDXL:
         kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     with tempfile.TemporaryDirectory(prefix="studio-config-") as folder:
@@ -256,6 +266,32 @@ def _from_single_file(path: Path, arch: Architecture, dtype: Any) -> Any:
         raise ModelError(f"{path.name} lacks {len(missing)} of the weights a {arch.label} model needs "
                          f"(e.g. {missing[0]}): a damaged or partial file")
     return pipe
+
+
+def load_vae(path: Path, model: LoadedModel) -> Any:
+    """A standalone VAE file for `model`: its sizes from the file, the rest from the model's own VAE config
+    (scaling factor, fp32 upcast), so it decodes the model's latents exactly as the model's own would."""
+    from diffusers import AutoencoderKL
+
+    config = checkpoints.vae_config(checkpoints.read_contents(path), path.name)
+    own = dict(model.pipe.vae.config)
+    if config["latent_channels"] != own["latent_channels"]:
+        raise ModelError(f"{path.name} makes {config['latent_channels']}-channel latents but {model.entry.name} "
+                         f"uses {own['latent_channels']}: it is a VAE for another family")
+    with tempfile.TemporaryDirectory(prefix="studio-vae-") as folder:
+        (Path(folder) / "vae").mkdir()
+        merged = {k: v for k, v in own.items() if not k.startswith("_")} | config
+        (Path(folder) / "vae" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", **merged}))
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning)
+                vae = AutoencoderKL.from_single_file(str(path), config=folder, subfolder="vae",
+                                                     torch_dtype=model.dtype, local_files_only=True)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelError(f"the VAE {path.name} could not be loaded: {_first_line(exc)}") from exc
+    if any(p.is_meta for p in vae.parameters()):
+        raise ModelError(f"the VAE {path.name} lacks weights a VAE needs: a damaged or partial file")
+    return vae.to(model.device)
 
 
 def _settle_prediction(pipe: Any, arch: Architecture) -> Architecture:

@@ -50,6 +50,7 @@ class GenerationRequest:
     variation_seed: int | None = None
     variation_strength: float = 0.0
     model: str = "builtin"
+    vae: str = ""  # a VAE from the model library (name or path) in place of the model's own; "" keeps its own
     parent_id: int | None = None
 
     @property

@@ -8,7 +8,6 @@ to the prompt, an embedding to add its name.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QThreadPool, Signal
 from PySide6.QtWidgets import (
@@ -164,6 +163,9 @@ class LibraryPanel(QWidget):
 
     def models(self) -> list[LibraryItem]:
         return [i for i in self.items if i.kind in (ItemKind.CHECKPOINT, ItemKind.DIFFUSERS)]
+
+    def vaes(self) -> list[LibraryItem]:
+        return [i for i in self.items if i.kind is ItemKind.VAE]
 
     def visible_items(self) -> list[LibraryItem]:
         kinds = FILTERS[self.kind.currentIndex()][1]

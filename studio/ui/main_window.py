@@ -275,6 +275,7 @@ class MainWindow(QMainWindow):
     def build_request(self, **overrides: Any) -> GenerationRequest:
         fields = self.controls.request_fields()
         fields["model"] = self._wanted_model or self.settings.get("model")
+        fields["vae"] = self.settings.get("vae")
         if self.canvas.has_image() and self.canvas.has_mask():
             fields["init_image"] = self.canvas.image()
             fields["mask"] = self.canvas.mask()
@@ -442,6 +443,13 @@ class MainWindow(QMainWindow):
         self.model_menu.addAction("Add models folder to the library…", self.library_panel.choose_folder)
         self.model_menu.addAction("Open model file…", self._choose_model_file)
         self.model_menu.addAction("Open model folder…", self._choose_model_folder)
+        vae_menu = self.model_menu.addMenu("VAE")
+        chosen_vae = self.settings.get("vae")
+        for name, path in [("The model's own", "")] + [(i.name, str(i.path)) for i in self.library_panel.vaes()]:
+            action = vae_menu.addAction(name)
+            action.setCheckable(True)
+            action.setChecked(path == chosen_vae)
+            action.triggered.connect(lambda _=False, p=path: self._set_vae(p))
         memory = self.model_menu.addMenu("Memory")
         chosen = self.settings.get("memory")
         for preset, text in ((MemoryPreset.AUTO, "Auto (from the model and the GPU)"),
@@ -452,6 +460,11 @@ class MainWindow(QMainWindow):
             action.setCheckable(True)
             action.setChecked(chosen == preset.value)
             action.triggered.connect(lambda _=False, v=preset.value: self._set_memory(v))
+
+    def _set_vae(self, path: str) -> None:
+        self.settings.set("vae", path)
+        self.statusBar().showMessage(f"Decoding with {Path(path).name if path else 'the model’s own VAE'} "
+                                     "from the next generation on", 8000)
 
     def _set_memory(self, preset: str) -> None:
         self.settings.set("memory", preset)
