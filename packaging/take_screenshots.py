@@ -17,6 +17,7 @@ It writes, into OUTDIR:
     gallery.png                     ~30 images, searched for "landscape", the first result selected
     builtin-held-out-pair.png       "a large purple star on the left, orange background" on the canvas
     builtin-held-out-orange.png     "a large orange circle in the center, blue background", seeds 7..10
+    library.png                     the Library tab over an AUTOMATIC1111 models folder added in place
 
 and prints each file with the generation time the app reported. It exits 1 when the model does not
 load or a generation fails.
@@ -297,7 +298,49 @@ def shot_held_out_orange(window: MainWindow, out: Path) -> None:
     report(save(window, out, "builtin-held-out-orange.png"), timing)
 
 
-def take_all(window: MainWindow, out: Path) -> None:
+def _library_folder(root: Path) -> Path:
+    """An AUTOMATIC1111-style models folder of tiny random-weight files, written in the original formats."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from studio.bench import checkpoint_files as F
+
+    models = root / "stable-diffusion-webui" / "models"
+    for sub in ("Stable-diffusion", "Lora", "embeddings", "VAE"):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+    for family, name in (("sd1", "my-sd15-finetune"), ("sdxl", "my-sdxl-finetune")):
+        unet, vae, texts = F.build_components(family, F.tiny_configs(family))
+        F.save(F.ldm_state_dict(family, unet, vae, texts), models / "Stable-diffusion" / f"{name}.safetensors")
+        tags = {"sd1": {"inkwash": 40, "brush strokes": 22}, "sdxl": {"papercut": 35, "layered paper": 18}}[family]
+        lora = {"sd1": "inkwash-style", "sdxl": "papercut-xl"}[family]
+        save_file(F.kohya_lora(family, unet, texts), str(models / "Lora" / f"{lora}.safetensors"),
+                  metadata={"ss_tag_frequency": json.dumps({"train": tags})})
+        save_file(F.embedding(family, texts), str(models / "embeddings" / f"{family}-negative.safetensors"))
+        if family == "sd1":
+            F.save(F.vae_tensors(vae), models / "VAE" / "sharp-decoder.safetensors")
+    return models
+
+
+def shot_library(window: MainWindow, out: Path, home: Path) -> None:
+    """The Library tab over an A1111 models folder added in place, a LoRA selected with its training tags."""
+    panel = window.library_panel
+    folder = _library_folder(home)
+    wait_first({"changed": panel.changed}, trigger=lambda: panel.add_folder(folder))
+    window.library_dock.raise_()
+    tree = panel.tree
+    rows = [tree.topLevelItem(k) for k in range(tree.topLevelItemCount())]
+    row = next(r for r in rows if r.text(0) == "papercut-xl")
+    tree.setCurrentItem(row)
+    wait_until(lambda: all(i.hash for i in panel.items), "the library's hashes")
+    panel._show_details(row)
+    report(save(window, out, "library.png"), f"{len(panel.items)} files")
+    if window.gallery_panel is not None:
+        window.gallery_dock.raise_()
+
+
+def take_all(window: MainWindow, out: Path, home: Path) -> None:
+    shot_library(window, out, home)
     shot_variations(window, out)
     shot_outpaint(window, out)
     shot_gallery(window, out)
@@ -333,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         window = open_window(Path(home), args.model)
         try:
             load_model(window)
-            take_all(window, args.outdir)
+            take_all(window, args.outdir, Path(home))
         except ShotError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

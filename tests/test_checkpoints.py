@@ -245,3 +245,36 @@ def test_pickle_error_message_names_no_exception_class(tmp_path):
     with pytest.raises(ModelError) as err:
         C.read_contents(evil)
     assert "Error" not in str(err.value)
+
+
+def test_sdxl_only_masked_inpaint_outpaint_variations_and_cancel(engine, files):
+    """SDXL through the same request as SD 1.x: only-masked inpaint and outpaint keep every pixel
+    outside the mask, a batch with a variation equals its items run alone, and cancel lands inside a step."""
+    from studio.engine import Cancelled
+
+    path = files["sdxl"]
+    init = Image.new("RGB", (64, 64), (30, 140, 200))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (24, 24, 40, 40))
+    masked = engine.generate(request(path, init_image=init, mask=mask, mask_feather=0, inpaint_area="masked",
+                                     padding=8))[0]
+    assert masked.recipe["inpaint_area"] == "masked"
+    assert np.array_equal(pixels(masked.image)[:16], pixels(init)[:16])
+    grown = engine.generate(request(path, init_image=init, outpaint=(16, 0, 16, 0), width=None, height=None))[0]
+    assert grown.image.size == (96, 64)
+    assert np.array_equal(pixels(grown.image)[:, 40:56], pixels(init)[:, 24:40])  # the old middle is untouched
+    varied = request(path, batch_size=2, variation_seed=11, variation_strength=0.3)
+    batch = engine.generate(varied)
+    for k, result in enumerate(batch):
+        alone = engine.generate(varied.item(k))[0]
+        assert np.abs(pixels(result.image) - pixels(alone.image)).max() <= 1
+    assert not np.array_equal(pixels(batch[0].image), pixels(batch[1].image))
+    calls = []
+
+    def stop() -> bool:  # asked before every UNet block: stop inside the second step
+        calls.append(1)
+        return len(calls) > 8
+
+    with pytest.raises(Cancelled):
+        engine.generate(request(path, steps=4), should_stop=stop)
+    assert len(calls) == 9

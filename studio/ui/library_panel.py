@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -71,6 +72,11 @@ class LibraryPanel(QWidget):
         self.tree.setRootIsDecorated(False)
         self.tree.setSortingEnabled(True)
         self.tree.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        header = self.tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # names are what people read
+        for column in range(1, len(COLUMNS)):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         self.tree.itemActivated.connect(self._activate)
         self.tree.currentItemChanged.connect(lambda row, _old: self._show_details(row))
         self.details = QLabel("")
@@ -188,8 +194,6 @@ class LibraryPanel(QWidget):
                 row.setToolTip(column, tip)
             self.tree.addTopLevelItem(row)
         self.tree.setSortingEnabled(True)
-        for column in range(1, len(COLUMNS)):
-            self.tree.resizeColumnToContents(column)
 
     def _item(self, row: QTreeWidgetItem | None) -> LibraryItem | None:
         path = row.data(0, Qt.ItemDataRole.UserRole) if row is not None else None
