@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from studio import __version__
 from studio.engine.library import ItemKind
 from studio.engine.memory import MemoryPreset
 from studio.engine.request import FILLS, SCHEDULERS, SEED_MAX
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Studio: an image studio built on diffusion models. "
                                                  "With no command it starts the desktop app.")
     parser.add_argument("--data-dir", default=None, help=data_help)
+    parser.add_argument("--version", action="version", version=f"studio {__version__}")
     sub = parser.add_subparsers(dest="command")
 
     gen = sub.add_parser("generate", parents=[common], help="generate images from a prompt")
@@ -102,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"generate": cmd_generate, "gallery": cmd_gallery, "models": cmd_models, "info": cmd_info}
+    if args.command is None:
+        print("studio: error: no command; `studio` alone starts the app, `studio --help` lists the commands",
+              file=sys.stderr)
+        return 2
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:

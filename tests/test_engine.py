@@ -17,10 +17,25 @@ def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"), dtype=np.int16)
 
 
+TINY = ""  # the tiny model's folder: requests name the model they want, as the GUI's and the CLI's do
+
+
+@pytest.fixture(autouse=True)
+def _tiny_ref(tiny_model):
+    global TINY
+    TINY = str(tiny_model)
+
+
 def request(**kw) -> GenerationRequest:
-    base = dict(prompt="a red circle on the left", steps=3, seed=7)
+    base = dict(prompt="a red circle on the left", steps=3, seed=7, model=TINY)
     base.update(kw)
     return GenerationRequest(**base)
+
+
+def test_a_request_for_the_builtin_model_runs_on_it_whatever_is_loaded(tiny_engine):
+    result = tiny_engine.generate(request(model="builtin", steps=1))[0]
+    assert result.recipe["model"]["name"] == "studio-shapes" and result.image.size == (64, 64)
+    assert tiny_engine.generate(request())[0].recipe["model"]["path"] == TINY  # and back
 
 
 def test_same_request_gives_identical_pixels(tiny_engine):

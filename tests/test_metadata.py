@@ -299,3 +299,13 @@ def test_metadata_module_stays_light() -> None:
     code = "import sys, studio.engine.metadata; print(any(m in sys.modules for m in ('torch', 'diffusers', 'PySide6')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_64_bit_a1111_seed_survives_other_unknown_keys():
+    """Every real A1111 image has `Version:`; a seed past 32 bits must still be kept beside it."""
+    text = ("a cat\\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 18446744073709551615, Size: 512x512, "
+            "Version: v1.10.1").replace("\\n", "\n")
+    parsed = parse_parameters(text)
+    assert parsed["extra"]["original_seed"] == "18446744073709551615"
+    assert parsed["extra"]["Version"] == "v1.10.1"
+    assert "seed" not in parsed

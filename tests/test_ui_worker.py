@@ -19,8 +19,17 @@ def backend(qtbot, tiny_model, data_dir):
     assert b.shutdown()
 
 
+TINY = ""  # the tiny model's folder, which every request here names
+
+
+@pytest.fixture(autouse=True)
+def _tiny_ref(tiny_model):
+    global TINY
+    TINY = str(tiny_model)
+
+
 def req(**kw) -> GenerationRequest:
-    return GenerationRequest(**{"prompt": "a red circle", "steps": 3, "seed": 11, **kw})
+    return GenerationRequest(**{"prompt": "a red circle", "steps": 3, "seed": 11, "model": TINY, **kw})
 
 
 def test_generate_emits_steps_with_previews_then_results_saved_to_the_gallery(qtbot, backend):

@@ -106,9 +106,10 @@ class Engine:
         self.rgb_map = choose_map(model.pipe.vae, float(model.pipe.vae.config.scaling_factor), cache)
 
     def _ensure_loaded(self, ref: str) -> models.LoadedModel:
-        if self.model is None or ref not in ("builtin", self.model.entry.name, str(self.model.entry.path)):
-            return self.load(ref)
-        return self.model
+        """The model the request names: the loaded one when it is that model ("builtin" included)."""
+        if self.model is not None and ref in (self.model.entry.name, str(self.model.entry.path)):
+            return self.model
+        return self.load(ref)  # resolves the name; returns at once when it is the loaded model
 
     # ------------------------------------------------------------------ generation
 
