@@ -79,3 +79,39 @@ def test_spec_compiles_and_names_the_entry_point():
     assert (ROOT / "studio" / "__main__.py").exists()
     for name in ("StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline", "console=False"):
         assert name in text
+
+
+def test_every_package_is_listed_for_the_wheel():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "studio").rglob("__init__.py")}
+    assert found | {"studio._resources"} == listed
+
+
+@pytest.mark.slow
+def test_a_wheel_alone_carries_the_builtin_model_and_the_model_skeletons(tmp_path):
+    """Build the wheel, install it alone into a folder, and generate from outside the checkout: the
+    built-in model, the icons, the single-file skeletons and the CLIP tokenizer all come with it."""
+    import subprocess
+    import sys
+
+    from studio.bench import checkpoint_files as F
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "w"), str(ROOT)],
+                   check=True, capture_output=True)
+    wheel = next((tmp_path / "w").glob("studio-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(tmp_path / "t"),
+                    str(wheel)], check=True, capture_output=True)
+    sdxl = F.write_checkpoint(tmp_path / "mine.safetensors", "sdxl")
+    env = {"PYTHONPATH": str(tmp_path / "t"), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
+    for model in ("builtin", str(sdxl)):
+        done = subprocess.run([sys.executable, "-m", "studio", "--data-dir", str(tmp_path / "home"), "generate",
+                               "--prompt", "a red circle", "--steps", "2", "--width", "64", "--height", "64",
+                               "--model", model, "--out", str(tmp_path / "out.png"), "--json"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert Image.open(tmp_path / "out.png").size == (64, 64)
+    probe = subprocess.run([sys.executable, "-c", "import studio.resources as r; print(r.ROOT)"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True)
+    assert probe.stdout.strip() == str(tmp_path / "t" / "studio" / "_resources")
