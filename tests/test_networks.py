@@ -60,10 +60,22 @@ def test_a_kohya_lora_changes_the_picture_and_unloads_cleanly(engine, family):
         pixels(plain.image) - pixels(styled.image)).mean()
     assert np.array_equal(pixels(run(engine, family).image), pixels(plain.image))  # nothing lingers
     lora = styled.recipe["loras"][0]
-    assert lora["name"] == f"{family}-style" and lora["weight"] == 0.8 and len(lora["hash"]) == 10
+    assert lora["name"] == f"{family}-style" and lora["weight"] == 0.8 and len(lora["hash"]) == 12  # A1111's
     text = format_parameters(styled.recipe)
     assert f'Lora hashes: "{family}-style: {lora["hash"]}"' in text
     assert parse_parameters(text)["loras"] == [{"name": f"{family}-style", "hash": lora["hash"], "weight": None}]
+
+
+def test_an_a1111_image_finds_its_lora_by_hash_under_another_name(home):
+    """An image made elsewhere names its LoRA `inkwash_v2` with its hash; here the same file is called
+    sd1-style: Reuse and Regenerate rename the tag, by the hash, to the file the library has."""
+    from studio.engine import hashes
+
+    digest = hashes.full_hash(home / "models" / "Lora" / "sd1-style.safetensors")[:12]
+    text = f"a cat <lora:inkwash_v2:0.7>\nSteps: 20, Seed: 1, Lora hashes: \"inkwash_v2: {digest}\", Version: v1.10"
+    recipe = parse_parameters(text)
+    assert library.match_loras(recipe["prompt"], recipe["loras"], home) == "a cat <lora:sd1-style:0.7>"
+    assert library.match_loras("a <lora:gone:1>", [{"name": "gone", "hash": "0" * 12}], home) == "a <lora:gone:1>"
 
 
 def test_lora_mistakes_are_named_and_change_nothing(engine):

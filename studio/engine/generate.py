@@ -168,6 +168,8 @@ class Engine:
                 if run.preview and (now - run.last_preview >= run.preview_interval or i + 1 == total):
                     run.last_preview = now
                     x0 = capture.x0 if capture.x0 is not None else tensors["latents"]
+                    if model.flux:  # FLUX keeps its latents packed 2x2 into tokens
+                        x0 = type(pipe)._unpack_latents(x0, job.height, job.width, pipe.vae_scale_factor)
                     shown = [latent_to_rgb(x0[k], self.rgb_map) for k in range(x0.shape[0] if run.preview_all else 1)]
                 run.on_step(StepInfo(i + 1, total, now - run.start, shown[0] if shown else None, *item,
                                      previews=shown, region=job.region))
@@ -178,12 +180,11 @@ class Engine:
             kwargs["latents"] = self._initial_noise(model, request, job, seeds)
         else:
             kwargs["generator"] = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        # A stop check before every UNet block lands a cancel inside the running step, not after it.
-        blocks = [*pipe.unet.down_blocks, pipe.unet.mid_block, *pipe.unet.up_blocks]
-        hooks = [b.register_forward_pre_hook(lambda *_: run.check_stop()) for b in blocks if b is not None]
+        # A stop check before every UNet or transformer block lands a cancel inside the running step.
+        hooks = [b.register_forward_pre_hook(lambda *_: run.check_stop()) for b in model.blocks()]
         try:
             with torch.inference_mode():
-                out = pipe(**prompts.conditioning(pipe, job.prompt, job.negative),
+                out = pipe(**_text(model, pipe, job),
                            num_inference_steps=request.steps, guidance_scale=request.cfg,
                            num_images_per_prompt=len(seeds), width=job.width, height=job.height,
                            callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["latents"],
@@ -199,8 +200,11 @@ class Engine:
         import torch
 
         pipe = model.pipe
-        shape = (1, pipe.vae.config.latent_channels, job.height // pipe.vae_scale_factor,
-                 job.width // pipe.vae_scale_factor)
+        scale = pipe.vae_scale_factor
+        if model.flux:  # FLUX's latent sides are even, so that they pack into 2x2 tokens
+            shape = (1, pipe.vae.config.latent_channels, 2 * (job.height // (2 * scale)), 2 * (job.width // (2 * scale)))
+        else:
+            shape = (1, pipe.vae.config.latent_channels, job.height // scale, job.width // scale)
         noises = []
         for k, seed in enumerate(seeds):
             noise = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed))
@@ -208,6 +212,8 @@ class Engine:
                 other_seed = (request.variation_seed + k) % 2**32
                 other = torch.randn(shape, generator=torch.Generator("cpu").manual_seed(other_seed))
                 noise = slerp(request.variation_strength, noise, other)
+            if model.flux:
+                noise = type(pipe)._pack_latents(noise, 1, shape[1], shape[2], shape[3])
             noises.append(noise)
         return torch.cat(noises).to(model.device, model.dtype)
 
@@ -331,8 +337,9 @@ class _X0Capture:
         original = scheduler.step
 
         def step(*args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
+            flow_x0 = _flow_x0(scheduler, *args, **kwargs)  # before the step moves the sigma on
             out = original(*args, return_dict=True, **kwargs)
-            x0 = getattr(out, "pred_original_sample", None)
+            x0 = flow_x0 if flow_x0 is not None else getattr(out, "pred_original_sample", None)
             outputs = getattr(scheduler, "model_outputs", None)
             if x0 is None and outputs and outputs[-1] is not None:
                 x0 = outputs[-1]
@@ -340,6 +347,30 @@ class _X0Capture:
             return out if return_dict else (out.prev_sample,)
 
         scheduler.step = step
+
+
+def _flow_x0(scheduler: Any, model_output: Any = None, timestep: Any = None, sample: Any = None,
+             *_: Any, **kwargs: Any) -> Any:
+    """x0 for a flow-matching step: x_t = (1 - s) x0 + s noise and the model predicts v = noise - x0,
+    so x0 = x_t - s v. None for the other schedulers (they return x0 themselves)."""
+    if "FlowMatch" not in type(scheduler).__name__:
+        return None
+    model_output = kwargs.get("model_output", model_output)
+    sample = kwargs.get("sample", sample)
+    if scheduler.step_index is None:
+        scheduler._init_step_index(timestep)
+    sigma = scheduler.sigmas[scheduler.step_index]
+    return sample - sigma * model_output
+
+
+def _text(model: models.LoadedModel, pipe: Any, job: _Job) -> dict[str, Any]:
+    """The prompt arguments: A1111-weighted where the model reads CLIP alone (SD 1.x, 2.x, XL); as text for
+    the T5 models (FLUX, SD 3); FLUX has no negative prompt (its guidance is distilled into the model)."""
+    if not model.flow:
+        return prompts.conditioning(pipe, job.prompt, job.negative)
+    if model.flux:
+        return {"prompt": job.prompt}
+    return {"prompt": job.prompt, "negative_prompt": job.negative or None}
 
 
 def _free_device_memory() -> None:

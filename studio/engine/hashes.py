@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 
 CACHE_FILE = "hashes.json"
-SHORT = 10
+SHORT = 10  # A1111's model hash
+LORA_SHORT = 12  # A1111's LoRA "shorthash" in `Lora hashes`
 
 
 def weight_files(path: Path) -> list[Path]:
@@ -32,9 +33,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def short_hash(path: Path, cache_dir: Path | None = None) -> str:
+def short_hash(path: Path, cache_dir: Path | None = None, length: int = SHORT) -> str:
     """The A1111 short hash of `path`, from the cache in `cache_dir` when the files did not change."""
-    return full_hash(path, cache_dir)[:SHORT]
+    return full_hash(path, cache_dir)[:length]
 
 
 def full_hash(path: Path, cache_dir: Path | None = None) -> str:

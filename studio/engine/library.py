@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -227,6 +228,26 @@ def lora_triggers(metadata: dict[str, str], limit: int = 8) -> list[str]:
         for tag, n in (tags.items() if isinstance(tags, dict) else []):
             counts[tag.strip()] = counts.get(tag.strip(), 0) + int(n)
     return [t for t, _ in sorted(counts.items(), key=lambda kv: -kv[1]) if t][:limit]
+
+
+def match_loras(prompt: str, loras: list[dict[str, object]], data_dir: Path | None) -> str:
+    """`prompt` with each `<lora:name:…>` the library has no file for renamed to the library LoRA whose
+    hash matches the one recorded beside it (A1111's `Lora hashes`): a LoRA renamed on this machine is
+    still found when an image made elsewhere is regenerated."""
+    items = scan(data_dir, (ItemKind.LORA,))
+    names = {i.name.lower() for i in items}
+    wanted = [(str(lora.get("name") or ""), str(lora.get("hash") or "")) for lora in loras]
+    wanted = [(name, digest) for name, digest in wanted if name and digest and name.lower() not in names]
+    if not wanted:
+        return prompt
+    cache = data_dir / "cache" if data_dir is not None else None
+    for item in items:
+        full = hashes.full_hash(item.path, cache)
+        for name, digest in wanted:
+            if full.startswith(digest.lower()):
+                prompt = re.sub(rf"<lora:{re.escape(name)}(?=[:>])", f"<lora:{item.name}", prompt,
+                                flags=re.IGNORECASE)
+    return prompt
 
 
 def hash_missing(data_dir: Path | None, items: list[LibraryItem]) -> None:

@@ -61,7 +61,8 @@ def plan(preset: MemoryPreset | str, device: Any, model_bytes: int, device_bytes
 
 
 def model_bytes(pipe: Any) -> int:
-    return sum(p.numel() * p.element_size() for name in ("unet", "vae", "text_encoder", "text_encoder_2")
+    parts = ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+    return sum(p.numel() * p.element_size() for name in parts
                if getattr(pipe, name, None) is not None for p in getattr(pipe, name).parameters())
 
 

@@ -84,13 +84,36 @@ class LoadedModel:
     memory: MemoryPlan = field(default_factory=lambda: MemoryPlan(MemoryPreset.HIGH))
 
     @property
+    def flow(self) -> bool:
+        """A flow-matching transformer (FLUX, SD 3.x) rather than a UNet (SD 1.x, 2.x, XL)."""
+        return getattr(self.pipe, "unet", None) is None
+
+    @property
+    def flux(self) -> bool:
+        return "Flux" in type(self.pipe).__name__
+
+    @property
+    def denoiser(self) -> Any:
+        return self.pipe.transformer if self.flow else self.pipe.unet
+
+    def blocks(self) -> list[Any]:
+        """The denoiser's blocks, where a stop check before each one lands a cancel inside a step."""
+        if self.flow:
+            t = self.pipe.transformer
+            return [*t.transformer_blocks, *getattr(t, "single_transformer_blocks", [])]
+        u = self.pipe.unet
+        return [b for b in (*u.down_blocks, u.mid_block, *u.up_blocks) if b is not None]
+
+    @property
     def native_size(self) -> int:
+        if self.flow:
+            return int(self.pipe.default_sample_size) * int(self.pipe.vae_scale_factor)
         return int(self.pipe.unet.config.sample_size) * int(self.pipe.vae_scale_factor)
 
     @property
     def inpainting(self) -> bool:
         """An inpainting UNet (9 input channels) runs every mode through its inpaint pipeline."""
-        return int(self.pipe.unet.config.in_channels) == 9
+        return not self.flow and int(self.pipe.unet.config.in_channels) == 9
 
     @property
     def label(self) -> str:
@@ -98,7 +121,8 @@ class LoadedModel:
         if self.architecture is not None:
             return self.architecture.label
         name = type(self.pipe).__name__
-        return "SDXL" if "XL" in name else "SD"
+        return ("FLUX" if "Flux" in name else "SD 3" if "StableDiffusion3" in name
+                else "SDXL" if "XL" in name else "SD")
 
     def use_vae(self, vae: Any, name: str) -> None:
         """Decode with `vae` (None: the model's own) in every mode's pipeline."""
@@ -221,8 +245,9 @@ def load(entry: ModelEntry, device: str = "auto", memory: MemoryPreset | str = M
         raise
     except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
         raise ModelError(f"could not load the model at {entry.path}: {_first_line(exc)}") from exc
-    if not hasattr(pipe, "unet"):
-        raise ModelError(f"{entry.name} is a {type(pipe).__name__}; Studio runs UNet (SD 1.x/2.x/XL) pipelines")
+    if not hasattr(pipe, "unet") and not hasattr(pipe, "transformer"):
+        raise ModelError(f"{entry.name} is a {type(pipe).__name__}; Studio runs SD 1.x/2.x/XL, SD 3 and FLUX "
+                         "text-to-image pipelines")
     memory_plan = plan_memory(memory, dev, model_bytes(pipe))
     apply_memory(pipe, dev, memory_plan)
     if architecture is not None and not architecture.prediction_known:

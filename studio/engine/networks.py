@@ -61,7 +61,7 @@ class Networks:
         cache = data_dir / "cache" if data_dir is not None else None
         from studio.engine import hashes
 
-        return [AppliedLora(item.name, tag.weight, hashes.short_hash(item.path, cache), item.path)
+        return [AppliedLora(item.name, tag.weight, hashes.short_hash(item.path, cache, hashes.LORA_SHORT), item.path)
                 for item, tag in zip(items, tags)]
 
     def load_embeddings(self, pipe: Any, data_dir: Path | None, *texts: str) -> list[str]:
@@ -70,6 +70,8 @@ class Networks:
         used = []
         if time.monotonic() - self._index[0] > RESCAN_SECONDS:  # not a folder walk per generation
             self._index = (time.monotonic(), library.scan(data_dir, (ItemKind.EMBEDDING,)))
+        if not hasattr(pipe, "load_textual_inversion"):
+            return used  # FLUX and SD 3 take no textual-inversion embeddings
         for item in self._index[1]:
             if item.name not in words:
                 continue
@@ -86,8 +88,8 @@ def _adapter(path: Path) -> str:
 
 def _check_family(item: LibraryItem, pipe: Any) -> None:
     """Refuse a LoRA whose cross-attention width does not match the model before diffusers half-applies it."""
-    if item.path.suffix.lower() != ".safetensors":
-        return
+    if item.path.suffix.lower() != ".safetensors" or getattr(pipe, "unet", None) is None:
+        return  # FLUX and SD 3 LoRAs: diffusers' loader says whether one fits
     contents = checkpoints.read_contents(item.path)
     width = library.context_width(contents)
     wanted = int(pipe.unet.config.cross_attention_dim)

@@ -27,6 +27,10 @@ def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:
     """A fresh scheduler (they hold per-run state) configured like the model's own."""
     import diffusers
 
+    if "FlowMatch" in str(base_config.get("_class_name", "")):
+        # Flow-matching models (FLUX, SD 3) sample with their own flow Euler and its shift; the
+        # epsilon/v samplers above do not apply to them.
+        return diffusers.FlowMatchEulerDiscreteScheduler.from_config(base_config)
     if name not in _TABLE:
         raise RequestError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
     class_name, overrides = _TABLE[name]

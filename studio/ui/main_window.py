@@ -128,7 +128,7 @@ class MainWindow(QMainWindow):
         dock.setWidget(self.gallery_panel)
         self.gallery_dock = dock
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
-        self.gallery_panel.reuse_settings.connect(self.controls.apply_recipe)
+        self.gallery_panel.reuse_settings.connect(self._reuse)
         self.gallery_panel.reuse_seed.connect(self._adopt_seed)
         self.gallery_panel.send_to_canvas.connect(self.open_image)
         self.gallery_panel.regenerate.connect(self._regenerate)
@@ -398,15 +398,24 @@ class MainWindow(QMainWindow):
         self.controls.seed.lock.setChecked(True)
         self.statusBar().showMessage(f"Seed set to {seed} (locked)", 4000)
 
-    def _regenerate(self, recipe: dict[str, Any]) -> None:
+    def _reuse(self, recipe: dict[str, Any]) -> None:
+        """Reuse a recipe's settings; its LoRAs are looked up by hash where this library names them otherwise."""
+        from studio.engine.library import match_loras
+
+        if recipe.get("loras"):
+            recipe = {**recipe, "prompt": match_loras(str(recipe.get("prompt") or ""), recipe["loras"],
+                                                      self.backend.data_dir)}
         self.controls.apply_recipe(recipe)
+
+    def _regenerate(self, recipe: dict[str, Any]) -> None:
+        self._reuse(recipe)
         self.controls.seed.lock.setChecked(True)
         self.generate()
 
     def _variations_of(self, recipe: dict[str, Any]) -> None:
         """Four small changes of one image: its seed, four variation seeds. The slider goes back after,
         so the next Generate or Regenerate is the plain seed again."""
-        self.controls.apply_recipe(recipe)
+        self._reuse(recipe)
         chosen = self.controls.variation.value()
         self.controls.variation.setValue(max(chosen, 0.15))
         self._generate_batch(4)
