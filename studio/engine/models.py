@@ -96,6 +96,14 @@ class LoadedModel:
     def denoiser(self) -> Any:
         return self.pipe.transformer if self.flow else self.pipe.unet
 
+    def suggested_cfg(self) -> float | None:
+        """The guidance the model's folder suggests, else its family's usual one (FLUX dev's distilled
+        3.5, SD 3.5's 4.5), else None (SD's 7 applies)."""
+        own = self.entry.suggested_cfg()
+        if own is not None:
+            return own
+        return 3.5 if self.flux else 4.5 if self.flow else None
+
     def blocks(self) -> list[Any]:
         """The denoiser's blocks, where a stop check before each one lands a cancel inside a step."""
         if self.flow:

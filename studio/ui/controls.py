@@ -188,7 +188,8 @@ class GenerationControls(QWidget):
         main.addWidget(self.negative)
         form = QFormLayout()
         form.addRow("Steps", self.steps)
-        form.addRow("Guidance", self.cfg)
+        self.cfg_label = QLabel("Guidance")
+        form.addRow(self.cfg_label, self.cfg)
         form.addRow("Seed", self.seed)
         size_row = QHBoxLayout()
         size_row.addWidget(self.size, 1)
@@ -239,6 +240,19 @@ class GenerationControls(QWidget):
             w, h = (int(v) for v in text.split("×"))
             self.width_spin.setValue(w)
             self.height_spin.setValue(h)
+
+    def set_family(self, family: str) -> None:
+        """Speak the loaded model's knobs: FLUX's guidance is distilled (no negative prompt), and FLUX and
+        SD 3 sample with their own flow-matching Euler, whatever the sampler menu says."""
+        flux, flow = family.startswith("FLUX"), family.startswith(("FLUX", "SD 3"))
+        self.negative.setEnabled(not flux)
+        self.negative.setPlaceholderText("FLUX has no negative prompt: its guidance is built into the model"
+                                         if flux else "Negative prompt: what to keep out")
+        self.cfg_label.setText("FLUX guidance" if flux else "Guidance")
+        self.cfg.setToolTip("FLUX's distilled guidance (about 3.5 for dev; schnell ignores it)" if flux else
+                            "How strongly the picture follows the prompt (classifier-free guidance)")
+        self.scheduler.setEnabled(not flow)
+        self.scheduler.setToolTip("This model samples with its own flow-matching Euler" if flow else "")
 
     def set_native_size(self, native: int) -> None:
         """Offer the sizes that suit a model of `native` px, keeping the chosen size where it still fits."""

@@ -497,6 +497,7 @@ class MainWindow(QMainWindow):
     def _on_model_loaded(self, info: dict[str, Any]) -> None:
         self._model_info = info
         self.controls.set_native_size(info["native_size"])
+        self.controls.set_family(info.get("family", ""))
         self.progress.setFormat("Ready")
         self.settings.set("model", info["ref"])
         self.model_label.setText(f"{info['name']} · {info.get('family', '')} · {info['device']} · {info['dtype']} · "

@@ -192,7 +192,7 @@ class _BackendThread(QThread):
         b.model_loaded.emit({"ref": job.model, "name": model.entry.name, "path": str(model.entry.path),
                              "kind": model.entry.kind, "family": model.label, "memory": model.memory.describe(),
                              "device": model.device.type, "dtype": str(model.dtype).replace("torch.", ""),
-                             "native_size": model.native_size, "suggested_cfg": model.entry.suggested_cfg(),
+                             "native_size": model.native_size, "suggested_cfg": model.suggested_cfg(),
                              "preview_psnr": rgb_map.psnr if rgb_map is not None else None})
 
     def _generate(self, job: Job) -> None:
