@@ -12,14 +12,14 @@ import pytest
 ENGINE_TIMES = ("raw_s", "engine_preview_off_s", "engine_preview_on_s", "step_s", "preview_per_step_s", "batch_s",
                 "sequential_s", "batch_per_image_s", "seconds_per_image_20_steps")
 ENGINE_RATIOS = ("engine_vs_raw_preview_off", "engine_vs_raw_preview_on", "preview_share_of_step",
-                 "batch_vs_sequential")
+                 "batch_vs_sequential", "engine_vs_raw_preview_on_ci_low", "engine_vs_raw_preview_on_ci_high")
 
 
 def test_engine_bench_prints_one_json_object_of_positive_figures(tiny_model, capsys):
     from studio.bench import engine
 
     rc = engine.main(["--model", str(tiny_model), "--steps", "2", "--repeats", "1", "--batch", "2",
-                      "--device", "cpu", "--json"])
+                      "--device", "cpu", "--pairs", "3", "--json"])
     assert rc == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert len(lines) == 1
@@ -28,7 +28,20 @@ def test_engine_bench_prints_one_json_object_of_positive_figures(tiny_model, cap
         assert isinstance(rows[key], (int, float)) and rows[key] > 0, key
     assert all(k == k.lower() and " " not in k for k in rows)
     assert rows["engine_raw_max_pixel_difference"] == 0  # same pipeline, scheduler and latents: same image
-    assert rows["steps"] == 2 and rows["batch"] == 2 and rows["width"] == 32
+    assert rows["steps"] == 2 and rows["batch"] == 2 and rows["width"] == 32 and rows["pairs"] == 3
+    assert rows["engine_vs_raw_preview_on_ci_low"] <= rows["engine_vs_raw_preview_on"] <= \
+        rows["engine_vs_raw_preview_on_ci_high"]
+
+
+def test_the_median_interval_brackets_the_median_and_narrows_with_more_pairs():
+    from studio.bench.engine import median_interval
+
+    wide = median_interval([1.0, 1.2, 0.9, 1.1, 1.05])
+    values = [1.0 + 0.01 * ((k * 7) % 11 - 5) for k in range(41)]
+    narrow = median_interval(values)
+    assert wide[1] <= wide[0] <= wide[2] and narrow[1] <= narrow[0] <= narrow[2]
+    assert narrow[2] - narrow[1] < wide[2] - wide[1]
+    assert (wide[1], wide[2]) == (0.9, 1.2)  # 5 pairs: only the extremes bracket the median at 95 %
 
 
 def test_engine_bench_without_the_builtin_model_says_so_and_exits_2(tmp_path, monkeypatch, capsys):
