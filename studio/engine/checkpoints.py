@@ -48,9 +48,9 @@ class Prediction(str, Enum):
 
 # The text encoders each family's files carry: (family, where in the file, layout).
 _TEXT_LAYOUTS = {
-    Family.SD1: [("cond_stage_model.transformer.text_model.", "hf")],
+    Family.SD1: [("cond_stage_model.transformer.", "hf")],  # with or without text_model. (older files)
     Family.SD2: [("cond_stage_model.model.", "openclip")],
-    Family.SDXL: [("conditioner.embedders.0.transformer.text_model.", "hf"),
+    Family.SDXL: [("conditioner.embedders.0.transformer.", "hf"),
                   ("conditioner.embedders.1.model.", "openclip")],
 }
 NATIVE_SIZE = {Family.SD1: 512, Family.SD2: 768, Family.SDXL: 1024}
@@ -270,7 +270,8 @@ def _vae_config(shapes: Shapes, name: str, prefix: str = VAE) -> dict[str, Any]:
     e = prefix + "encoder."
     levels = _count(shapes, e + "down.{}.block.0.conv1.weight")
     if not levels or prefix + "quant_conv.weight" not in shapes:
-        raise ModelError(f"{name} has no VAE ({prefix or 'encoder.'}*): choose a VAE for it in the model library")
+        raise ModelError(f"{name} has no VAE ({prefix or 'encoder.'}* weights): Studio opens checkpoints with "
+                         "their VAE inside (a file saved without one cannot load yet)")
     return {"block_out_channels": [shapes[e + f"down.{i}.block.0.conv2.weight"][0] for i in range(levels)],
             "layers_per_block": _count(shapes, e + "down.0.block.{}.conv1.weight"),
             "latent_channels": shapes[prefix + "quant_conv.weight"][0] // 2,
@@ -279,6 +280,8 @@ def _vae_config(shapes: Shapes, name: str, prefix: str = VAE) -> dict[str, Any]:
 
 def _text_config(shapes: Shapes, prefix: str, layout: str, family: Family) -> dict[str, Any]:
     if layout == "hf":
+        if prefix + "text_model.embeddings.token_embedding.weight" in shapes:
+            prefix += "text_model."
         vocab, hidden = shapes[prefix + "embeddings.token_embedding.weight"]
         layers = _count(shapes, prefix + "encoder.layers.{}.")
         inner = shapes[prefix + "encoder.layers.0.mlp.fc1.weight"][0]

@@ -97,6 +97,8 @@ class Engine:
         item_path = path if path.is_file() else library.find(self.data_dir, library.ItemKind.VAE, ref).path
         if model.vae_name != str(item_path):
             model.use_vae(models.load_vae(item_path, model), str(item_path))
+            if model.memory.preset is not MemoryPreset.HIGH:
+                models.apply_memory(model.pipe, model.device, model.memory)  # offload hooks and tiling for it too
             self._refit_previews(model)
         cache = self.data_dir / "cache" if self.data_dir is not None else None
         return {"name": item_path.name, "hash": hashes.short_hash(item_path, cache)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 CACHE_FILE = "hashes.json"
@@ -20,17 +21,38 @@ def weight_files(path: Path) -> list[Path]:
     """The files whose bytes are the model: a single file, or a pipeline folder's UNet weights."""
     if path.is_file():
         return [path]
-    unet = path / "unet"
-    return sorted(unet.glob("*.safetensors")) or sorted(p for p in unet.glob("*") if p.is_file())
+    for part in ("unet", "transformer"):  # SD 1.x/2.x/XL, or FLUX / SD 3
+        folder = path / part
+        found = sorted(folder.glob("*.safetensors")) or sorted(p for p in folder.glob("*") if p.is_file())
+        if found:
+            return found
+    return []
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: Path, skip_header: bool = False) -> str:
+    """sha256 of the model's bytes; `skip_header`: of a safetensors file's tensor data only (after its
+    8-byte length and JSON header), which is A1111's "addnet" hash for LoRAs."""
     digest = hashlib.sha256()
     for f in weight_files(path):
         with open(f, "rb") as fh:
+            if skip_header:
+                fh.seek(8 + int.from_bytes(fh.read(8), "little"))
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+def lora_hash(path: Path, cache_dir: Path | None = None) -> str:
+    """A1111's LoRA hash: the file's own `sshs_model_hash` (kohya writes it), else the sha256 of its
+    tensor data; `Lora hashes` carries its first 12 digits."""
+    from studio.engine.checkpoints import read_contents
+
+    if path.suffix.lower() == ".safetensors":
+        written = read_contents(path).metadata.get("sshs_model_hash", "")
+        if len(written) >= LORA_SHORT:
+            return written.lower()
+        return full_hash(path, cache_dir, tensors_only=True)
+    return full_hash(path, cache_dir)
 
 
 def short_hash(path: Path, cache_dir: Path | None = None, length: int = SHORT) -> str:
@@ -38,28 +60,32 @@ def short_hash(path: Path, cache_dir: Path | None = None, length: int = SHORT) -
     return full_hash(path, cache_dir)[:length]
 
 
-def full_hash(path: Path, cache_dir: Path | None = None) -> str:
-    known = cached(path, cache_dir)
+def full_hash(path: Path, cache_dir: Path | None = None, tensors_only: bool = False) -> str:
+    known = cached(path, cache_dir, tensors_only)
     if known is not None:
         return known
-    value = sha256_of(path)
+    value = sha256_of(path, skip_header=tensors_only)
     if cache_dir is not None:
         cache = _read(cache_dir / CACHE_FILE)
-        cache[str(path.resolve())] = {"stamp": _stamp(path), "sha256": value}
+        cache[_key(path, tensors_only)] = {"stamp": _stamp(path), "sha256": value}
         _write(cache_dir / CACHE_FILE, cache)
     return value
 
 
-def cached(path: Path, cache_dir: Path | None) -> str | None:
+def cached(path: Path, cache_dir: Path | None, tensors_only: bool = False) -> str | None:
     """The sha256 computed earlier for `path` as it is now (same files, sizes and times), else None."""
     if cache_dir is None:
         return None
-    hit = _read(cache_dir / CACHE_FILE).get(str(path.resolve()))
+    hit = _read(cache_dir / CACHE_FILE).get(_key(path, tensors_only))
     try:
         ok = isinstance(hit, dict) and hit.get("stamp") == _stamp(path) and isinstance(hit.get("sha256"), str)
     except OSError:
         return None
     return hit["sha256"] if ok else None  # type: ignore[index]
+
+
+def _key(path: Path, tensors_only: bool) -> str:
+    return ("tensors:" if tensors_only else "") + str(path.resolve())
 
 
 def _stamp(path: Path) -> list[list[object]]:
@@ -77,8 +103,10 @@ def _read(path: Path | None) -> dict:
 def _write(path: Path, data: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
+        # A temporary file of its own: the GUI, the library's pool thread and the backend may all write.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(data))
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only data folder: the hash is right, just not remembered

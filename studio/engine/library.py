@@ -110,12 +110,12 @@ def scan(data_dir: Path | None, kinds: tuple[ItemKind, ...] | None = None) -> li
     seen: set[Path] = set()
     cache = data_dir / "cache" if data_dir is not None else None
     for root in folders(data_dir):
-        for item in _walk(root, root, None, 0):
+        # A folder added directly (A1111's models/Lora, embeddings/) says what its files are by its own name.
+        for item in _walk(root, root, FOLDER_KINDS.get(root.name.lower()), 0):
             if item.path in seen or (kinds is not None and item.kind not in kinds):
                 continue
             seen.add(item.path)
-            known = hashes.cached(item.path, cache)
-            item.hash = known[:hashes.SHORT] if known else None
+            item.hash = _known_hash(item, cache)
             items.append(item)
     return items
 
@@ -141,12 +141,15 @@ def _walk(root: Path, folder: Path, kind: ItemKind | None, depth: int) -> Iterat
         yield _pipeline_folder(folder)
         return
     for path in entries:
-        if path.is_dir():
-            yield from _walk(root, path, FOLDER_KINDS.get(path.name.lower(), kind), depth + 1)
-        elif path.suffix.lower() in WEIGHT_SUFFIXES and not path.name.startswith("."):
-            item = _file_item(path, kind)
-            if item is not None:
-                yield item
+        try:
+            if path.is_dir():
+                yield from _walk(root, path, FOLDER_KINDS.get(path.name.lower(), kind), depth + 1)
+            elif path.suffix.lower() in WEIGHT_SUFFIXES and not path.name.startswith("."):
+                item = _file_item(path, kind)
+                if item is not None:
+                    yield item
+        except (OSError, KeyError, IndexError, ValueError):
+            continue  # a broken link, a file that vanished mid-scan, a header of the wrong shape: skip it
 
 
 def _pipeline_folder(folder: Path) -> LibraryItem:
@@ -177,7 +180,7 @@ def _file_item(path: Path, kind: ItemKind | None) -> LibraryItem | None:
         try:
             arch = checkpoints.detect(contents, path.name)
             item.family, item.native_size = arch.label, arch.native_size
-        except ModelError:
+        except (ModelError, KeyError, IndexError, ValueError):
             item.family = "unknown"
     elif item.kind is ItemKind.LORA:
         item.family = lora_family(contents)
@@ -230,21 +233,34 @@ def lora_triggers(metadata: dict[str, str], limit: int = 8) -> list[str]:
     return [t for t, _ in sorted(counts.items(), key=lambda kv: -kv[1]) if t][:limit]
 
 
+def _known_hash(item: LibraryItem, cache: Path | None) -> str | None:
+    """The hash shown for an item without reading the whole file: cached, or (LoRAs) written in the file."""
+    if item.kind is ItemKind.LORA:
+        try:
+            if item.path.suffix.lower() == ".safetensors" and hashes.cached(item.path, cache, True) is None:
+                written = checkpoints.read_contents(item.path).metadata.get("sshs_model_hash", "")
+                return written[:hashes.LORA_SHORT].lower() or None
+            known = hashes.cached(item.path, cache, item.path.suffix.lower() == ".safetensors")
+        except ModelError:
+            return None
+        return known[:hashes.LORA_SHORT] if known else None
+    known = hashes.cached(item.path, cache)
+    return known[:hashes.SHORT] if known else None
+
+
 def match_loras(prompt: str, loras: list[dict[str, object]], data_dir: Path | None) -> str:
     """`prompt` with each `<lora:name:…>` the library has no file for renamed to the library LoRA whose
     hash matches the one recorded beside it (A1111's `Lora hashes`): a LoRA renamed on this machine is
-    still found when an image made elsewhere is regenerated."""
+    still found when an image made elsewhere is regenerated. Only hashes already known are compared
+    (cached by the library panel's background hashing, or written in the file), so this never reads
+    whole files."""
     items = scan(data_dir, (ItemKind.LORA,))
     names = {i.name.lower() for i in items}
     wanted = [(str(lora.get("name") or ""), str(lora.get("hash") or "")) for lora in loras]
     wanted = [(name, digest) for name, digest in wanted if name and digest and name.lower() not in names]
-    if not wanted:
-        return prompt
-    cache = data_dir / "cache" if data_dir is not None else None
-    for item in items:
-        full = hashes.full_hash(item.path, cache)
+    for item in items if wanted else []:
         for name, digest in wanted:
-            if full.startswith(digest.lower()):
+            if item.hash and item.hash.startswith(digest.lower()[:hashes.LORA_SHORT]):
                 prompt = re.sub(rf"<lora:{re.escape(name)}(?=[:>])", f"<lora:{item.name}", prompt,
                                 flags=re.IGNORECASE)
     return prompt
@@ -255,4 +271,5 @@ def hash_missing(data_dir: Path | None, items: list[LibraryItem]) -> None:
     cache = data_dir / "cache" if data_dir is not None else None
     for item in items:
         if item.hash is None:
-            item.hash = hashes.short_hash(item.path, cache)
+            item.hash = (hashes.lora_hash(item.path, cache)[:hashes.LORA_SHORT] if item.kind is ItemKind.LORA
+                         else hashes.short_hash(item.path, cache))

@@ -333,12 +333,13 @@ def _settle_prediction(pipe: Any, arch: Architecture) -> Architecture:
     import torch
 
     unet = pipe.unet
-    x = torch.full((1, unet.config.in_channels, 8, 8), 0.5, device=unet.device, dtype=unet.dtype)
-    context = torch.full((1, 2, unet.config.cross_attention_dim), 0.5, device=unet.device, dtype=unet.dtype)
+    device = pipe._execution_device  # where offloaded weights are brought to run (never "meta")
+    x = torch.full((1, unet.config.in_channels, 8, 8), 0.5, device=device, dtype=unet.dtype)
+    context = torch.full((1, 2, unet.config.cross_attention_dim), 0.5, device=device, dtype=unet.dtype)
     with torch.inference_mode():
-        out = unet(x, torch.tensor([999], device=unet.device), encoder_hidden_states=context).sample
-    prediction = checkpoints.Prediction.V if float((out - x[:, :out.shape[1]]).mean()) < -1 else \
-        checkpoints.Prediction.EPSILON
+        out = unet(x, torch.tensor([999], device=device), encoder_hidden_states=context).sample
+    drift = float((out - x[:, :out.shape[1]].to(out.device)).mean())
+    prediction = checkpoints.Prediction.V if drift < -1 else checkpoints.Prediction.EPSILON
     pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=prediction.value)
     pipe.unet.config.sample_size = arch.with_prediction(prediction).native_size // pipe.vae_scale_factor
     return arch.with_prediction(prediction)

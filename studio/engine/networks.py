@@ -61,7 +61,7 @@ class Networks:
         cache = data_dir / "cache" if data_dir is not None else None
         from studio.engine import hashes
 
-        return [AppliedLora(item.name, tag.weight, hashes.short_hash(item.path, cache, hashes.LORA_SHORT), item.path)
+        return [AppliedLora(item.name, tag.weight, hashes.lora_hash(item.path, cache)[:hashes.LORA_SHORT], item.path)
                 for item, tag in zip(items, tags)]
 
     def load_embeddings(self, pipe: Any, data_dir: Path | None, *texts: str) -> list[str]:
@@ -70,15 +70,18 @@ class Networks:
         used = []
         if time.monotonic() - self._index[0] > RESCAN_SECONDS:  # not a folder walk per generation
             self._index = (time.monotonic(), library.scan(data_dir, (ItemKind.EMBEDDING,)))
-        if not hasattr(pipe, "load_textual_inversion"):
-            return used  # FLUX and SD 3 take no textual-inversion embeddings
+        if getattr(pipe, "unet", None) is None:
+            return used  # FLUX and SD 3: Studio loads no textual-inversion embeddings into T5 models
         for item in self._index[1]:
             if item.name not in words:
                 continue
-            used.append(item.name)
             if item.name not in self.embeddings:
-                _load_embedding(pipe, item)
+                try:
+                    _load_embedding(pipe, item)
+                except ModelError:
+                    continue  # made for another family: the word stays a word, as in A1111
                 self.embeddings.add(item.name)
+            used.append(item.name)
         return used
 
 
@@ -115,6 +118,8 @@ def _load_embedding(pipe: Any, item: LibraryItem) -> None:
             pipe.load_textual_inversion(str(item.path), token=item.name)
     except ModelError:
         raise
-    except (ValueError, KeyError, RuntimeError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - safetensors, torch and diffusers each raise their own kind
+        if isinstance(exc, (KeyboardInterrupt, MemoryError)):
+            raise
         raise ModelError(f"the embedding {item.name} does not fit this model: "
                          f"{str(exc).strip().splitlines()[0][:200]}") from exc

@@ -49,30 +49,34 @@ def split_loras(prompt: str) -> tuple[str, list[LoraTag]]:
     return re.sub(r"[ \t]{2,}", " ", text).strip(), tags
 
 
+BREAK = ("BREAK", -1.0)  # the piece that marks a forced chunk break (never a weight: see parse_attention)
+
+
 def parse_attention(text: str) -> list[tuple[str, float]]:
-    """Split `text` into (fragment, weight) pieces; a ("BREAK", -1) piece marks a forced chunk break.
+    """Split `text` into (fragment, weight) pieces; the BREAK piece marks a forced chunk break.
 
     >>> parse_attention("a (red:1.5) [cat]")
     [('a ', 1.0), ('red', 1.5), (' ', 1.0), ('cat', 0.9090909090909091)]
     """
-    pieces: list[list[Any]] = []
+    pieces: list[list[Any]] = []  # [text, weight, is_break]
     round_open: list[int] = []
     square_open: list[int] = []
 
     def scale(start: int, factor: float) -> None:
         for piece in pieces[start:]:
-            piece[1] *= factor
+            if not piece[2]:
+                piece[1] *= factor
 
     for m in _TOKEN.finditer(text):
-        token, weight = m.group(0), m.group(1)
+        token, weight = m.group(0), _number(m.group(1))
         if token.startswith("\\") and len(token) == 2:
-            pieces.append([token[1], 1.0])
+            pieces.append([token[1], 1.0, False])
         elif token == "(":
             round_open.append(len(pieces))
         elif token == "[":
             square_open.append(len(pieces))
         elif weight is not None and round_open:
-            scale(round_open.pop(), float(weight))
+            scale(round_open.pop(), weight)
         elif token == ")" and round_open:
             scale(round_open.pop(), EMPHASIS)
         elif token == "]" and square_open:
@@ -80,26 +84,33 @@ def parse_attention(text: str) -> list[tuple[str, float]]:
         else:
             for k, part in enumerate(_BREAK.split(token)):
                 if k > 0:
-                    pieces.append(["BREAK", -1.0])
-                pieces.append([part, 1.0])
+                    pieces.append([BREAK[0], BREAK[1], True])
+                pieces.append([part, 1.0, False])
     for start in round_open:  # unclosed brackets still emphasise what follows them
         scale(start, EMPHASIS)
     for start in square_open:
         scale(start, 1 / EMPHASIS)
     merged: list[list[Any]] = []
     for piece in pieces:
-        if merged and merged[-1][1] == piece[1] and piece[1] != -1.0:
+        if merged and not piece[2] and not merged[-1][2] and merged[-1][1] == piece[1]:
             merged[-1][0] += piece[0]
-        elif piece[0] or piece[1] == -1.0:
+        elif piece[0]:
             merged.append(piece)
-    return [(t, w) for t, w in merged] or [("", 1.0)]
+    return [BREAK if is_break else (t, w) for t, w, is_break in merged] or [("", 1.0)]
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:  # "(a:.)": not a weight, so the text stays as typed
+        return None
 
 
 def needs_weighting(text: str, tokenizer: Any) -> bool:
     """True when diffusers' plain encoder would read `text` differently from A1111: emphasis, BREAK,
     escaped brackets or more tokens than one chunk."""
     pieces = parse_attention(text)
-    if any(w != 1.0 for _, w in pieces) or "".join(t for t, _ in pieces) != text:
+    if any(p is BREAK or p[1] != 1.0 for p in pieces) or "".join(t for t, _ in pieces) != text:
         return True
     return len(tokenizer(text, add_special_tokens=False)["input_ids"]) > tokenizer.model_max_length - 2
 
@@ -110,8 +121,9 @@ def _chunks(pipe: Any, tokenizer: Any, text: str) -> list[tuple[list[int], list[
     chunks: list[tuple[list[int], list[float]]] = []
     ids: list[int] = []
     weights: list[float] = []
-    for fragment, weight in parse_attention(text):
-        if weight == -1.0:  # BREAK
+    for piece in parse_attention(text):
+        fragment, weight = piece
+        if piece is BREAK:
             chunks.append((ids, weights))
             ids, weights = [], []
             continue
@@ -128,7 +140,7 @@ def _chunks(pipe: Any, tokenizer: Any, text: str) -> list[tuple[list[int], list[
 
 
 def _encode_chunks(tokenizer: Any, encoder: Any, chunks: list[tuple[list[int], list[float]]],
-                   penultimate: bool) -> tuple[Any, Any]:
+                   penultimate: bool, device: Any) -> tuple[Any, Any]:
     """Each chunk padded to the window, encoded, weighted with its mean kept (as A1111 does); joined."""
     import torch
 
@@ -139,7 +151,7 @@ def _encode_chunks(tokenizer: Any, encoder: Any, chunks: list[tuple[list[int], l
         tokens = [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
         tokens += [pad] * (window - len(tokens))
         multipliers = [1.0, *weights, 1.0] + [1.0] * (window - len(weights) - 2)
-        input_ids = torch.tensor([tokens], device=encoder.device)
+        input_ids = torch.tensor([tokens], device=device)
         result = encoder(input_ids, output_hidden_states=penultimate)
         hidden = result.hidden_states[-2] if penultimate else result[0]
         if pooled is None:
@@ -181,7 +193,7 @@ def encode(pipe: Any, prompt: str, negative: str) -> dict[str, Any]:
             parts, pooled = [], None
             for (tok, enc), chunks in zip(pairs, chunked):
                 chunks = chunks + [([], [])] * (count - len(chunks))  # both sides need the same length
-                hidden, pooled_here = _encode_chunks(tok, enc, chunks, penultimate=is_xl)
+                hidden, pooled_here = _encode_chunks(tok, enc, chunks, is_xl, pipe._execution_device)
                 parts.append(hidden)
                 pooled = pooled_here if pooled_here is not None else pooled
             embeds[key] = torch.cat(parts, dim=-1)

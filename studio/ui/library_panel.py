@@ -58,6 +58,8 @@ class LibraryPanel(QWidget):
         self.data_dir = data_dir
         self.items: list[LibraryItem] = []
         self._scan_number = 0
+        self._pool = QThreadPool(self)  # its own: closing the window need not wait on the global pool
+        self._pool.setMaxThreadCount(1)
         self._relay = _Relay()
         self._relay.scanned.connect(self._on_scanned)
         self._relay.hashed.connect(self._on_hashed)
@@ -120,6 +122,8 @@ class LibraryPanel(QWidget):
             items = library.scan(data_dir)
             relay.scanned.emit(number, items)
             for item in items:  # the short hashes, slowest last: a 6 GB file takes a while
+                if number != self._scan_number:
+                    return  # a newer scan (or closing) took over: stop between files
                 if item.hash is None and item.kind is not ItemKind.DIFFUSERS:
                     try:
                         library.hash_missing(data_dir, [item])
@@ -127,7 +131,11 @@ class LibraryPanel(QWidget):
                         continue
                     relay.hashed.emit(str(item.path), item.hash or "")
 
-        QThreadPool.globalInstance().start(work)
+        self._pool.start(work)
+
+    def stop(self) -> None:
+        """Stop background hashing after the file in hand (the window is closing)."""
+        self._scan_number += 1
 
     def add_folder(self, folder: Path) -> None:
         from studio.engine import library

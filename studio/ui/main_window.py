@@ -275,7 +275,7 @@ class MainWindow(QMainWindow):
     def build_request(self, **overrides: Any) -> GenerationRequest:
         fields = self.controls.request_fields()
         fields["model"] = self._wanted_model or self.settings.get("model")
-        fields["vae"] = self.settings.get("vae")
+        fields["vae"] = self._vaes().get(str(fields["model"]), "")
         if self.canvas.has_image() and self.canvas.has_mask():
             fields["init_image"] = self.canvas.image()
             fields["mask"] = self.canvas.mask()
@@ -452,8 +452,8 @@ class MainWindow(QMainWindow):
         self.model_menu.addAction("Add models folder to the library…", self.library_panel.choose_folder)
         self.model_menu.addAction("Open model file…", self._choose_model_file)
         self.model_menu.addAction("Open model folder…", self._choose_model_folder)
-        vae_menu = self.model_menu.addMenu("VAE")
-        chosen_vae = self.settings.get("vae")
+        vae_menu = self.model_menu.addMenu("VAE for this model")
+        chosen_vae = self._vaes().get(str(self._wanted_model or self.settings.get("model")), "")
         for name, path in [("The model's own", "")] + [(i.name, str(i.path)) for i in self.library_panel.vaes()]:
             action = vae_menu.addAction(name)
             action.setCheckable(True)
@@ -470,8 +470,22 @@ class MainWindow(QMainWindow):
             action.setChecked(chosen == preset.value)
             action.triggered.connect(lambda _=False, v=preset.value: self._set_memory(v))
 
+    def _vaes(self) -> dict[str, str]:
+        """Each model's VAE override (model ref -> VAE path), kept in the settings."""
+        import json
+
+        try:
+            chosen = json.loads(self.settings.get("vaes") or "{}")
+        except ValueError:
+            return {}
+        return chosen if isinstance(chosen, dict) else {}
+
     def _set_vae(self, path: str) -> None:
-        self.settings.set("vae", path)
+        import json
+
+        chosen = self._vaes()
+        chosen[str(self._wanted_model or self.settings.get("model"))] = path
+        self.settings.set("vaes", json.dumps({k: v for k, v in chosen.items() if v}))
         self.statusBar().showMessage(f"Decoding with {Path(path).name if path else 'the model’s own VAE'} "
                                      "from the next generation on", 8000)
 
@@ -582,6 +596,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ closing
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        self.library_panel.stop()
         if not self._closing:
             self._closing = True
             self.controls.save(self.settings)

@@ -37,7 +37,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("outpaint_fill", str, "edge", "how a canvas extension is prefilled"),
     Setting("model", str, "builtin", "the model to load at start"),
     Setting("memory", str, "auto", "GPU memory preset: auto, high, low or lowest"),
-    Setting("vae", str, "", "a library VAE to decode with instead of the model's own (its path; empty: the model's)"),
+    Setting("vaes", str, "{}", "each model's VAE override from the library, as JSON: model -> VAE path"),
     Setting("window_geometry", bytes, b"", "main window size and place"),
     Setting("window_state", bytes, b"", "dock layout"),
 )
