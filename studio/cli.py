@@ -113,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("studio: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`studio gallery list --json | head -2`): that is its choice, not an error.
+        # Point stdout at nothing so Python's own flush at exit does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
         from studio.errors import describe
 
@@ -239,7 +244,8 @@ def cmd_gallery(args: argparse.Namespace) -> int:
         for row in rows:
             record = {**row.to_dict(), "id": row.id, "path": str(row.file)}
             print(json.dumps(record) if args.json else
-                  f"{row.id:>6}  {row.created_at[:19]}  seed {row.seed}  {'★ ' if row.favorite else ''}{row.prompt}")
+                  f"{row.id:>6}  {row.created_at[:19]}  seed {row.seed if row.seed is not None else '-'}  "
+                  f"{'★ ' if row.favorite else ''}{row.prompt}")
         return 0
     if args.gallery_command == "export":
         written = gallery.export(args.ids, args.to, fmt=args.format, strip_metadata=args.strip_metadata,

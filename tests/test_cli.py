@@ -162,3 +162,30 @@ def test_without_cfg_generate_uses_the_guidance_the_model_suggests(capsys, tiny_
         assert code == 0, err
         code, out, _ = run(capsys, "info", str(out_file), "--json")
         assert json.loads(out)["cfg"] == expected
+
+
+def test_a_closed_pipe_ends_the_listing_quietly(tmp_path):
+    """`studio gallery list --json | head -1`: no BrokenPipeError when the reader stops early."""
+    from PIL import Image as PILImage
+
+    from studio.gallery import Gallery
+
+    gallery = Gallery(tmp_path)
+    for seed in range(40):
+        gallery.save(PILImage.new("RGB", (8, 8)), {"schema": 1, "prompt": "x" * 3000, "negative_prompt": "",
+                                                  "seed": seed, "steps": 1})
+    gallery.close()
+    done = subprocess.run(f"{sys.executable} -m studio --data-dir {tmp_path} gallery list --json --limit 40 | head -1",
+                          shell=True, capture_output=True, text=True)
+    assert done.stdout.count("\n") == 1 and "Error" not in done.stderr, done.stderr
+
+
+def test_the_window_says_why_it_cannot_open_without_a_display(monkeypatch, capsys):
+    from studio.ui import app
+
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(app.sys, "platform", "linux")
+    assert app.run_app([]) == 2
+    assert "no display" in capsys.readouterr().err and "studio generate" in app.display_problem({})

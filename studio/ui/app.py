@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -89,6 +90,28 @@ def create_window(home: Path, device: str = "auto", model: str | None = None):  
     return window
 
 
+# Qt's X11 plugin needs these beyond what minimal systems carry; without them Qt aborts the process.
+XCB_LIBRARIES = {"xcb-cursor": "libxcb-cursor0", "xcb-icccm": "libxcb-icccm4", "xcb-keysyms": "libxcb-keysyms1",
+                 "xkbcommon-x11": "libxkbcommon-x11-0"}
+
+
+def display_problem(environ: dict[str, str] | None = None) -> str | None:
+    """Why the window could not open here, said before Qt would abort the process; None when it can."""
+    import ctypes.util
+
+    env = os.environ if environ is None else environ
+    if not sys.platform.startswith("linux") or env.get("QT_QPA_PLATFORM") or env.get("WAYLAND_DISPLAY"):
+        return None
+    if not env.get("DISPLAY"):
+        return ("no display to open the window on (DISPLAY and WAYLAND_DISPLAY are unset). The command line "
+                "needs none: `studio generate --prompt \"…\"`, `studio --help`")
+    missing = [package for lib, package in XCB_LIBRARIES.items() if ctypes.util.find_library(lib) is None]
+    if missing:
+        return (f"Qt's X11 support needs system libraries this machine lacks: sudo apt-get install "
+                f"{' '.join(missing)} (Debian/Ubuntu). The command line works meanwhile: `studio --help`")
+    return None
+
+
 def run_app(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="studio")
     parser.add_argument("--data-dir")
@@ -96,6 +119,10 @@ def run_app(argv: list[str]) -> int:
     parser.add_argument("--model", help="model to load (default: the last one used, else the built-in model)")
     parser.add_argument("images", nargs="*", help="image files to open on the canvas")
     args, qt_args = parser.parse_known_args(argv)
+    problem = display_problem()
+    if problem is not None:
+        print(f"studio: cannot start the window: {problem}", file=sys.stderr)
+        return 2
     app = QApplication([sys.argv[0], *qt_args])
     app.setApplicationName("Studio")
     app.setDesktopFileName("studio")  # matches packaging/studio.desktop (window icon on Wayland)
