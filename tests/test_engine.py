@@ -278,3 +278,14 @@ def test_a_model_folder_may_suggest_its_guidance_and_a_bad_suggestion_is_none(tm
     if text is not None:
         (tmp_path / "studio.json").write_text(text)
     assert ModelEntry("m", tmp_path, "diffusers").suggested_cfg() == expected
+
+
+def test_variations_are_refused_where_their_noise_cannot_reach(tiny_engine):
+    """img2img and inpaint draw their noise inside diffusers: a variation there would give N identical
+    pictures whose recipes claim N variation seeds, so it is refused with the reason instead."""
+    from PIL import Image
+
+    init = Image.new("RGB", (32, 32), (200, 30, 30))
+    with pytest.raises(RequestError, match="variations .* work in text-to-image only"):
+        tiny_engine.generate(request(init_image=init, variation_seed=3, variation_strength=0.2, batch_size=2))
+    assert len(tiny_engine.generate(request(variation_seed=3, variation_strength=0.2, batch_size=2))) == 2

@@ -93,6 +93,11 @@ class GenerationRequest:
                f"variation strength must be between 0 and 1 (got {self.variation_strength:g})")
         if self.variation_seed is not None:
             _check(0 <= self.variation_seed <= SEED_MAX, f"the variation seed must be between 0 and {SEED_MAX}")
+        # Image-to-image and inpaint pipelines draw their noise inside diffusers, from the generator
+        # alone: a variation seed could not reach it, and N "variations" would be N identical pictures.
+        _check(not self.varies() or self.mode == "txt2img",
+               "variations (a variation seed and strength) work in text-to-image only: set Variation to 0, "
+               "or change the seed to get another picture")
         for name, value in (("width", self.width), ("height", self.height)):
             if value is not None:
                 _check(16 <= value <= 4096, f"{name} must be between 16 and 4096 pixels (got {value})")
