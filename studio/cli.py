@@ -7,13 +7,21 @@ import json
 import os
 import random
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from studio import __version__
 from studio.engine.library import ItemKind
 from studio.engine.memory import MemoryPreset
-from studio.engine.request import FILLS, SCHEDULERS, SEED_MAX
+from studio.engine.request import FILLS, SCHEDULERS, SEED_MAX, GenerationRequest, fields_from_recipe
+
+DEFAULTS = {f.name: f.default for f in fields(GenerationRequest)}
+# CLI option (argparse dest) -> request field, where the names differ.
+FIELD_OF = {"negative": "negative_prompt", "batch": "batch_size"}
+REQUEST_OPTIONS = ("prompt", "negative", "steps", "cfg", "seed", "width", "height", "scheduler", "model", "vae",
+                   "strength", "mask_grow", "mask_feather", "inpaint_area", "padding", "outpaint", "outpaint_fill",
+                   "outpaint_overlap", "batch", "variation_seed", "variation_strength")
 
 
 class CLIError(Exception):
@@ -34,31 +42,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     gen = sub.add_parser("generate", parents=[common], help="generate images from a prompt")
-    gen.add_argument("--prompt", required=True)
-    gen.add_argument("--negative", default="", help="negative prompt")
-    gen.add_argument("--steps", type=int, default=20)
-    gen.add_argument("--cfg", type=float, help="guidance scale (default: what the model suggests, else 7)")
-    gen.add_argument("--seed", type=int, help="0..4294967295 (default: random)")
-    gen.add_argument("--width", type=int)
-    gen.add_argument("--height", type=int)
-    gen.add_argument("--scheduler", default="DPM++ 2M", choices=SCHEDULERS)
-    gen.add_argument("--model", default="builtin", help="model name (see `studio models`) or path")
-    gen.add_argument("--vae", default="", help="a VAE from the model library (name or path) instead of the model's own")
+    # Request options have no defaults of their own (SUPPRESS): what is not given comes from --from's
+    # recipe, else from GenerationRequest, where every default is defined once.
+    keep = argparse.SUPPRESS
+    gen.add_argument("--from", dest="source", help="replay the recipe of a PNG or a gallery id; any option given "
+                     "with it overrides that field (`--from 12 --seed 5`)")
+    gen.add_argument("--prompt", default=keep, help="what to draw (required unless --from gives it)")
+    gen.add_argument("--negative", default=keep, help="negative prompt")
+    gen.add_argument("--steps", type=int, default=keep, help=f"denoising steps (default {DEFAULTS['steps']})")
+    gen.add_argument("--cfg", type=float, default=keep, help="guidance scale (default: what the model suggests, else 7)")
+    gen.add_argument("--seed", type=int, default=keep, help="0..4294967295 (default: random)")
+    gen.add_argument("--width", type=int, default=keep)
+    gen.add_argument("--height", type=int, default=keep)
+    gen.add_argument("--scheduler", default=keep, choices=SCHEDULERS, help=f"default {DEFAULTS['scheduler']}")
+    gen.add_argument("--model", default=keep, help="model name (see `studio models`) or path (default: builtin)")
+    gen.add_argument("--vae", default=keep, help="a VAE from the model library (name or path) instead of the "
+                     "model's own")
     gen.add_argument("--init", type=Path, help="start image (img2img, inpaint, outpaint)")
     gen.add_argument("--mask", type=Path, help="mask image: white = repaint")
-    gen.add_argument("--strength", type=float, default=0.75, help="denoising strength for --init")
-    gen.add_argument("--mask-grow", type=int, default=0, help="grow (or shrink, if negative) the mask, px")
-    gen.add_argument("--mask-feather", type=int, default=8, help="soften the mask edge, px")
-    gen.add_argument("--inpaint-area", choices=("whole", "masked"), default="whole",
-                     help="repaint at full size, or only a padded box around the mask")
-    gen.add_argument("--padding", type=int, default=32, help="padding around the mask for --inpaint-area masked")
-    gen.add_argument("--outpaint", help="extend the canvas by LEFT,TOP,RIGHT,BOTTOM pixels")
-    gen.add_argument("--outpaint-fill", choices=FILLS, default="edge", help="how the new area is prefilled")
-    gen.add_argument("--outpaint-overlap", type=int, default=16, help="px the new area reaches into the image")
-    gen.add_argument("--batch", type=int, default=1, help="number of images (seeds seed, seed+1, ...; with a variation "
-                     "strength the seed and variation seeds v, v+1, ...)")
-    gen.add_argument("--variation-seed", type=int)
-    gen.add_argument("--variation-strength", type=float, default=0.0)
+    gen.add_argument("--strength", type=float, default=keep,
+                     help=f"denoising strength for --init (default {DEFAULTS['strength']})")
+    gen.add_argument("--mask-grow", type=int, default=keep, help="grow (or shrink, if negative) the mask, px")
+    gen.add_argument("--mask-feather", type=int, default=keep,
+                     help=f"soften the mask edge, px (default {DEFAULTS['mask_feather']})")
+    gen.add_argument("--inpaint-area", choices=("whole", "masked"), default=keep,
+                     help="repaint at full size (default), or only a padded box around the mask")
+    gen.add_argument("--padding", type=int, default=keep,
+                     help=f"padding around the mask for --inpaint-area masked (default {DEFAULTS['padding']})")
+    gen.add_argument("--outpaint", default=keep, help="extend the canvas by LEFT,TOP,RIGHT,BOTTOM pixels")
+    gen.add_argument("--outpaint-fill", choices=FILLS, default=keep,
+                     help=f"how the new area is prefilled (default {DEFAULTS['outpaint_fill']})")
+    gen.add_argument("--outpaint-overlap", type=int, default=keep,
+                     help=f"px the new area reaches into the image (default {DEFAULTS['outpaint_overlap']})")
+    gen.add_argument("--batch", type=int, default=keep, help="number of images (seeds seed, seed+1, ...; with a "
+                     "variation strength the seed and variation seeds v, v+1, ...)")
+    gen.add_argument("--variation-seed", type=int, default=keep)
+    gen.add_argument("--variation-strength", type=float, default=keep)
     gen.add_argument("--out", type=Path, help="file or folder to write the PNG(s) to")
     gen.add_argument("--no-gallery", action="store_true", help="do not keep the images in the gallery")
     gen.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
@@ -153,31 +172,52 @@ def _outpaint(text: str | None) -> tuple[int, int, int, int] | None:
 
 
 def request_from_args(args: argparse.Namespace) -> Any:
-    from studio.engine.request import GenerationRequest
+    given = vars(args)
+    values: dict[str, Any] = {}
+    source_mode = "txt2img"
+    if getattr(args, "source", None):
+        recipe = _recipe_of(args.source, args.data_dir)
+        values.update(fields_from_recipe(recipe))
+        source_mode = str(recipe.get("mode") or "txt2img")
+    for option in REQUEST_OPTIONS:
+        if option in given:
+            values[FIELD_OF.get(option, option)] = _outpaint(given[option]) if option == "outpaint" else given[option]
+    if "prompt" not in values:
+        raise CLIError("give --prompt, or --from IMAGE|GALLERY_ID to replay a saved picture")
+    if source_mode != "txt2img" and args.init is None:
+        raise CLIError(f"that picture was made by {source_mode} from an input image, which a recipe does not "
+                       "keep: give it again with --init (and --mask)")
+    values.setdefault("seed", random.randint(0, SEED_MAX))
+    values.setdefault("cfg", _suggested_cfg(values.get("model", DEFAULTS["model"]), args))
+    values["init_image"] = _open_image(args.init, "the init image") if args.init else None
+    values["mask"] = _open_image(args.mask, "the mask") if args.mask else None
+    return GenerationRequest(**values).validate()
 
-    init = _open_image(args.init, "the init image") if args.init else None
-    mask = _open_image(args.mask, "the mask") if args.mask else None
-    seed = args.seed if args.seed is not None else random.randint(0, SEED_MAX)
-    return GenerationRequest(
-        prompt=args.prompt, negative_prompt=args.negative, steps=args.steps, cfg=_cfg(args), seed=seed,
-        width=args.width, height=args.height, scheduler=args.scheduler, strength=args.strength,
-        init_image=init, mask=mask, mask_grow=args.mask_grow, mask_feather=args.mask_feather,
-        inpaint_area=args.inpaint_area, padding=args.padding, outpaint=_outpaint(args.outpaint),
-        outpaint_fill=args.outpaint_fill, outpaint_overlap=args.outpaint_overlap, batch_size=args.batch,
-        variation_seed=args.variation_seed, variation_strength=args.variation_strength, model=args.model,
-        vae=args.vae,
-    ).validate()
+
+def _recipe_of(source: str, data_dir_option: str | None) -> dict[str, Any]:
+    """The recipe in a PNG, or of a gallery image by id."""
+    from studio.engine.metadata import read_recipe
+    from studio.paths import data_dir
+
+    if Path(source).is_file():
+        _open_image(Path(source), "--from")
+        recipe = read_recipe(source)
+        if recipe is None:
+            raise CLIError(f"{source} carries no generation metadata to replay")
+        return recipe
+    if not source.isdigit():
+        raise CLIError(f"--from takes a PNG file or a gallery id (`studio gallery list`); {source!r} is neither")
+    gallery = _open_gallery(data_dir(data_dir_option))
+    return gallery.get(int(source)).recipe()
 
 
-def _cfg(args: argparse.Namespace) -> float:
-    """--cfg, else the model's suggestion, else SD's 7 (an unknown model fails later, at load, with its reason)."""
+def _suggested_cfg(model: str, args: argparse.Namespace) -> float:
+    """The model's suggestion, else SD's 7 (an unknown model fails later, at load, with its reason)."""
     from studio.engine.models import DEFAULT_CFG, ModelError, resolve
     from studio.paths import data_dir
 
-    if args.cfg is not None:
-        return args.cfg
     try:
-        entry = resolve(args.model, data_dir(args.data_dir), allow_pickle=args.allow_pickle)
+        entry = resolve(model, data_dir(args.data_dir), allow_pickle=args.allow_pickle)
     except ModelError:
         return DEFAULT_CFG
     return entry.suggested_cfg() or DEFAULT_CFG

@@ -189,3 +189,25 @@ def test_the_window_says_why_it_cannot_open_without_a_display(monkeypatch, capsy
     monkeypatch.setattr(app.sys, "platform", "linux")
     assert app.run_app([]) == 2
     assert "no display" in capsys.readouterr().err and "studio generate" in app.display_problem({})
+
+
+def test_from_replays_a_saved_picture_exactly_and_options_override_it(capsys, tmp_path, tiny_model, data_dir):
+    out = tmp_path / "first.png"
+    code, printed, err = run(capsys, "generate", "--prompt", "a red circle", "--model", str(tiny_model), "--steps",
+                             "3", "--seed", "17", "--cfg", "5", "--out", str(out), "--json")
+    assert code == 0, err
+    first = json.loads(printed.strip().splitlines()[-1])
+    replay = tmp_path / "replay.png"
+    code, printed, err = run(capsys, "generate", "--from", str(out), "--out", str(replay), "--no-gallery", "--json")
+    assert code == 0, err
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(replay)))
+    other = tmp_path / "other.png"
+    code, printed, err = run(capsys, "generate", "--from", str(first["gallery_id"]), "--seed", "18", "--out",
+                             str(other), "--no-gallery", "--json")
+    assert code == 0, err
+    assert json.loads(printed)["seed"] == 18
+    assert not np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(other)))
+    code, _, err = run(capsys, "generate", "--from", "999999", "--out", str(other))
+    assert code != 0 and "Error" not in err
+    code, _, err = run(capsys, "generate", "--steps", "3", "--out", str(other))
+    assert code == 1 and "give --prompt, or --from" in err

@@ -120,6 +120,33 @@ class GenerationRequest:
         return self
 
 
+# The recipe fields that replay as they are (images are not stored in a recipe, only their hashes).
+RECIPE_FIELDS = ("prompt", "negative_prompt", "steps", "cfg", "seed", "width", "height", "scheduler", "strength",
+                 "variation_seed", "variation_strength", "mask_grow", "mask_feather", "inpaint_area", "padding",
+                 "outpaint_fill", "outpaint_overlap")
+
+
+def fields_from_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """GenerationRequest keyword arguments that replay a stored recipe (its model by path when that
+    still exists, else by name; its library VAE by name). The input images are the caller's to give."""
+    from pathlib import Path
+
+    out = {k: recipe[k] for k in RECIPE_FIELDS if recipe.get(k) is not None}
+    if recipe.get("outpaint"):
+        out["outpaint"] = tuple(recipe["outpaint"])
+    if out.get("scheduler") not in SCHEDULERS:
+        out.pop("scheduler", None)
+    model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
+    if model.get("path") and Path(model["path"]).exists():
+        out["model"] = model["path"]
+    elif model.get("name"):
+        out["model"] = model["name"]
+    vae = recipe.get("vae") if isinstance(recipe.get("vae"), dict) else None
+    if vae and vae.get("name"):
+        out["vae"] = Path(vae["name"]).stem
+    return out
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise RequestError(message)
