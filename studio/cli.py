@@ -328,7 +328,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         else:
             native = f"{item.native_size}px" if item.native_size else "-"
             print(f"{item.name:<32} {item.kind.value:<10} {item.family or '-':<20} {native:>6} "
-                  f"{_size(item.size):>8}  {item.hash or '-':<10}  {item.path}")
+                  f"{library.size_text(item.size):>8}  {item.hash or '-':<10}  {item.path}")
     if not items and not args.json:
         print("no models: add a folder with `studio models add FOLDER` or put files in "
               f"{home / 'models'}")
@@ -343,14 +343,6 @@ def _builtin_items() -> list[Any]:
         return []
     size = sum(f.stat().st_size for f in BUILTIN_MODEL.rglob("*") if f.is_file())
     return [LibraryItem(ItemKind.DIFFUSERS, BUILTIN_MODEL_NAME, BUILTIN_MODEL, size, "built-in (SD 1.x layout)", 64)]
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 
+def cache_dir(data: Path | None) -> Path | None:
+    """The data folder's `cache/` (preview maps, model hashes), or None without a data folder."""
+    return data / "cache" if data is not None else None
+
+
 def data_dir(override: str | Path | None = None) -> Path:
     if override:
         path = Path(override).expanduser()

@@ -22,6 +22,7 @@ from studio.engine.networks import AppliedLora, Networks
 from studio.engine.preview import LatentRGBMap, choose_map, latent_to_rgb
 from studio.engine.request import GenerationRequest, GenerationResult, RequestError, StepInfo, image_hash, snap8
 from studio.engine.schedulers import make_scheduler
+from studio.paths import cache_dir
 
 StepCallback = Callable[[StepInfo], None]
 StopCheck = Callable[[], bool]
@@ -73,8 +74,8 @@ class Engine:
         if reload:
             self.model = None  # free the old copy first: a preset change is often about memory
         say(f"Loading {entry.name}…")
-        cache = self.data_dir / "cache" if self.data_dir is not None else None
-        loaded = models.load(entry, self.device_request, self.memory, self.allow_pickle, hash_cache=cache)
+        loaded = models.load(entry, self.device_request, self.memory, self.allow_pickle,
+                             hash_cache=cache_dir(self.data_dir))
         if should_stop is not None and should_stop():
             raise Cancelled()
         self.model = None  # drop the old pipeline before keeping the new one
@@ -100,12 +101,11 @@ class Engine:
             if model.memory.preset is not MemoryPreset.HIGH:
                 models.apply_memory(model.pipe, model.device, model.memory)  # offload hooks and tiling for it too
             self._refit_previews(model)
-        cache = self.data_dir / "cache" if self.data_dir is not None else None
-        return {"name": item_path.name, "hash": hashes.short_hash(item_path, cache)}
+        return {"name": item_path.name, "hash": hashes.short_hash(item_path, cache_dir(self.data_dir))}
 
     def _refit_previews(self, model: models.LoadedModel) -> None:
-        cache = self.data_dir / "cache" if self.data_dir is not None else None
-        self.rgb_map = choose_map(model.pipe.vae, float(model.pipe.vae.config.scaling_factor), cache)
+        self.rgb_map = choose_map(model.pipe.vae, float(model.pipe.vae.config.scaling_factor),
+                                  cache_dir(self.data_dir))
 
     def _ensure_loaded(self, ref: str) -> models.LoadedModel:
         """The model the request names: the loaded one when it is that model ("builtin" included)."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from studio.engine import checkpoints, hashes
 from studio.errors import ModelError
+from studio.paths import cache_dir
 
 LIBRARY_FILE = "library.json"
 MAX_DEPTH = 6
@@ -108,14 +109,14 @@ def scan(data_dir: Path | None, kinds: tuple[ItemKind, ...] | None = None) -> li
     """Every model file and pipeline folder under the library's folders (skipping unreadable ones)."""
     items: list[LibraryItem] = []
     seen: set[Path] = set()
-    cache = data_dir / "cache" if data_dir is not None else None
+    cache = cache_dir(data_dir)
     for root in folders(data_dir):
         # A folder added directly (A1111's models/Lora, embeddings/) says what its files are by its own name.
         for item in _walk(root, root, FOLDER_KINDS.get(root.name.lower()), 0):
             if item.path in seen or (kinds is not None and item.kind not in kinds):
                 continue
             seen.add(item.path)
-            item.hash = _known_hash(item, cache)
+            item.hash = item.hash or _known_hash(item, cache)
             items.append(item)
     return items
 
@@ -185,6 +186,9 @@ def _file_item(path: Path, kind: ItemKind | None) -> LibraryItem | None:
     elif item.kind is ItemKind.LORA:
         item.family = lora_family(contents)
         item.triggers = lora_triggers(contents.metadata)
+        # kohya writes A1111's LoRA hash into the file; A1111 prefers it to hashing (hashes.lora_hash).
+        written = contents.metadata.get("sshs_model_hash", "")
+        item.hash = written[:hashes.LORA_SHORT].lower() if len(written) >= hashes.LORA_SHORT else None
     return item
 
 
@@ -234,18 +238,21 @@ def lora_triggers(metadata: dict[str, str], limit: int = 8) -> list[str]:
 
 
 def _known_hash(item: LibraryItem, cache: Path | None) -> str | None:
-    """The hash shown for an item without reading the whole file: cached, or (LoRAs) written in the file."""
+    """The hash computed earlier for an item as it is now (a LoRA's own, written hash is read by _file_item)."""
     if item.kind is ItemKind.LORA:
-        try:
-            if item.path.suffix.lower() == ".safetensors" and hashes.cached(item.path, cache, True) is None:
-                written = checkpoints.read_contents(item.path).metadata.get("sshs_model_hash", "")
-                return written[:hashes.LORA_SHORT].lower() or None
-            known = hashes.cached(item.path, cache, item.path.suffix.lower() == ".safetensors")
-        except ModelError:
-            return None
+        known = hashes.cached(item.path, cache, tensors_only=item.path.suffix.lower() == ".safetensors")
         return known[:hashes.LORA_SHORT] if known else None
     known = hashes.cached(item.path, cache)
     return known[:hashes.SHORT] if known else None
+
+
+def size_text(n: float) -> str:
+    """A file size as people read it: 336 B, 63.4 KB, 6.9 GB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
 
 
 def match_loras(prompt: str, loras: list[dict[str, object]], data_dir: Path | None) -> str:
@@ -268,7 +275,7 @@ def match_loras(prompt: str, loras: list[dict[str, object]], data_dir: Path | No
 
 def hash_missing(data_dir: Path | None, items: list[LibraryItem]) -> None:
     """Compute and cache the short hash of each item that has none (slow for big files: run it off the GUI)."""
-    cache = data_dir / "cache" if data_dir is not None else None
+    cache = cache_dir(data_dir)
     for item in items:
         if item.hash is None:
             item.hash = (hashes.lora_hash(item.path, cache)[:hashes.LORA_SHORT] if item.kind is ItemKind.LORA

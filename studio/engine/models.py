@@ -92,10 +92,6 @@ class LoadedModel:
     def flux(self) -> bool:
         return "Flux" in type(self.pipe).__name__
 
-    @property
-    def denoiser(self) -> Any:
-        return self.pipe.transformer if self.flow else self.pipe.unet
-
     def suggested_cfg(self) -> float | None:
         """The guidance the model's folder suggests, else its family's usual one (FLUX dev's distilled
         3.5, SD 3.5's 4.5), else None (SD's 7 applies)."""

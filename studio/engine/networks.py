@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio.engine import checkpoints, library
+from studio.engine import checkpoints, hashes, library
 from studio.engine.library import ItemKind, LibraryItem
 from studio.engine.prompts import LoraTag
 from studio.errors import ModelError
+from studio.paths import cache_dir
 
 RESCAN_SECONDS = 10.0  # an embedding dropped into the library is found within this long
 
@@ -58,9 +59,7 @@ class Networks:
             self.loras = paths
         if items:
             pipe.set_adapters([_adapter(p) for p in paths], adapter_weights=[t.weight for t in tags])
-        cache = data_dir / "cache" if data_dir is not None else None
-        from studio.engine import hashes
-
+        cache = cache_dir(data_dir)
         return [AppliedLora(item.name, tag.weight, hashes.lora_hash(item.path, cache)[:hashes.LORA_SHORT], item.path)
                 for item, tag in zip(items, tags)]
 

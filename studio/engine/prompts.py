@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 EMPHASIS = 1.1
-CHUNK = 75  # tokens per chunk, between the start and end tokens of CLIP's 77
 _TOKEN = re.compile(r"\\[()\[\]\\]|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|]|[^\\()\[\]:]+|:|\\")
 _BREAK = re.compile(r"\s*\bBREAK\b\s*")
 _LORA = re.compile(r"<lora:([^:>]+)(?::([+-]?[\d.]+))?(?::[^>]*)?>", re.IGNORECASE)

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.engine.library import ItemKind, LibraryItem
+from studio.engine.library import ItemKind, LibraryItem, size_text
 
 COLUMNS = ("Name", "Kind", "Family", "Size")  # the rest (native size, hash, path, triggers) shows on selection
 KIND_LABELS = {ItemKind.CHECKPOINT: "Checkpoint", ItemKind.DIFFUSERS: "Pipeline folder", ItemKind.LORA: "LoRA",
@@ -38,14 +38,6 @@ class _Relay(QObject):
 
     scanned = Signal(int, list)  # scan number, list[LibraryItem]
     hashed = Signal(str, str)  # path, short hash
-
-
-def size_text(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
 
 
 class LibraryPanel(QWidget):
