@@ -180,3 +180,15 @@ def test_the_library_reads_other_tools_folders_in_place(home, tmp_path):
     assert {i.name: i.triggers for i in loras}["sd1-style"] == ["glowing", "neon"]
     library.remove_folder(data, comfy)
     assert "sd1-copy" not in {item.name for item in library.scan(data)}
+
+
+def test_a_lora_added_while_the_studio_runs_is_found_at_once(engine, home):
+    """The engine keeps an index of the library; a name it lacks makes it look again before refusing."""
+    run(engine, "sd1", "a red circle <lora:sd1-style:0.5>")  # the index is fresh now
+    added = home / "models" / "Lora" / "just-added.safetensors"
+    added.write_bytes((home / "models" / "Lora" / "sd1-style.safetensors").read_bytes())
+    try:
+        styled = run(engine, "sd1", "a red circle <lora:just-added:0.5>")
+        assert styled.recipe["loras"][0]["name"] == "just-added"
+    finally:
+        added.unlink()

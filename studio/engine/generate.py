@@ -17,6 +17,7 @@ from PIL import Image
 
 from studio import __version__
 from studio.engine import canvas_ops, models, prompts
+from studio.engine.library import ItemKind, LibraryIndex
 from studio.engine.memory import MemoryPreset
 from studio.engine.networks import AppliedLora, Networks
 from studio.engine.preview import LatentRGBMap, choose_map, latent_to_rgb
@@ -60,6 +61,7 @@ class Engine:
         self.model: models.LoadedModel | None = None
         self.rgb_map: LatentRGBMap | None = None
         self.networks = Networks()
+        self.library = LibraryIndex(data_dir)  # LoRAs, VAEs and embeddings by name, scanned now and then
 
     # ------------------------------------------------------------------ loading
 
@@ -87,7 +89,7 @@ class Engine:
 
     def _use_vae(self, model: models.LoadedModel, ref: str) -> dict[str, str] | None:
         """Put the request's VAE (or the model's own) in place; refit the preview map when it changes."""
-        from studio.engine import hashes, library
+        from studio.engine import hashes
 
         if not ref:
             if model.vae_name:
@@ -95,7 +97,7 @@ class Engine:
                 self._refit_previews(model)
             return None
         path = Path(ref).expanduser()
-        item_path = path if path.is_file() else library.find(self.data_dir, library.ItemKind.VAE, ref).path
+        item_path = path if path.is_file() else self.library.find(ItemKind.VAE, ref).path
         if model.vae_name != str(item_path):
             model.use_vae(models.load_vae(item_path, model), str(item_path))
             if model.memory.preset is not MemoryPreset.HIGH:
@@ -130,9 +132,9 @@ class Engine:
         job = self._prepare(request, model)
         job.prompt, tags = prompts.split_loras(request.prompt)
         job.negative, negative_tags = prompts.split_loras(request.negative_prompt)
-        job.loras = self.networks.apply_loras(model.pipe, self.data_dir, tags + negative_tags)
+        job.loras = self.networks.apply_loras(model.pipe, self.library, tags + negative_tags)
         job.vae = self._use_vae(model, request.vae)
-        self.networks.load_embeddings(model.pipe, self.data_dir, job.prompt, job.negative)
+        self.networks.load_embeddings(model.pipe, self.library, job.prompt, job.negative)
         seeds = request.batch_seeds()
         run = _RunOptions(on_step, should_stop, preview and self.rgb_map is not None, preview_all,
                           preview_interval, time.perf_counter())

@@ -72,16 +72,22 @@ def full_hash(path: Path, cache_dir: Path | None = None, tensors_only: bool = Fa
     return value
 
 
-def cached(path: Path, cache_dir: Path | None, tensors_only: bool = False) -> str | None:
-    """The sha256 computed earlier for `path` as it is now (same files, sizes and times), else None."""
+def cached(path: Path, cache_dir: Path | None, tensors_only: bool = False,
+           table: dict | None = None) -> str | None:
+    """The sha256 computed earlier for `path` as it is now (same files, sizes and times), else None.
+    `table`: the cache as `read_cache` returned it, for callers looking up many files at once."""
     if cache_dir is None:
         return None
-    hit = _read(cache_dir / CACHE_FILE).get(_key(path, tensors_only))
+    hit = (table if table is not None else read_cache(cache_dir)).get(_key(path, tensors_only))
     try:
         ok = isinstance(hit, dict) and hit.get("stamp") == _stamp(path) and isinstance(hit.get("sha256"), str)
     except OSError:
         return None
     return hit["sha256"] if ok else None  # type: ignore[index]
+
+
+def read_cache(cache_dir: Path | None) -> dict:
+    return _read(cache_dir / CACHE_FILE) if cache_dir is not None else {}
 
 
 def _key(path: Path, tensors_only: bool) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -22,6 +23,7 @@ from studio.errors import ModelError
 from studio.paths import cache_dir
 
 LIBRARY_FILE = "library.json"
+RESCAN_SECONDS = 10.0  # a file dropped into the library is seen by the next lookup after this long
 MAX_DEPTH = 6
 WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
@@ -110,25 +112,47 @@ def scan(data_dir: Path | None, kinds: tuple[ItemKind, ...] | None = None) -> li
     items: list[LibraryItem] = []
     seen: set[Path] = set()
     cache = cache_dir(data_dir)
+    table = hashes.read_cache(cache)  # once for the whole scan, not once a file
     for root in folders(data_dir):
         # A folder added directly (A1111's models/Lora, embeddings/) says what its files are by its own name.
         for item in _walk(root, root, FOLDER_KINDS.get(root.name.lower()), 0):
             if item.path in seen or (kinds is not None and item.kind not in kinds):
                 continue
             seen.add(item.path)
-            item.hash = item.hash or _known_hash(item, cache)
+            item.hash = item.hash or _known_hash(item, cache, table)
             items.append(item)
     return items
 
 
-def find(data_dir: Path | None, kind: ItemKind, name: str) -> LibraryItem:
-    """The library item of `kind` called `name` (file stem, case-insensitive), or a ModelError listing what there is."""
-    items = scan(data_dir, (kind,))
-    for item in items:
-        if item.name.lower() == name.lower():
-            return item
-    have = ", ".join(sorted(i.name for i in items)[:12]) or "none"
-    raise ModelError(f"no {kind.value} named {name!r} in the model library (it has: {have})")
+@dataclass
+class LibraryIndex:
+    """The library as generations look things up in it (LoRAs, VAEs, embeddings): scanned at most every
+    RESCAN_SECONDS, and again at once when a name is missing, so a file just added is found without
+    waiting and a generation does not walk the folders for every tag."""
+
+    data_dir: Path | None
+    _items: list[LibraryItem] = field(default_factory=list)
+    _scanned: float = float("-inf")
+
+    def items(self, kind: ItemKind) -> list[LibraryItem]:
+        if time.monotonic() - self._scanned > RESCAN_SECONDS:
+            self.refresh()
+        return [i for i in self._items if i.kind is kind]
+
+    def refresh(self) -> None:
+        self._items, self._scanned = scan(self.data_dir), time.monotonic()
+
+    def find(self, kind: ItemKind, name: str) -> LibraryItem:
+        """The item of `kind` called `name` (file stem, case-insensitive), or a ModelError listing what there is."""
+        for fresh in (False, True):
+            if fresh:
+                self.refresh()
+            items = self.items(kind)
+            for item in items:
+                if item.name.lower() == name.lower():
+                    return item
+        have = ", ".join(sorted(i.name for i in items)[:12]) or "none"
+        raise ModelError(f"no {kind.value} named {name!r} in the model library (it has: {have})")
 
 
 def _walk(root: Path, folder: Path, kind: ItemKind | None, depth: int) -> Iterator[LibraryItem]:
@@ -237,12 +261,12 @@ def lora_triggers(metadata: dict[str, str], limit: int = 8) -> list[str]:
     return [t for t, _ in sorted(counts.items(), key=lambda kv: -kv[1]) if t][:limit]
 
 
-def _known_hash(item: LibraryItem, cache: Path | None) -> str | None:
+def _known_hash(item: LibraryItem, cache: Path | None, table: dict) -> str | None:
     """The hash computed earlier for an item as it is now (a LoRA's own, written hash is read by _file_item)."""
     if item.kind is ItemKind.LORA:
-        known = hashes.cached(item.path, cache, tensors_only=item.path.suffix.lower() == ".safetensors")
+        known = hashes.cached(item.path, cache, item.path.suffix.lower() == ".safetensors", table)
         return known[:hashes.LORA_SHORT] if known else None
-    known = hashes.cached(item.path, cache)
+    known = hashes.cached(item.path, cache, table=table)
     return known[:hashes.SHORT] if known else None
 
 

@@ -9,18 +9,15 @@ time a prompt uses the word, into both text encoders for SDXL (`clip_l`, `clip_g
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from studio.engine import checkpoints, hashes, library
-from studio.engine.library import ItemKind, LibraryItem
+from studio.engine.library import ItemKind, LibraryIndex, LibraryItem
 from studio.engine.prompts import LoraTag
 from studio.errors import ModelError
 from studio.paths import cache_dir
-
-RESCAN_SECONDS = 10.0  # an embedding dropped into the library is found within this long
 
 
 @dataclass(frozen=True)
@@ -37,11 +34,10 @@ class Networks:
 
     loras: tuple[Path, ...] = ()
     embeddings: set[str] = field(default_factory=set)
-    _index: tuple[float, list[LibraryItem]] = (float("-inf"), [])  # (when scanned, the library's embeddings)
 
-    def apply_loras(self, pipe: Any, data_dir: Path | None, tags: list[LoraTag]) -> list[AppliedLora]:
+    def apply_loras(self, pipe: Any, index: LibraryIndex, tags: list[LoraTag]) -> list[AppliedLora]:
         """Make exactly `tags` active on `pipe`; a ModelError names a LoRA that is missing or for another family."""
-        items = [library.find(data_dir, ItemKind.LORA, tag.name) for tag in tags]
+        items = [index.find(ItemKind.LORA, tag.name) for tag in tags]
         for item in items:
             _check_family(item, pipe)
         paths = tuple(item.path for item in items)
@@ -59,19 +55,17 @@ class Networks:
             self.loras = paths
         if items:
             pipe.set_adapters([_adapter(p) for p in paths], adapter_weights=[t.weight for t in tags])
-        cache = cache_dir(data_dir)
+        cache = cache_dir(index.data_dir)
         return [AppliedLora(item.name, tag.weight, hashes.lora_hash(item.path, cache)[:hashes.LORA_SHORT], item.path)
                 for item, tag in zip(items, tags)]
 
-    def load_embeddings(self, pipe: Any, data_dir: Path | None, *texts: str) -> list[str]:
+    def load_embeddings(self, pipe: Any, index: LibraryIndex, *texts: str) -> list[str]:
         """Load every library embedding whose name appears as a word in `texts`; return the names used."""
         words = set(re.findall(r"[\w\-.]+", " ".join(texts)))
-        used = []
-        if time.monotonic() - self._index[0] > RESCAN_SECONDS:  # not a folder walk per generation
-            self._index = (time.monotonic(), library.scan(data_dir, (ItemKind.EMBEDDING,)))
+        used: list[str] = []
         if getattr(pipe, "unet", None) is None:
             return used  # FLUX and SD 3: Studio loads no textual-inversion embeddings into T5 models
-        for item in self._index[1]:
+        for item in index.items(ItemKind.EMBEDDING):
             if item.name not in words:
                 continue
             if item.name not in self.embeddings:
