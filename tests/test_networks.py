@@ -77,8 +77,9 @@ def test_an_a1111_image_finds_its_lora_by_hash_under_another_name(home):
     library.hash_missing(home, library.scan(home))  # what the library panel does in the background
     text = f"a cat <lora:inkwash_v2:0.7>\nSteps: 20, Seed: 1, Lora hashes: \"inkwash_v2: {digest}\", Version: v1.10"
     recipe = parse_parameters(text)
-    assert library.match_loras(recipe["prompt"], recipe["loras"], home) == "a cat <lora:sd1-style:0.7>"
-    assert library.match_loras("a <lora:gone:1>", [{"name": "gone", "hash": "0" * 12}], home) == "a <lora:gone:1>"
+    items = library.scan(home)
+    assert library.match_loras(recipe["prompt"], recipe["loras"], items) == "a cat <lora:sd1-style:0.7>"
+    assert library.match_loras("a <lora:gone:1>", [{"name": "gone", "hash": "0" * 12}], items) == "a <lora:gone:1>"
 
 
 def test_lora_mistakes_are_named_and_change_nothing(engine):

@@ -279,13 +279,13 @@ def size_text(n: float) -> str:
     return ""
 
 
-def match_loras(prompt: str, loras: list[dict[str, object]], data_dir: Path | None) -> str:
+def match_loras(prompt: str, loras: list[dict[str, object]], items: list[LibraryItem]) -> str:
     """`prompt` with each `<lora:name:…>` the library has no file for renamed to the library LoRA whose
     hash matches the one recorded beside it (A1111's `Lora hashes`): a LoRA renamed on this machine is
     still found when an image made elsewhere is regenerated. Only hashes already known are compared
-    (cached by the library panel's background hashing, or written in the file), so this never reads
-    whole files."""
-    items = scan(data_dir, (ItemKind.LORA,))
+    (cached by the library panel's background hashing, or written in the file): `items` is a scan the
+    caller already has, so this reads no file at all."""
+    items = [i for i in items if i.kind is ItemKind.LORA]
     names = {i.name.lower() for i in items}
     wanted = [(str(lora.get("name") or ""), str(lora.get("hash") or "")) for lora in loras]
     wanted = [(name, digest) for name, digest in wanted if name and digest and name.lower() not in names]

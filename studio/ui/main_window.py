@@ -404,7 +404,7 @@ class MainWindow(QMainWindow):
 
         if recipe.get("loras"):
             recipe = {**recipe, "prompt": match_loras(str(recipe.get("prompt") or ""), recipe["loras"],
-                                                      self.backend.data_dir)}
+                                                      self.library_panel.items)}
         self.controls.apply_recipe(recipe)
 
     def _regenerate(self, recipe: dict[str, Any]) -> None:
