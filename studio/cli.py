@@ -188,7 +188,10 @@ def request_from_args(args: argparse.Namespace) -> Any:
         raise CLIError(f"that picture was made by {source_mode} from an input image, which a recipe does not "
                        "keep: give it again with --init (and --mask)")
     values.setdefault("seed", random.randint(0, SEED_MAX))
-    values.setdefault("cfg", _suggested_cfg(values.get("model", DEFAULTS["model"]), args))
+    cfg, steps = _suggestions(values.get("model", DEFAULTS["model"]), args)
+    values.setdefault("cfg", cfg)
+    if steps is not None:
+        values.setdefault("steps", steps)
     values["init_image"] = _open_image(args.init, "the init image") if args.init else None
     values["mask"] = _open_image(args.mask, "the mask") if args.mask else None
     return GenerationRequest(**values).validate()
@@ -211,16 +214,17 @@ def _recipe_of(source: str, data_dir_option: str | None) -> dict[str, Any]:
     return gallery.get(int(source)).recipe()
 
 
-def _suggested_cfg(model: str, args: argparse.Namespace) -> float:
-    """The model's suggestion, else SD's 7 (an unknown model fails later, at load, with its reason)."""
+def _suggestions(model: str, args: argparse.Namespace) -> tuple[float, int | None]:
+    """The guidance and steps the model suggests, else SD's 7 and the usual steps (an unknown model fails later,
+    at load, with its reason)."""
     from studio.engine.models import DEFAULT_CFG, ModelError, resolve
     from studio.paths import data_dir
 
     try:
         entry = resolve(model, data_dir(args.data_dir), allow_pickle=args.allow_pickle)
     except ModelError:
-        return DEFAULT_CFG
-    return entry.suggested_cfg() or DEFAULT_CFG
+        return DEFAULT_CFG, None
+    return entry.suggested_cfg() or DEFAULT_CFG, entry.suggested_steps()
 
 
 def _out_paths(out: Path | None, count: int) -> list[Path | None]:

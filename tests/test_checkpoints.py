@@ -220,7 +220,7 @@ def test_bad_files_are_refused_with_the_reason_and_the_model_stays(tmp_path, fil
     save_file({"encoder.layer1.weight": torch.zeros(2), "head.fc.bias": torch.zeros(2)}, str(other))
     empty = tmp_path / "empty.safetensors"
     empty.write_bytes(b"")
-    cases = [(cut, "cut short"), (not_model, "not a safetensors file"), (flux, "FLUX transformer"),
+    cases = [(cut, "cut short"), (not_model, "not a safetensors file"), (flux, "damaged FLUX transformer file: it lacks img_in.weight"),
              (lora, "LoRA weights"), (other, "2 tensors named encoder, head"), (empty, "empty or cut short")]
     for path, reason in cases:
         with pytest.raises(ModelError, match=reason):

@@ -182,7 +182,7 @@ def detect(contents: Contents, name: str = "the file") -> Architecture:
     texts = tuple(_text_config(shapes, prefix, layout, family) for prefix, layout in _TEXT_LAYOUTS[family])
     unet = _unet_config(shapes, family)
     _check_context(family, shapes, unet, texts, name)
-    vae = _vae_config(shapes, name)
+    vae = vae_shape_config(shapes, name)
     if family is Family.SDXL:
         unet["addition_time_embed_dim"] = (unet.pop("_pooled_input") - texts[1]["projection_dim"]) // 6
     prediction, known = _prediction(contents, family)
@@ -209,10 +209,8 @@ def _family(shapes: Shapes, name: str) -> Family:
 
 def _describe_other(shapes: Shapes) -> str:
     keys = list(shapes)
-    if any("double_blocks." in k for k in keys):
-        return "a FLUX transformer, which Studio does not run yet"
-    if any("joint_blocks." in k for k in keys):
-        return "an SD 3 transformer, which Studio does not run yet"
+    if any("double_blocks." in k or "joint_blocks." in k for k in keys):
+        return "a FLUX or SD 3 transformer (opened by the flow-model loader)"
     if any(k.startswith(("lora_unet_", "lora_te")) or ".lora_" in k for k in keys):
         return "LoRA weights: put it in a loras/ folder of the model library and use it with <lora:name:1>"
     if any(k.startswith(("encoder.down.", "decoder.up.", "first_stage_model.encoder.")) for k in keys):
@@ -266,16 +264,20 @@ def _unet_config(shapes: Shapes, family: Family) -> dict[str, Any]:
     return config
 
 
-def _vae_config(shapes: Shapes, name: str, prefix: str = VAE) -> dict[str, Any]:
+def vae_shape_config(shapes: Shapes, name: str, prefix: str = VAE) -> dict[str, Any]:
+    """The sizes of a VAE in the original layout. FLUX's and SD 3's 16-channel VAEs have no quant convs."""
     e = prefix + "encoder."
     levels = _count(shapes, e + "down.{}.block.0.conv1.weight")
-    if not levels or prefix + "quant_conv.weight" not in shapes:
+    if not levels or e + "conv_out.weight" not in shapes:
         raise ModelError(f"{name} has no VAE ({prefix or 'encoder.'}* weights): Studio opens checkpoints with "
                          "their VAE inside (a file saved without one cannot load yet)")
-    return {"block_out_channels": [shapes[e + f"down.{i}.block.0.conv2.weight"][0] for i in range(levels)],
-            "layers_per_block": _count(shapes, e + "down.0.block.{}.conv1.weight"),
-            "latent_channels": shapes[prefix + "quant_conv.weight"][0] // 2,
-            "down_block_types": ["DownEncoderBlock2D"] * levels, "up_block_types": ["UpDecoderBlock2D"] * levels}
+    config = {"block_out_channels": [shapes[e + f"down.{i}.block.0.conv2.weight"][0] for i in range(levels)],
+              "layers_per_block": _count(shapes, e + "down.0.block.{}.conv1.weight"),
+              "latent_channels": shapes[e + "conv_out.weight"][0] // 2,
+              "down_block_types": ["DownEncoderBlock2D"] * levels, "up_block_types": ["UpDecoderBlock2D"] * levels}
+    if prefix + "quant_conv.weight" not in shapes:  # said only when absent: SD's published configs leave it out
+        config.update(use_quant_conv=False, use_post_quant_conv=False)
+    return config
 
 
 def _text_config(shapes: Shapes, prefix: str, layout: str, family: Family) -> dict[str, Any]:
@@ -332,7 +334,7 @@ def vae_config(contents: Contents, name: str) -> dict[str, Any]:
         raise ModelError(f"{name} is a VAE in diffusers' layout: put its folder (with config.json) in the library "
                          "or use the single-file version (encoder.down.* keys)")
     prefix = VAE if any(k.startswith(VAE) for k in keys) else ""
-    return _vae_config(contents.shapes, name, prefix)
+    return vae_shape_config(contents.shapes, name, prefix)
 
 
 # ---------------------------------------------------------------------- config folders
@@ -373,18 +375,18 @@ def pipeline_class_name(arch: Architecture) -> str:
     return base + ("InpaintPipeline" if arch.inpainting else "Pipeline")
 
 
-def tokenizers(arch: Architecture) -> dict[str, Any]:
-    """The CLIP tokenizers the family uses, from the shipped BPE files (SD 2.x and SDXL's OpenCLIP pads with `!`)."""
+def clip_tokenizer(pad: str) -> Any:
+    """A CLIP tokenizer from the shipped BPE files; CLIP-L pads with its end token, OpenCLIP with `!`."""
     from transformers import CLIPTokenizer
 
     folder = CONFIGS / "clip-tokenizer"
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token=pad, model_max_length=77)
 
-    def make(pad: str) -> Any:
-        return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), pad_token=pad,
-                             model_max_length=77)
 
+def tokenizers(arch: Architecture) -> dict[str, Any]:
+    """The CLIP tokenizers the family uses (SD 2.x and SDXL's OpenCLIP pads with `!`)."""
     if arch.family is Family.SD1:
-        return {"tokenizer": make("<|endoftext|>")}
+        return {"tokenizer": clip_tokenizer("<|endoftext|>")}
     if arch.family is Family.SD2:
-        return {"tokenizer": make("!")}
-    return {"tokenizer": make("<|endoftext|>"), "tokenizer_2": make("!")}
+        return {"tokenizer": clip_tokenizer("!")}
+    return {"tokenizer": clip_tokenizer("<|endoftext|>"), "tokenizer_2": clip_tokenizer("!")}

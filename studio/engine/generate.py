@@ -77,14 +77,15 @@ class Engine:
             self.model = None  # free the old copy first: a preset change is often about memory
         say(f"Loading {entry.name}…")
         loaded = models.load(entry, self.device_request, self.memory, self.allow_pickle,
-                             hash_cache=cache_dir(self.data_dir))
+                             hash_cache=cache_dir(self.data_dir), data_dir=self.data_dir)
         if should_stop is not None and should_stop():
             raise Cancelled()
         self.model = None  # drop the old pipeline before keeping the new one
         self.model, self.networks = loaded, Networks()
         say("Preparing previews…")
         self._refit_previews(loaded)
-        say(f"{entry.name} ({loaded.label}) ready on {loaded.device.type}, {loaded.memory.describe()}")
+        parts = f", with {loaded.parts}" if loaded.parts else ""
+        say(f"{entry.name} ({loaded.label}{parts}) ready on {loaded.device.type}, {loaded.memory.describe()}")
         return loaded
 
     def _use_vae(self, model: models.LoadedModel, ref: str) -> dict[str, str] | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from studio.engine import checkpoints, hashes
+from studio.engine import checkpoints, flow_files, hashes
 from studio.errors import ModelError
 from studio.paths import cache_dir
 
@@ -34,12 +34,15 @@ class ItemKind(str, Enum):
     LORA = "lora"
     EMBEDDING = "embedding"
     VAE = "vae"
+    TEXT_ENCODER = "text-encoder"
     UPSCALER = "upscaler"
 
 
 # Folder names other tools use, lower-cased (A1111 / ComfyUI / InvokeAI).
 FOLDER_KINDS = {
     "stable-diffusion": ItemKind.CHECKPOINT, "checkpoints": ItemKind.CHECKPOINT, "main": ItemKind.CHECKPOINT,
+    "unet": ItemKind.CHECKPOINT, "diffusion_models": ItemKind.CHECKPOINT,  # ComfyUI's place for FLUX transformers
+    "text_encoders": ItemKind.TEXT_ENCODER, "clip": ItemKind.TEXT_ENCODER, "t5": ItemKind.TEXT_ENCODER,
     "lora": ItemKind.LORA, "loras": ItemKind.LORA, "lycoris": ItemKind.LORA,
     "embeddings": ItemKind.EMBEDDING, "embedding": ItemKind.EMBEDDING, "textual_inversion": ItemKind.EMBEDDING,
     "vae": ItemKind.VAE, "esrgan": ItemKind.UPSCALER, "realesrgan": ItemKind.UPSCALER,
@@ -185,7 +188,8 @@ def _pipeline_folder(folder: Path) -> LibraryItem:
         cls = json.loads((folder / "model_index.json").read_text()).get("_class_name", "")
     except (OSError, ValueError, AttributeError):
         cls = ""
-    family = "SDXL" if "XL" in str(cls) else "FLUX" if "Flux" in str(cls) else "SD" if cls else ""
+    family = ("SDXL" if "XL" in str(cls) else "FLUX" if "Flux" in str(cls) else "SD 3" if "Diffusion3" in str(cls)
+              else "SD" if cls else "")
     return LibraryItem(ItemKind.DIFFUSERS, name, folder, size, family)
 
 
@@ -203,10 +207,13 @@ def _file_item(path: Path, kind: ItemKind | None) -> LibraryItem | None:
         item.kind = sniffed or ItemKind.CHECKPOINT
     if item.kind is ItemKind.CHECKPOINT:
         try:
-            arch = checkpoints.detect(contents, path.name)
+            detect = flow_files.detect if flow_files.is_flow(contents) else checkpoints.detect
+            arch = detect(contents, path.name)
             item.family, item.native_size = arch.label, arch.native_size
         except (ModelError, KeyError, IndexError, ValueError):
             item.family = "unknown"
+    elif item.kind is ItemKind.TEXT_ENCODER:
+        item.family = flow_files.encoder_label(contents)
     elif item.kind is ItemKind.LORA:
         item.family = lora_family(contents)
         item.triggers = lora_triggers(contents.metadata)
@@ -218,8 +225,10 @@ def _file_item(path: Path, kind: ItemKind | None) -> LibraryItem | None:
 
 def _sniff(contents: checkpoints.Contents) -> ItemKind | None:
     keys = contents.shapes.keys()
-    if any(k.startswith(checkpoints.UNET) for k in keys):
+    if any(k.startswith(checkpoints.UNET) for k in keys) or flow_files.is_flow(contents):
         return ItemKind.CHECKPOINT
+    if any(e.kind != "vae" for e in flow_files.encoders_in(contents)):
+        return ItemKind.TEXT_ENCODER
     if any(".lora_down." in k or ".lora_A." in k or k.startswith("lora_") for k in keys):
         return ItemKind.LORA
     if any(k.startswith(("encoder.down.", "decoder.up.")) for k in keys):

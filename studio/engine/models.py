@@ -16,9 +16,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from studio.engine import checkpoints, hashes
+from studio.engine import checkpoints, flow_files, hashes
 from studio.engine.checkpoints import Architecture
-from studio.engine.memory import MemoryPlan, MemoryPreset, model_bytes
+from studio.engine.flow_files import FlowArchitecture
+from studio.engine.memory import MemoryPlan, MemoryPreset, model_bytes, transformer_bytes
 from studio.engine.memory import apply as apply_memory
 from studio.engine.memory import plan as plan_memory
 from studio.errors import ModelError
@@ -53,7 +54,8 @@ class ModelEntry:
         return {"name": self.name, "path": str(self.path), "kind": self.kind}
 
     def suggested_cfg(self) -> float | None:
-        """The guidance scale the model's folder suggests (`studio.json`), or None.
+        """The guidance scale the model suggests: its folder's `studio.json`, else its family's (FLUX dev's
+        distilled 3.5, SD 3.5's 4.5), else None (SD's 7 applies).
 
         Small models trained on a narrow world want far less guidance than SD's 7: the built-in
         model follows colours best at 2-3 and worst at 7. A missing, unreadable or out-of-range
@@ -62,9 +64,16 @@ class ModelEntry:
         try:
             value = json.loads((self.path / SUGGESTIONS_FILE).read_text()).get("cfg")
         except (OSError, ValueError, AttributeError):
-            return None
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 1.0 <= value <= 30.0
-        return float(value) if ok else None
+            value = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 1.0 <= value <= 30.0:
+            return float(value)
+        family = flow_files.suggestions_for(self.path)
+        return family[0] if family else None
+
+    def suggested_steps(self) -> int | None:
+        """FLUX.1 schnell draws in 4 steps (it was distilled for them); other models suggest nothing."""
+        family = flow_files.suggestions_for(self.path)
+        return family[1] if family else None
 
 
 @dataclass
@@ -78,7 +87,8 @@ class LoadedModel:
     weights_hash: str
     scheduler_config: dict[str, Any]
     variants: dict[str, Any] = field(default_factory=dict)
-    architecture: Architecture | None = None  # for single files: what detection found
+    architecture: Architecture | FlowArchitecture | None = None  # for single files: what detection found
+    parts: str = ""  # for a flow transformer file: the files its encoders and VAE came from
     own_vae: Any = None  # the model's own VAE while another one is in use
     vae_name: str = ""  # the VAE in use from the library, "" for the model's own
     memory: MemoryPlan = field(default_factory=lambda: MemoryPlan(MemoryPreset.HIGH))
@@ -93,12 +103,20 @@ class LoadedModel:
         return "Flux" in type(self.pipe).__name__
 
     def suggested_cfg(self) -> float | None:
-        """The guidance the model's folder suggests, else its family's usual one (FLUX dev's distilled
-        3.5, SD 3.5's 4.5), else None (SD's 7 applies)."""
-        own = self.entry.suggested_cfg()
-        if own is not None:
-            return own
-        return 3.5 if self.flux else 4.5 if self.flow else None
+        return self.entry.suggested_cfg()
+
+    def suggested_steps(self) -> int | None:
+        return self.entry.suggested_steps()
+
+    @property
+    def guidance_distilled(self) -> bool:
+        """FLUX.1 dev and Fill read guidance as an input; schnell has none and ignores the slider."""
+        return bool(getattr(self.pipe.transformer.config, "guidance_embeds", False)) if self.flux else False
+
+    @property
+    def fill(self) -> bool:
+        """FLUX.1 Fill reads the picture and mask beside the latents: every mode goes through its pipeline."""
+        return self.flux and flow_files.is_fill(self.pipe.transformer.config)
 
     def blocks(self) -> list[Any]:
         """The denoiser's blocks, where a stop check before each one lands a cancel inside a step."""
@@ -116,8 +134,8 @@ class LoadedModel:
 
     @property
     def inpainting(self) -> bool:
-        """An inpainting UNet (9 input channels) runs every mode through its inpaint pipeline."""
-        return not self.flow and int(self.pipe.unet.config.in_channels) == 9
+        """An inpainting UNet (9 input channels) or FLUX Fill runs every mode through its inpaint pipeline."""
+        return self.fill if self.flow else int(self.pipe.unet.config.in_channels) == 9
 
     @property
     def label(self) -> str:
@@ -228,7 +246,7 @@ def pick_device(requested: str = "auto") -> tuple[Any, Any]:
 
 
 def load(entry: ModelEntry, device: str = "auto", memory: MemoryPreset | str = MemoryPreset.AUTO,
-         allow_pickle: bool = False, hash_cache: Path | None = None) -> LoadedModel:
+         allow_pickle: bool = False, hash_cache: Path | None = None, data_dir: Path | None = None) -> LoadedModel:
     """Load `entry` onto the device; raise ModelError with a readable reason on any failure."""
     import torch  # noqa: F401  (import order: torch before diffusers)
 
@@ -238,12 +256,22 @@ def load(entry: ModelEntry, device: str = "auto", memory: MemoryPreset | str = M
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    architecture = None
+    architecture: Architecture | FlowArchitecture | None = None
+    parts = ""
     try:
         if entry.kind == ModelKind.SINGLE_FILE:
-            architecture = checkpoints.detect(checkpoints.read_contents(entry.path), entry.path.name)
-            pipe = _from_single_file(entry.path, architecture, dtype)
+            contents = checkpoints.read_contents(entry.path)
+            if flow_files.is_flow(contents):
+                architecture, found = _flow_parts(entry.path, contents, data_dir)
+                dtype = flow_dtype(dev, dtype)
+                pipe = flow_files.build(architecture, entry.path, found, dtype)
+                parts = found.describe(entry.path)
+            else:
+                architecture = checkpoints.detect(contents, entry.path.name)
+                pipe = _from_single_file(entry.path, architecture, dtype)
         else:
+            if _flow_folder(entry.path):
+                dtype = flow_dtype(dev, dtype)
             pipe = _from_folder(entry, dtype, allow_pickle)
     except ModelError:
         raise
@@ -252,13 +280,40 @@ def load(entry: ModelEntry, device: str = "auto", memory: MemoryPreset | str = M
     if not hasattr(pipe, "unet") and not hasattr(pipe, "transformer"):
         raise ModelError(f"{entry.name} is a {type(pipe).__name__}; Studio runs SD 1.x/2.x/XL, SD 3 and FLUX "
                          "text-to-image pipelines")
-    memory_plan = plan_memory(memory, dev, model_bytes(pipe))
+    memory_plan = plan_memory(memory, dev, model_bytes(pipe), transformer_bytes=transformer_bytes(pipe))
     apply_memory(pipe, dev, memory_plan)
-    if architecture is not None and not architecture.prediction_known:
+    if isinstance(architecture, Architecture) and not architecture.prediction_known:
         architecture = _settle_prediction(pipe, architecture)
     pipe.set_progress_bar_config(disable=True)
     return LoadedModel(entry, pipe, dev, dtype, hashes.short_hash(entry.path, hash_cache),
-                       dict(pipe.scheduler.config), architecture=architecture, memory=memory_plan)
+                       dict(pipe.scheduler.config), architecture=architecture, memory=memory_plan, parts=parts)
+
+
+def _flow_parts(path: Path, contents: checkpoints.Contents,
+                data_dir: Path | None) -> tuple[FlowArchitecture, flow_files.Found]:
+    """A flow transformer file's architecture and the files its text encoders and VAE come from."""
+    from studio.engine import library
+
+    arch = flow_files.detect(contents, path.name)
+    kinds = (library.ItemKind.TEXT_ENCODER, library.ItemKind.VAE, library.ItemKind.DIFFUSERS)
+    return arch, flow_files.find_parts(arch, path, contents, library.scan(data_dir, kinds), library.folders(data_dir))
+
+
+def _flow_folder(folder: Path) -> bool:
+    try:
+        cls = json.loads((folder / "model_index.json").read_text()).get("_class_name", "")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return str(cls).startswith(("Flux", "StableDiffusion3"))
+
+
+def flow_dtype(device: Any, dtype: Any) -> Any:
+    """FLUX and SD 3 overflow in fp16: on a GPU they run in bf16 where it exists (as their authors ship them)."""
+    import torch
+
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return dtype
 
 
 def _from_folder(entry: ModelEntry, dtype: Any, allow_pickle: bool) -> Any:

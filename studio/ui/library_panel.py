@@ -28,9 +28,11 @@ from studio.engine.library import ItemKind, LibraryItem, size_text
 
 COLUMNS = ("Name", "Kind", "Family", "Size")  # the rest (native size, hash, path, triggers) shows on selection
 KIND_LABELS = {ItemKind.CHECKPOINT: "Checkpoint", ItemKind.DIFFUSERS: "Pipeline folder", ItemKind.LORA: "LoRA",
-               ItemKind.EMBEDDING: "Embedding", ItemKind.VAE: "VAE", ItemKind.UPSCALER: "Upscaler"}
+               ItemKind.EMBEDDING: "Embedding", ItemKind.VAE: "VAE", ItemKind.TEXT_ENCODER: "Text encoder",
+               ItemKind.UPSCALER: "Upscaler"}
 FILTERS = [("Everything", None), ("Models", (ItemKind.CHECKPOINT, ItemKind.DIFFUSERS)), ("LoRAs", (ItemKind.LORA,)),
-           ("Embeddings", (ItemKind.EMBEDDING,)), ("VAEs", (ItemKind.VAE,)), ("Upscalers", (ItemKind.UPSCALER,))]
+           ("Embeddings", (ItemKind.EMBEDDING,)), ("VAEs", (ItemKind.VAE,)),
+           ("Text encoders", (ItemKind.TEXT_ENCODER,)), ("Upscalers", (ItemKind.UPSCALER,))]
 
 
 class _Relay(QObject):
