@@ -53,7 +53,9 @@ def test_batch_item_k_equals_single_run_with_seed_plus_k(tiny_engine, sequential
     assert [r.seed for r in batch] == [100, 101, 102]
     for k, result in enumerate(batch):
         single = tiny_engine.generate(request(seed=100 + k))[0]
-        assert np.array_equal(pixels(result.image), pixels(single.image))
+        # Same noise, same steps; a batched matmul may round its last bit differently from a single one
+        # (MKL on Intel CPUs does), which moves a pixel by at most one level.
+        assert np.abs(pixels(result.image) - pixels(single.image)).max() <= 1
         assert result.recipe["seed"] == 100 + k and result.recipe["batch_index"] == k
 
 

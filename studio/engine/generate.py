@@ -123,7 +123,8 @@ class Engine:
                  sequential: bool = False, preview_all: bool = False,
                  preview_interval: float = 0.0) -> list[GenerationResult]:
         """Run `request`; item k of a batch equals `request.item(k)` run alone (seed + k, or with a
-        variation the same seed and variation seed + k).
+        variation the same seed and variation seed + k), to one level of 255 where batched kernels round
+        their last bit differently from single ones.
 
         Previews are computed at most every `preview_interval` seconds (and on the last step), so a
         caller that can only show ~20 frames a second does not pay for more.
