@@ -325,3 +325,20 @@ def test_a_guidance_restored_at_start_that_equals_the_suggestion_is_the_window_s
     w._on_model_loaded({**info, "name": "small", "suggested_cfg": 3.0})
     w._on_model_loaded({**info, "name": "plain", "suggested_cfg": None})
     assert w.controls.cfg.value() == 7.0
+
+
+def test_flux_schnell_s_four_steps_are_adopted_and_given_back_with_its_guidance_greyed(make_window):
+    w = make_window()
+    info = dict(w._model_info)
+    w.controls.steps.setValue(20)  # the usual default (the test window starts at a few steps, for speed)
+    w._on_model_loaded({**info, "name": "flux1-schnell", "family": "FLUX.1 schnell", "suggested_cfg": 1.0,
+                        "suggested_steps": 4})
+    assert w.controls.steps.value() == 4 and not w.controls.cfg.isEnabled()
+    assert w.controls.cfg_label.text() == "FLUX guidance" and not w.controls.negative.isEnabled()
+    w._on_model_loaded({**info, "name": "flux1-dev", "family": "FLUX.1 dev", "suggested_cfg": 3.5,
+                        "suggested_steps": None})
+    assert w.controls.steps.value() == 20 and w.controls.cfg.isEnabled() and w.controls.cfg.value() == 3.5
+    w.controls.steps.setValue(12)
+    w._on_model_loaded({**info, "name": "flux1-schnell", "family": "FLUX.1 schnell", "suggested_cfg": 1.0,
+                        "suggested_steps": 4})
+    assert w.controls.steps.value() == 12  # the designer's own count stays

@@ -251,6 +251,7 @@ class GenerationControls(QWidget):
         self.cfg_label.setText("FLUX guidance" if flux else "Guidance")
         self.cfg.setToolTip("FLUX's distilled guidance (about 3.5 for dev; schnell ignores it)" if flux else
                             "How strongly the picture follows the prompt (classifier-free guidance)")
+        self.cfg.setEnabled(not family.endswith("schnell"))  # schnell reads no guidance at all
         self.scheduler.setEnabled(not flow)
         self.scheduler.setToolTip("This model samples with its own flow-matching Euler" if flow else "")
 

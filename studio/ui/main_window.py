@@ -62,7 +62,8 @@ class MainWindow(QMainWindow):
         self.startup_model: str = settings.get("model")  # what the app loads first (`--model` overrides)
         self._wanted_model: str | None = None  # the model generations ask for: the last one loading or loaded
         self._notice = ""  # a load failure to repeat once the fallback model is in
-        self._suggested_cfg: float | None = None  # the guidance this window last took from a model
+        self._suggested: dict[str, float | None] = {"cfg": None, "steps": None}  # what this window last took
+        # from a model for each knob
         self._closing = False
         self._build_left_dock()
         self._build_gallery_dock()
@@ -520,27 +521,31 @@ class MainWindow(QMainWindow):
         if self.controls.size.currentText() == "Native":  # show what "Native" means for this model
             self.controls.width_spin.setValue(info["native_size"])
             self.controls.height_spin.setValue(info["native_size"])
-        self._adopt_suggested_cfg(info["name"], info.get("suggested_cfg"))
+        self._adopt_suggestion("cfg", info["name"], info.get("suggested_cfg"))
+        self._adopt_suggestion("steps", info["name"], info.get("suggested_steps"))
         if self._notice:  # why this model and not the one asked for: shown last, so it stays in view
             self.statusBar().showMessage(self._notice, 30000)
             self._notice = ""
 
-    def _adopt_suggested_cfg(self, model: str, suggested: float | None) -> None:
-        """Move the guidance to what the model suggests, unless the designer chose a value of their own.
+    def _adopt_suggestion(self, knob: str, model: str, suggested: float | None) -> None:
+        """Move the guidance (or steps) to what the model suggests, unless the designer chose a value of
+        their own.
 
-        A value counts as theirs when it is neither SD's default nor what this window last set for
-        a model; a model without a suggestion gets SD's default back in the same case.
+        A value counts as theirs when it is neither the usual default nor what this window last set for
+        a model; a model without a suggestion gets the default back in the same case.
         """
-        current = self.controls.cfg.value()
-        if current not in (DEFAULT_CFG, self._suggested_cfg, suggested):  # the last: restored at start
+        control, default, label = {"cfg": (self.controls.cfg, DEFAULT_CFG, "Guidance"),
+                                   "steps": (self.controls.steps, GenerationRequest.steps, "Steps")}[knob]
+        current = control.value()
+        if current not in (default, self._suggested[knob], suggested):  # the last: restored at start
             return
-        target = suggested if suggested is not None else DEFAULT_CFG
+        target = suggested if suggested is not None else default
         if target != current:
-            self.controls.cfg.setValue(target)
-            self.statusBar().showMessage(f"Guidance {self.controls.cfg.value():g}: " + (
+            control.setValue(target)
+            self.statusBar().showMessage(f"{label} {control.value():g}: " + (
                 f"what {model} suggests" if suggested else "the usual default for this kind of model"), 10000)
         # What the control holds (it rounds to its step), so the next model recognises it as ours.
-        self._suggested_cfg = self.controls.cfg.value() if suggested is not None else None
+        self._suggested[knob] = control.value() if suggested is not None else None
 
     def _on_model_failed(self, message: str) -> None:
         failed, self._wanted_model = self._wanted_model, self._model_info.get("ref")  # back to one that works

@@ -193,6 +193,7 @@ class _BackendThread(QThread):
                              "kind": model.entry.kind, "family": model.label, "memory": model.memory.describe(),
                              "device": model.device.type, "dtype": str(model.dtype).replace("torch.", ""),
                              "native_size": model.native_size, "suggested_cfg": model.suggested_cfg(),
+                             "suggested_steps": model.suggested_steps(),
                              "preview_psnr": rgb_map.psnr if rgb_map is not None else None})
 
     def _generate(self, job: Job) -> None:
