@@ -18,6 +18,9 @@ It writes, into OUTDIR:
     builtin-held-out-pair.png       "a large purple star on the left, orange background" on the canvas
     builtin-held-out-orange.png     "a large orange circle in the center, blue background", seeds 7..10
     library.png                     the Library tab over an AUTOMATIC1111 models folder added in place
+    flux-single-file.png            a FLUX transformer file opened with CLIP-L, T5 and VAE from a ComfyUI
+                                    models folder (tiny random weights: the picture is noise; the window
+                                    shows FLUX's knobs and where each part came from)
 
 and prints each file with the generation time the app reported. It exits 1 when the model does not
 load or a generation fails.
@@ -339,6 +342,20 @@ def shot_library(window: MainWindow, out: Path, home: Path) -> None:
         window.gallery_dock.raise_()
 
 
+def shot_flux(window: MainWindow, out: Path, home: Path) -> None:
+    """A FLUX transformer alone, its parts found in a ComfyUI models folder of the library, one picture made."""
+    from studio.bench import flow_checkpoint_files as W
+
+    folder = home / "ComfyUI" / "models"
+    paths = W.write_flux_files(folder, W.flux_components(W.flux_configs()))
+    wait_first({"changed": window.library_panel.changed}, trigger=lambda: window.library_panel.add_folder(folder))
+    window.library_dock.raise_()
+    wait_first({"loaded": window.backend.model_loaded, "failed": window.backend.model_failed},
+               trigger=lambda: window.load_model(str(paths["transformer"])))
+    set_recipe(window, "a yellow star over a calm sea at dusk", seed=3, cfg=3.5, steps=4)
+    report(save(window, out, "flux-single-file.png"), generate(window))
+
+
 def take_all(window: MainWindow, out: Path, home: Path) -> None:
     shot_library(window, out, home)
     shot_variations(window, out)
@@ -348,6 +365,7 @@ def take_all(window: MainWindow, out: Path, home: Path) -> None:
         search(window.gallery_panel, "")  # the last two show the whole gallery, newest selected
     shot_held_out_pair(window, out)
     shot_held_out_orange(window, out)
+    shot_flux(window, out, home)
 
 
 def close(window: MainWindow) -> None:
