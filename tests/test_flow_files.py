@@ -79,6 +79,7 @@ def test_a_flux_transformer_file_opens_with_clip_t5_and_vae_from_the_library(flu
     assert items["flux1-dev"].kind is library.ItemKind.CHECKPOINT and items["flux1-dev"].family == "FLUX.1 dev"
     assert items["t5xxl_fp16"].kind is library.ItemKind.TEXT_ENCODER and "T5" in items["t5xxl_fp16"].family
     assert items["clip_l"].kind is library.ItemKind.TEXT_ENCODER and items["ae"].kind is library.ItemKind.VAE
+    assert items["ae"].family == "FLUX / SD 3"  # 16 latent channels
 
     engine = Engine(device="cpu", data_dir=flux["data"])
     said = []

@@ -214,6 +214,9 @@ def _file_item(path: Path, kind: ItemKind | None) -> LibraryItem | None:
             item.family = "unknown"
     elif item.kind is ItemKind.TEXT_ENCODER:
         item.family = flow_files.encoder_label(contents)
+    elif item.kind is ItemKind.VAE:
+        latents = [e.width for e in flow_files.encoders_in(contents) if e.kind == "vae"]
+        item.family = {4: "SD 1.x / 2.x / XL", 16: "FLUX / SD 3"}.get(latents[0], "") if latents else ""
     elif item.kind is ItemKind.LORA:
         item.family = lora_family(contents)
         item.triggers = lora_triggers(contents.metadata)
