@@ -353,7 +353,8 @@ def shot_flux(window: MainWindow, out: Path, home: Path) -> None:
     wait_first({"loaded": window.backend.model_loaded, "failed": window.backend.model_failed},
                trigger=lambda: window.load_model(str(paths["transformer"])))
     set_recipe(window, "a yellow star over a calm sea at dusk", seed=3, cfg=3.5, steps=4)
-    report(save(window, out, "flux-single-file.png"), generate(window))
+    timing = generate(window)
+    report(save(window, out, "flux-single-file.png"), timing)
 
 
 def take_all(window: MainWindow, out: Path, home: Path) -> None:
