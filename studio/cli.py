@@ -14,7 +14,8 @@ from typing import Any
 from studio import __version__
 from studio.engine.library import ItemKind
 from studio.engine.memory import MemoryPreset
-from studio.engine.request import FILLS, SCHEDULERS, SEED_MAX, GenerationRequest, fields_from_recipe
+from studio.recipe.errors import StudioError
+from studio.recipe.request import FILLS, SCHEDULERS, SEED_MAX, GenerationRequest, fields_from_recipe
 
 DEFAULTS = {f.name: f.default for f in fields(GenerationRequest)}
 # CLI option (argparse dest) -> request field, where the names differ.
@@ -24,7 +25,7 @@ REQUEST_OPTIONS = ("prompt", "negative", "steps", "cfg", "seed", "width", "heigh
                    "outpaint_overlap", "batch", "variation_seed", "variation_strength")
 
 
-class CLIError(Exception):
+class CLIError(StudioError):
     """A failure to report as one line on stderr with a non-zero exit."""
 
 
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
-        from studio.errors import describe
+        from studio.recipe.errors import describe
 
         print(f"studio: error: {describe(exc)}", file=sys.stderr)
         return 1
@@ -199,7 +200,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
 
 def _recipe_of(source: str, data_dir_option: str | None) -> dict[str, Any]:
     """The recipe in a PNG, or of a gallery image by id."""
-    from studio.engine.metadata import read_recipe
+    from studio.recipe.metadata import read_recipe
     from studio.paths import data_dir
 
     if Path(source).is_file():
@@ -239,7 +240,7 @@ def _out_paths(out: Path | None, count: int) -> list[Path | None]:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from studio.engine import Engine
-    from studio.engine.metadata import encode_png
+    from studio.recipe.metadata import encode_png
     from studio.gallery.files import atomic_write
     from studio.paths import data_dir
 
@@ -350,7 +351,7 @@ def _builtin_items() -> list[Any]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from studio.engine.metadata import format_parameters, read_recipe
+    from studio.recipe.metadata import format_parameters, read_recipe
 
     _open_image(args.image, "the image")  # a clear message for a missing or corrupt file
     recipe = read_recipe(args.image)

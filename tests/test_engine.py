@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from studio.engine import Cancelled, GenerationRequest, ModelError, RequestError
-from studio.engine.request import SCHEDULERS
+from studio.recipe.request import SCHEDULERS
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -262,7 +262,7 @@ def test_a_broken_model_folder_fails_to_load_cleanly(tmp_path, tiny_model):
 
 
 def test_engine_and_gallery_never_import_qt():
-    code = ("import sys, studio.engine.generate, studio.engine.metadata, studio.engine.canvas_ops, studio.gallery;"
+    code = ("import sys, studio.engine.generate, studio.recipe.metadata, studio.engine.canvas_ops, studio.gallery;"
             "bad = [m for m in sys.modules if m.startswith(('PySide6', 'PyQt'))]; print(bad); sys.exit(bool(bad))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
     code = "import sys, studio.gallery; sys.exit('torch' in sys.modules or 'diffusers' in sys.modules)"

@@ -16,7 +16,7 @@ from studio.bench import flow_checkpoint_files as files
 from studio.bench.checkpoint_files import save
 from studio.engine import Cancelled, Engine, GenerationRequest, library, models
 from studio.engine.memory import MemoryPlan
-from studio.errors import ModelError
+from studio.recipe.errors import ModelError
 from tests.tiny_flow import flux_pipeline, sd3_pipeline
 
 

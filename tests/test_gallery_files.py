@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
-from studio.engine import metadata
+from studio.recipe import metadata
 from studio.gallery import Gallery, GalleryError, NotFoundError
 from studio.gallery.files import sanitize_name
 from tests.test_gallery_store import recipe, save

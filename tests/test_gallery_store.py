@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from studio.engine import metadata
+from studio.recipe import metadata
 from studio.gallery import Gallery, GalleryError, LockedError, NotFoundError, Query, StorageFullError, files, schema
 
 

@@ -11,7 +11,7 @@ from PySide6.QtGui import QDropEvent, QPixmap
 from PIL import Image
 
 from studio.bench.gallery import fill_synthetic
-from studio.engine import metadata
+from studio.recipe import metadata
 from studio.gallery import Gallery
 from studio.ui import gallery_view
 from studio.ui.gallery_view import GalleryPanel

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from PIL import Image, PngImagePlugin
 
-from studio.engine import metadata
-from studio.engine.metadata import MetadataError, format_parameters, parse_parameters, read_recipe
+from studio.recipe import metadata
+from studio.recipe.metadata import MetadataError, format_parameters, parse_parameters, read_recipe
 
 
 def make_recipe(**changes: Any) -> dict[str, Any]:
@@ -296,7 +296,7 @@ def test_truncated_png_keeps_chunks_before_the_cut() -> None:
 
 
 def test_metadata_module_stays_light() -> None:
-    code = "import sys, studio.engine.metadata; print(any(m in sys.modules for m in ('torch', 'diffusers', 'PySide6')))"
+    code = "import sys, studio.recipe.metadata; print(any(m in sys.modules for m in ('torch', 'diffusers', 'PySide6')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

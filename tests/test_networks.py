@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from studio.bench import checkpoint_files as F
 from studio.engine import Engine, GenerationRequest, ModelError, library, prompts
 from studio.engine.library import ItemKind
-from studio.engine.metadata import format_parameters, parse_parameters
+from studio.recipe.metadata import format_parameters, parse_parameters
 
 
 def pixels(image: Image.Image) -> np.ndarray:

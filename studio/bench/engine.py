@@ -170,7 +170,7 @@ def image_difference(a: Any, b: Any) -> int:
 def run(model: str = "builtin", steps: int = 20, repeats: int = 5, batch: int = 4, device: str = "auto",
         scheduler: str = "DPM++ 2M", cfg: float = 7.0, pairs: int = 20, size: int | None = None) -> dict[str, Any]:
     """Measure; returns the figures (seconds, ratios, dB). Raises ModelError if the model cannot load."""
-    from studio.engine.request import GenerationRequest
+    from studio.recipe.request import GenerationRequest
 
     engine = load_engine(model, device)
     loaded = engine.model

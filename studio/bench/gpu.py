@@ -254,7 +254,7 @@ def measure(engine: Any, size: int, steps: int, repeats: int, scheduler: str) ->
     import torch
 
     from studio.bench.engine import raw_generate, timed
-    from studio.engine.request import GenerationRequest
+    from studio.recipe.request import GenerationRequest
 
     dev = engine.model.device
     request = GenerationRequest(prompt=PROMPT, steps=steps, seed=SEED, width=size, height=size,

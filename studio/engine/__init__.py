@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from studio.engine.request import GenerationRequest, GenerationResult, RequestError, StepInfo
+from studio.recipe.request import GenerationRequest, GenerationResult, RequestError, StepInfo
 
 __all__ = ["Cancelled", "Engine", "GenerationRequest", "GenerationResult", "ModelError", "RequestError", "StepInfo"]
 

@@ -22,7 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from studio.errors import ModelError
+from studio.recipe.errors import ModelError
 from studio.resources import CONFIGS
 
 Shapes = Mapping[str, tuple[int, ...]]

@@ -24,7 +24,7 @@ from typing import Any
 
 from studio.engine import key_tables
 from studio.engine.checkpoints import Contents, clip_tokenizer, read_contents, vae_shape_config
-from studio.errors import ModelError
+from studio.recipe.errors import ModelError
 from studio.resources import CONFIGS
 
 DIFFUSION = "model.diffusion_model."  # ComfyUI's and Stability's prefix for the denoiser

@@ -21,7 +21,7 @@ from studio.engine.library import ItemKind, LibraryIndex
 from studio.engine.memory import MemoryPreset
 from studio.engine.networks import AppliedLora, Networks
 from studio.engine.preview import LatentRGBMap, choose_map, latent_to_rgb
-from studio.engine.request import GenerationRequest, GenerationResult, RequestError, StepInfo, image_hash, snap8
+from studio.recipe.request import GenerationRequest, GenerationResult, RequestError, StepInfo, image_hash, snap8
 from studio.engine.schedulers import make_scheduler
 from studio.paths import cache_dir
 

@@ -19,7 +19,7 @@ from enum import Enum
 from pathlib import Path
 
 from studio.engine import checkpoints, flow_files, hashes
-from studio.errors import ModelError
+from studio.recipe.errors import ModelError
 from studio.paths import cache_dir
 
 LIBRARY_FILE = "library.json"

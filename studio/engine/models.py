@@ -22,7 +22,7 @@ from studio.engine.flow_files import FlowArchitecture
 from studio.engine.memory import MemoryPlan, MemoryPreset, model_bytes, transformer_bytes
 from studio.engine.memory import apply as apply_memory
 from studio.engine.memory import plan as plan_memory
-from studio.errors import ModelError
+from studio.recipe.errors import ModelError
 from studio.resources import BUILTIN_MODEL, BUILTIN_MODEL_NAME
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

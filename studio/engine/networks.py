@@ -16,7 +16,7 @@ from typing import Any
 from studio.engine import checkpoints, hashes, library
 from studio.engine.library import ItemKind, LibraryIndex, LibraryItem
 from studio.engine.prompts import LoraTag
-from studio.errors import ModelError
+from studio.recipe.errors import ModelError
 from studio.paths import cache_dir
 
 

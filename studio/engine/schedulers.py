@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from studio.engine.request import SCHEDULERS, RequestError
+from studio.recipe.request import SCHEDULERS, RequestError
 
 # name -> (diffusers class name, config overrides)
 _TABLE: dict[str, tuple[str, dict[str, Any]]] = {

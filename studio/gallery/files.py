@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from studio.engine import metadata
+from studio.recipe import metadata
 from studio.gallery.errors import GalleryError, translated
 
 TEMP_PREFIX = ".tmp-"

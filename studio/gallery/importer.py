@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from studio.engine import metadata
+from studio.recipe import metadata
 from studio.gallery import files
 from studio.gallery.errors import GalleryError
 

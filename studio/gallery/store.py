@@ -27,7 +27,7 @@ from typing import Any
 
 from PIL import Image
 
-from studio.engine import metadata
+from studio.recipe import metadata
 from studio.gallery import files, importer, schema
 from studio.gallery.errors import GalleryError, NotFoundError, StorageFullError, translate, translated
 from studio.gallery.importer import ImportResult

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.engine.request import FILLS, SCHEDULERS, SEED_MAX
+from studio.recipe.request import FILLS, SCHEDULERS, SEED_MAX
 from studio.ui.settings import Settings
 
 # SDXL's training buckets (about a megapixel each), the sizes SDXL models draw best at.

@@ -133,7 +133,7 @@ class LibraryPanel(QWidget):
 
     def add_folder(self, folder: Path) -> None:
         from studio.engine import library
-        from studio.errors import ModelError
+        from studio.recipe.errors import ModelError
 
         if self.data_dir is None:
             return

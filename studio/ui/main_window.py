@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.engine.models import DEFAULT_CFG
-from studio.engine.request import GenerationRequest, RequestError
+from studio.recipe.request import GenerationRequest, RequestError
 from studio.resources import BUILTIN_MODEL_NAME
 from studio.ui.canvas_images import pil_to_qimage
 from studio.ui.controls import GenerationControls

@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 from PySide6.QtGui import QImage
 
 from studio.engine.memory import MemoryPreset
-from studio.engine.request import GenerationRequest, StepInfo
+from studio.recipe.request import GenerationRequest, StepInfo
 
 PREVIEW_INTERVAL = 0.05  # seconds: at most ~20 previews a second are made and reach the GUI
 
@@ -173,7 +173,7 @@ class _BackendThread(QThread):
 
     def _load(self, job: Job) -> None:
         from studio.engine import Cancelled
-        from studio.errors import describe
+        from studio.recipe.errors import describe
 
         b = self.backend
         try:
@@ -198,7 +198,7 @@ class _BackendThread(QThread):
 
     def _generate(self, job: Job) -> None:
         from studio.engine import Cancelled
-        from studio.errors import describe
+        from studio.recipe.errors import describe
 
         b = self.backend
         assert job.request is not None

@@ -18,15 +18,7 @@ def describe(exc: BaseException) -> str:
         return "the disk is full: nothing was saved; free some space and try again"
     if isinstance(exc, PermissionError):
         return f"permission denied: {exc.filename or exc}"
-    from studio.engine.request import RequestError
-
-    known: tuple[type[BaseException], ...] = (RequestError, ValueError, StudioError)
-    try:
-        from studio.cli import CLIError
-
-        known += (CLIError,)
-    except ImportError:  # pragma: no cover - partial installs
-        pass
+    known: tuple[type[BaseException], ...] = (StudioError, ValueError)  # request, CLI, model, gallery errors…
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, known):
         return text

@@ -11,6 +11,8 @@ import io
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from studio.recipe.errors import StudioError
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -20,7 +22,7 @@ SCHEDULERS = ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "UniPC"
 FILLS = ("edge", "blur", "noise", "none")
 
 
-class RequestError(ValueError):
+class RequestError(StudioError, ValueError):
     """A request that cannot run, with a message meant for the person who made it."""
 
 
