@@ -15,14 +15,14 @@ from studio import __version__
 from studio.engine.library import ItemKind
 from studio.engine.memory import MemoryPreset
 from studio.recipe.errors import StudioError
-from studio.recipe.request import FILLS, SCHEDULERS, SEED_MAX, GenerationRequest, fields_from_recipe
+from studio.recipe.request import SEED_MAX, GenerationRequest, fields_from_recipe, knobs
 
 DEFAULTS = {f.name: f.default for f in fields(GenerationRequest)}
-# CLI option (argparse dest) -> request field, where the names differ.
-FIELD_OF = {"negative": "negative_prompt", "batch": "batch_size"}
-REQUEST_OPTIONS = ("prompt", "negative", "steps", "cfg", "seed", "width", "height", "scheduler", "model", "vae",
-                   "strength", "mask_grow", "mask_feather", "inpaint_area", "padding", "outpaint", "outpaint_fill",
-                   "outpaint_overlap", "batch", "variation_seed", "variation_strength")
+# Request field -> CLI option (argparse dest), where the names differ.
+OPTION_OF = {"negative_prompt": "negative", "batch_size": "batch"}
+# What the CLI says of a default that is not a plain value.
+CLI_DEFAULTS = {"cfg": "what the model suggests, else 7", "seed": "random", "steps": "20, or what the model suggests",
+                "width": "the model's native size, or the init image's", "height": "as width"}
 
 
 class CLIError(StudioError):
@@ -48,37 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     keep = argparse.SUPPRESS
     gen.add_argument("--from", dest="source", help="replay the recipe of a PNG or a gallery id; any option given "
                      "with it overrides that field (`--from 12 --seed 5`)")
-    gen.add_argument("--prompt", default=keep, help="what to draw (required unless --from gives it)")
-    gen.add_argument("--negative", default=keep, help="negative prompt")
-    gen.add_argument("--steps", type=int, default=keep, help=f"denoising steps (default {DEFAULTS['steps']})")
-    gen.add_argument("--cfg", type=float, default=keep, help="guidance scale (default: what the model suggests, else 7)")
-    gen.add_argument("--seed", type=int, default=keep, help="0..4294967295 (default: random)")
-    gen.add_argument("--width", type=int, default=keep)
-    gen.add_argument("--height", type=int, default=keep)
-    gen.add_argument("--scheduler", default=keep, choices=SCHEDULERS, help=f"default {DEFAULTS['scheduler']}")
-    gen.add_argument("--model", default=keep, help="model name (see `studio models`) or path (default: builtin)")
-    gen.add_argument("--vae", default=keep, help="a VAE from the model library (name or path) instead of the "
-                     "model's own")
+    for name, k in knobs().items():  # every request field, its range, choices and default from one place
+        default = DEFAULTS[name]
+        shown = CLI_DEFAULTS.get(name, default if default not in (None, "") else None)
+        limits = f"{_plain(k.low)}..{_plain(k.high)}" if k.low is not None and k.high is not None else ""
+        text = "; ".join(t for t in (k.help, limits, f"default: {shown}" if shown is not None else "") if t)
+        gen.add_argument("--" + OPTION_OF.get(name, name).replace("_", "-"), dest=OPTION_OF.get(name, name),
+                         type=type(default) if default is not None else int, choices=k.choices or None,
+                         default=keep, help=text)
     gen.add_argument("--init", type=Path, help="start image (img2img, inpaint, outpaint)")
     gen.add_argument("--mask", type=Path, help="mask image: white = repaint")
-    gen.add_argument("--strength", type=float, default=keep,
-                     help=f"denoising strength for --init (default {DEFAULTS['strength']})")
-    gen.add_argument("--mask-grow", type=int, default=keep, help="grow (or shrink, if negative) the mask, px")
-    gen.add_argument("--mask-feather", type=int, default=keep,
-                     help=f"soften the mask edge, px (default {DEFAULTS['mask_feather']})")
-    gen.add_argument("--inpaint-area", choices=("whole", "masked"), default=keep,
-                     help="repaint at full size (default), or only a padded box around the mask")
-    gen.add_argument("--padding", type=int, default=keep,
-                     help=f"padding around the mask for --inpaint-area masked (default {DEFAULTS['padding']})")
     gen.add_argument("--outpaint", default=keep, help="extend the canvas by LEFT,TOP,RIGHT,BOTTOM pixels")
-    gen.add_argument("--outpaint-fill", choices=FILLS, default=keep,
-                     help=f"how the new area is prefilled (default {DEFAULTS['outpaint_fill']})")
-    gen.add_argument("--outpaint-overlap", type=int, default=keep,
-                     help=f"px the new area reaches into the image (default {DEFAULTS['outpaint_overlap']})")
-    gen.add_argument("--batch", type=int, default=keep, help="number of images (seeds seed, seed+1, ...; with a "
-                     "variation strength the seed and variation seeds v, v+1, ...)")
-    gen.add_argument("--variation-seed", type=int, default=keep)
-    gen.add_argument("--variation-strength", type=float, default=keep)
     gen.add_argument("--out", type=Path, help="file or folder to write the PNG(s) to")
     gen.add_argument("--no-gallery", action="store_true", help="do not keep the images in the gallery")
     gen.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
@@ -119,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("image", type=Path)
     info.add_argument("--json", action="store_true")
     return parser
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,9 +164,10 @@ def request_from_args(args: argparse.Namespace) -> Any:
         recipe = _recipe_of(args.source, args.data_dir)
         values.update(fields_from_recipe(recipe))
         source_mode = str(recipe.get("mode") or "txt2img")
-    for option in REQUEST_OPTIONS:
+    for name in (*knobs(), "outpaint"):
+        option = OPTION_OF.get(name, name)
         if option in given:
-            values[FIELD_OF.get(option, option)] = _outpaint(given[option]) if option == "outpaint" else given[option]
+            values[name] = _outpaint(given[option]) if option == "outpaint" else given[option]
     if "prompt" not in values:
         raise CLIError("give --prompt, or --from IMAGE|GALLERY_ID to replay a saved picture")
     if source_mode != "txt2img" and args.init is None:

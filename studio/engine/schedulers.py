@@ -1,27 +1,12 @@
-"""Schedulers by the names designers know (the AUTOMATIC1111 names), built from diffusers' own classes."""
+"""Schedulers by the names designers know (the AUTOMATIC1111 names), built from diffusers' own classes
+(the table is the recipe's: `studio.recipe.samplers`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from studio.recipe import samplers
 from studio.recipe.request import SCHEDULERS, RequestError
-
-# name -> (diffusers class name, config overrides)
-_TABLE: dict[str, tuple[str, dict[str, Any]]] = {
-    "Euler": ("EulerDiscreteScheduler", {}),
-    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
-    "DPM++ 2M": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2,
-                                                 "use_karras_sigmas": False}),
-    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2,
-                                                        "use_karras_sigmas": True}),
-    # SD's DDIM: no clipping of the predicted latent (latents are not confined to [-1, 1]).
-    "DDIM": ("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}),
-    "UniPC": ("UniPCMultistepScheduler", {}),
-    "Heun": ("HeunDiscreteScheduler", {}),
-    "LMS": ("LMSDiscreteScheduler", {}),
-}
-assert tuple(_TABLE) == SCHEDULERS
-
 
 def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:
     """A fresh scheduler (they hold per-run state) configured like the model's own."""
@@ -31,8 +16,7 @@ def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:
         # Flow-matching models (FLUX, SD 3) sample with their own flow Euler and its shift; the
         # epsilon/v samplers above do not apply to them.
         return diffusers.FlowMatchEulerDiscreteScheduler.from_config(base_config)
-    if name not in _TABLE:
+    if name not in samplers.BY_NAME:
         raise RequestError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
-    class_name, overrides = _TABLE[name]
-    cls = getattr(diffusers, class_name)
-    return cls.from_config(base_config, **overrides)
+    sampler = samplers.BY_NAME[name]
+    return getattr(diffusers, sampler.diffusers).from_config(base_config, **sampler.config)

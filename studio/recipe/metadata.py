@@ -24,6 +24,8 @@ from typing import Any, BinaryIO
 
 from PIL import Image, PngImagePlugin
 
+from studio.recipe import samplers
+
 SCHEMA = 1
 MAX_CHUNK = 1 << 20          # no honest recipe comes close to 1 MB of text
 MAX_CHUNKS_SCANNED = 1_000_000  # a bound on the chunk walk (each step advances >= 12 bytes anyway)
@@ -34,19 +36,6 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _UNICODE_PREFIX = b"UNICODE\0"
 _ASCII_PREFIX = b"ASCII\0\0\0"
 _TEXT_KEYS = ("studio", "parameters", "prompt", "workflow", "invokeai_metadata")
-
-# Our scheduler name -> (A1111 sampler, A1111 schedule type or None).
-_A1111_SAMPLERS: dict[str, tuple[str, str | None]] = {
-    "Euler": ("Euler", None), "Euler a": ("Euler a", None), "DPM++ 2M": ("DPM++ 2M", None),
-    "DPM++ 2M Karras": ("DPM++ 2M", "Karras"), "DDIM": ("DDIM", None), "UniPC": ("UniPC", None),
-    "Heun": ("Heun", None), "LMS": ("LMS", None),
-}
-_COMFY_SAMPLERS = {"euler": "Euler", "euler_ancestral": "Euler a", "dpmpp_2m": "DPM++ 2M",
-                   "ddim": "DDIM", "uni_pc": "UniPC", "uni_pc_bh2": "UniPC", "heun": "Heun", "lms": "LMS"}
-_INVOKE_SCHEDULERS = {"euler": "Euler", "euler_a": "Euler a", "dpmpp_2m": "DPM++ 2M",
-                      "dpmpp_2m_k": "DPM++ 2M Karras", "ddim": "DDIM", "unipc": "UniPC", "heun": "Heun",
-                      "lms": "LMS"}
-
 
 class MetadataError(ValueError):
     """An image's metadata is present but unusable; the message says which part and why."""
@@ -144,11 +133,11 @@ def format_parameters(recipe: Mapping[str, Any]) -> str:
     fields: list[tuple[str, Any]] = []
     if recipe.get("steps") is not None:
         fields.append(("Steps", recipe["steps"]))
-    sampler = _A1111_SAMPLERS.get(recipe.get("scheduler") or "")
+    sampler = samplers.BY_NAME.get(recipe.get("scheduler") or "")
     if sampler:
-        fields.append(("Sampler", sampler[0]))
-        if sampler[1]:
-            fields.append(("Schedule type", sampler[1]))
+        fields.append(("Sampler", sampler.a1111))
+        if sampler.a1111_schedule:
+            fields.append(("Schedule type", sampler.a1111_schedule))
     if recipe.get("cfg") is not None:
         fields.append(("CFG scale", _number_text(recipe["cfg"])))
     if recipe.get("seed") is not None:
@@ -247,16 +236,6 @@ def _to_float(key: str, value: str) -> float:
     return number
 
 
-def _scheduler_from_a1111(sampler: str, schedule: str) -> str | None:
-    name, kind = sampler.strip(), schedule.strip().lower()
-    if name.lower().endswith(" karras"):  # before A1111 1.9 the schedule was part of the name
-        name, kind = name[:-7], "karras"
-    for ours, (theirs, their_kind) in _A1111_SAMPLERS.items():
-        if theirs.lower() == name.lower() and (their_kind or "").lower() == ("" if kind in ("", "automatic") else kind):
-            return ours
-    return None
-
-
 def _split_prompt_lines(text: str) -> tuple[list[str], str]:
     """Prompt/negative lines and the parameters line (the last one starting with `Steps:`)."""
     lines = text.strip().split("\n")
@@ -306,7 +285,7 @@ def _apply_params(out: dict[str, Any], params: dict[str, str]) -> None:
         width, _, height = take("Size").partition("x")
         out["width"], out["height"] = _to_int("Size", width, 1, 65_535), _to_int("Size", height, 1, 65_535)
     if "Sampler" in params:
-        scheduler = _scheduler_from_a1111(params["Sampler"], params.get("Schedule type", ""))
+        scheduler = samplers.from_a1111(params["Sampler"], params.get("Schedule type", ""))
         if scheduler:
             out["scheduler"] = scheduler
             take("Sampler"), params.pop("Schedule type", None)
@@ -572,11 +551,11 @@ def _from_comfyui(texts: dict[str, str]) -> dict[str, Any]:
     graph = _loads(texts["prompt"], "comfyui")
     if not isinstance(graph, dict):
         raise MetadataError("comfyui: the prompt graph is not an object")
-    samplers = [n for n in graph.values() if isinstance(n, dict) and n.get("class_type") in ("KSampler", "KSamplerAdvanced")
+    nodes = [n for n in graph.values() if isinstance(n, dict) and n.get("class_type") in ("KSampler", "KSamplerAdvanced")
                 and isinstance(n.get("inputs"), dict)]
-    if not samplers:
+    if not nodes:
         raise MetadataError("comfyui: no KSampler node in the prompt graph")
-    inputs = samplers[0]["inputs"]
+    inputs = nodes[0]["inputs"]
 
     def get(key: str, want: tuple[str, ...] | None = None) -> Any:
         return _comfy_input(graph, inputs.get(key), want or (key, "value"))
@@ -589,7 +568,8 @@ def _from_comfyui(texts: dict[str, str]) -> dict[str, Any]:
     }
     if out["seed"] is None:
         out["seed"] = get("noise_seed", ("noise_seed", "seed", "value"))
-    out["scheduler"] = _scheduler_from_comfy(sampler, schedule)
+    out["scheduler"] = (samplers.from_comfy(sampler, schedule if isinstance(schedule, str) else "normal")
+                        if isinstance(sampler, str) else None)
     out["extra"] = {"sampler_name": str(sampler), "scheduler": str(schedule)}
     _comfy_size_and_model(graph, inputs, out)
     denoise = get("denoise")
@@ -597,14 +577,6 @@ def _from_comfyui(texts: dict[str, str]) -> dict[str, Any]:
         out["strength"], out["mode"] = float(denoise), "img2img"
     _fit_seeds(out)
     return {k: v for k, v in out.items() if v is not None}
-
-
-def _scheduler_from_comfy(sampler: Any, schedule: Any) -> str | None:
-    ours = _COMFY_SAMPLERS.get(sampler) if isinstance(sampler, str) else None
-    if ours == "DPM++ 2M" and schedule == "karras":
-        return "DPM++ 2M Karras"
-    # Other noise schedules (karras on Euler, exponential, ...) have no equivalent here.
-    return ours if schedule in (None, "normal", "simple") else None
 
 
 def _comfy_size_and_model(graph: dict[str, Any], inputs: dict[str, Any], out: dict[str, Any]) -> None:
@@ -628,7 +600,7 @@ def _from_invokeai(texts: dict[str, str]) -> dict[str, Any]:
         "prompt": meta.get("positive_prompt", ""), "negative_prompt": meta.get("negative_prompt", ""),
         "seed": meta.get("seed"), "steps": meta.get("steps"), "cfg": meta.get("cfg_scale"),
         "width": meta.get("width"), "height": meta.get("height"),
-        "scheduler": _INVOKE_SCHEDULERS.get(meta.get("scheduler")) if isinstance(meta.get("scheduler"), str) else None,
+        "scheduler": samplers.from_invoke(meta["scheduler"]) if isinstance(meta.get("scheduler"), str) else None,
         "model": {"name": name, "hash": None, "path": None} if isinstance(name, str) else None,
         "mode": "txt2img",
     }

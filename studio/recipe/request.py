@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from studio.recipe import samplers
 from studio.recipe.errors import StudioError
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
 SEED_MAX = 2**32 - 1
-SCHEDULERS = ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "UniPC", "Heun", "LMS")
+SCHEDULERS = samplers.NAMES
 FILLS = ("edge", "blur", "noise", "none")
 
 
@@ -27,32 +28,66 @@ class RequestError(StudioError, ValueError):
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
-    """Everything one generation needs; the mode follows from which images are given."""
+class Knob:
+    """What every face of a field shares: its label, its range or choices, and the noun messages use."""
 
-    prompt: str
-    negative_prompt: str = ""
-    steps: int = 20
-    cfg: float = 7.0
-    seed: int = 0
-    width: int | None = None  # None: the model's native size (or the init image's)
-    height: int | None = None
-    scheduler: str = "DPM++ 2M"
-    strength: float = 0.75  # img2img / inpaint denoising strength
+    label: str
+    noun: str = ""  # as a message names it ("guidance (CFG)"); the label in lower case by default
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the low end itself is not allowed (strength > 0)
+    step: float = 1  # the widgets' step; decimals follow from it
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+    @property
+    def name_in_messages(self) -> str:
+        return self.noun or self.label.lower()
+
+
+def knob(default: Any, label: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"knob": Knob(label, **kw)})
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything one generation needs; the mode follows from which images are given. Each field's default,
+    range, choices and label are defined here once (`knobs()`), and the CLI, the settings, the window's
+    widgets, `validate()` and the recipe read them from here."""
+
+    prompt: str = knob("", "Prompt", help="what to draw")
+    negative_prompt: str = knob("", "Negative prompt", help="what to keep out")
+    steps: int = knob(20, "Steps", low=1, high=150, help="denoising steps")
+    cfg: float = knob(7.0, "Guidance", noun="guidance (CFG)", low=1.0, high=30.0, step=0.5,
+                      help="how strongly the picture follows the prompt (classifier-free guidance)")
+    seed: int = knob(0, "Seed", noun="the seed", low=0, high=SEED_MAX, help="the noise the picture starts from")
+    width: int | None = knob(None, "Width", low=16, high=4096, step=8, help="pixels, a multiple of 8")
+    height: int | None = knob(None, "Height", low=16, high=4096, step=8, help="pixels, a multiple of 8")
+    scheduler: str = knob(samplers.DEFAULT, "Sampler", noun="scheduler", choices=samplers.NAMES,
+                          help="the sampler (A1111's names)")
+    strength: float = knob(0.75, "Strength", low=0.0, high=1.0, low_open=True, step=0.01,
+                           help="how much image-to-image, inpaint and outpaint change (denoising strength)")
     init_image: Image.Image | None = field(default=None, repr=False, compare=False)
     mask: Image.Image | None = field(default=None, repr=False, compare=False)
-    mask_grow: int = 0
-    mask_feather: int = 8  # measured: the lowest seam ratio for only-masked inpaint (bench seams)
-    inpaint_area: Literal["whole", "masked"] = "whole"
-    padding: int = 32
+    mask_grow: int = knob(0, "Grow", noun="mask grow", low=-256, high=256, help="grow the mask by this many px")
+    # Measured: the lowest seam ratio for only-masked inpaint (bench seams).
+    mask_feather: int = knob(8, "Feather", noun="mask feather", low=0, high=256, help="soften the mask edge, px")
+    inpaint_area: str = knob("whole", "Area", noun="inpaint area", choices=("whole", "masked"),
+                             help="repaint the whole image, or only a box around the mask")
+    padding: int = knob(32, "Padding", low=0, high=1024, help="px of context around the mask for 'masked'")
     outpaint: tuple[int, int, int, int] | None = None  # left, top, right, bottom in pixels
-    outpaint_fill: str = "edge"
-    outpaint_overlap: int = 16  # px the new area reaches into the old image; 16 beat 8 on every fill
-    batch_size: int = 1
-    variation_seed: int | None = None
-    variation_strength: float = 0.0
-    model: str = "builtin"
-    vae: str = ""  # a VAE from the model library (name or path) in place of the model's own; "" keeps its own
+    outpaint_fill: str = knob("edge", "Outpaint fill", noun="outpaint fill", choices=FILLS,
+                              help="how the new area is prefilled before it is repainted")
+    # px the new area reaches into the old image; 16 beat 8 on every fill (bench seams).
+    outpaint_overlap: int = knob(16, "Overlap", noun="outpaint overlap", low=0, high=256,
+                                 help="px the new area reaches into the old picture")
+    batch_size: int = knob(1, "Batch", noun="batch size", low=1, high=16, help="pictures per run (seed, seed+1, …)")
+    variation_seed: int | None = knob(None, "Variation seed", noun="the variation seed", low=0, high=SEED_MAX,
+                                      help="the second noise variations mix in")
+    variation_strength: float = knob(0.0, "Variation", noun="variation strength", low=0.0, high=1.0, step=0.01,
+                                     help="how far variations move from the seed's picture")
+    model: str = knob("builtin", "Model", help="a model name from `studio models`, or a file or folder")
+    vae: str = knob("", "VAE", help="a VAE from the library in place of the model's own")  # "" keeps its own
     parent_id: int | None = None
 
     @property
@@ -84,30 +119,20 @@ class GenerationRequest:
     def validate(self) -> GenerationRequest:
         """Raise RequestError with a precise reason for the first thing that is wrong."""
         _check(isinstance(self.prompt, str), "the prompt must be text")
-        _check(1 <= self.steps <= 150, f"steps must be between 1 and 150 (got {self.steps})")
-        _check(1.0 <= self.cfg <= 30.0, f"guidance (CFG) must be between 1 and 30 (got {self.cfg:g})")
-        _check(0 <= self.seed <= SEED_MAX, f"the seed must be between 0 and {SEED_MAX} (got {self.seed})")
-        _check(self.scheduler in SCHEDULERS,
-               f"unknown scheduler {self.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}")
-        _check(0.0 < self.strength <= 1.0, f"strength must be above 0 and at most 1 (got {self.strength:g})")
-        _check(1 <= self.batch_size <= 16, f"batch size must be between 1 and 16 (got {self.batch_size})")
-        _check(0.0 <= self.variation_strength <= 1.0,
-               f"variation strength must be between 0 and 1 (got {self.variation_strength:g})")
-        if self.variation_seed is not None:
-            _check(0 <= self.variation_seed <= SEED_MAX, f"the variation seed must be between 0 and {SEED_MAX}")
+        for name, k in knobs().items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if k.choices:
+                _check(value in k.choices, f"unknown {k.name_in_messages} {value!r}; choose one of: "
+                                           f"{', '.join(k.choices)}")
+            elif k.low is not None and k.high is not None:
+                _check_range(k, value)
         # Image-to-image and inpaint pipelines draw their noise inside diffusers, from the generator
         # alone: a variation seed could not reach it, and N "variations" would be N identical pictures.
         _check(not self.varies() or self.mode == "txt2img",
                "variations (a variation seed and strength) work in text-to-image only: set Variation to 0, "
                "or change the seed to get another picture")
-        for name, value in (("width", self.width), ("height", self.height)):
-            if value is not None:
-                _check(16 <= value <= 4096, f"{name} must be between 16 and 4096 pixels (got {value})")
-                _check(value % 8 == 0, f"{name} must be a multiple of 8 (got {value}; try {snap8(value)})")
-        _check(self.inpaint_area in ("whole", "masked"), "inpaint area must be 'whole' or 'masked'")
-        _check(0 <= self.padding <= 1024, f"padding must be between 0 and 1024 pixels (got {self.padding})")
-        _check(-256 <= self.mask_grow <= 256, f"mask grow must be between -256 and 256 (got {self.mask_grow})")
-        _check(0 <= self.mask_feather <= 256, f"mask feather must be between 0 and 256 (got {self.mask_feather})")
         if self.mask is not None:
             _check(self.init_image is not None, "a mask needs an image to repaint (give --init)")
             _check(self.mask.size == self.init_image.size,  # type: ignore[union-attr]
@@ -117,8 +142,6 @@ class GenerationRequest:
             _check(self.init_image is not None, "outpainting needs an image to extend (give --init)")
             _check(len(self.outpaint) == 4 and all(v >= 0 for v in self.outpaint) and any(self.outpaint),
                    "outpaint takes four pixel counts LEFT,TOP,RIGHT,BOTTOM, none negative, not all zero")
-            _check(self.outpaint_fill in FILLS, f"outpaint fill must be one of: {', '.join(FILLS)}")
-            _check(0 <= self.outpaint_overlap <= 256, f"outpaint overlap must be 0..256 px (got {self.outpaint_overlap})")
         return self
 
 
@@ -147,6 +170,28 @@ def fields_from_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     if vae and vae.get("name"):
         out["vae"] = Path(vae["name"]).stem
     return out
+
+
+def knobs() -> dict[str, Knob]:
+    """Every field that has a knob: name -> its label, range, choices."""
+    return {f.name: f.metadata["knob"] for f in fields(GenerationRequest) if "knob" in f.metadata}
+
+
+def default(name: str) -> Any:
+    """A field's default, as the dataclass defines it."""
+    return next(f.default for f in fields(GenerationRequest) if f.name == name)
+
+
+def _check_range(k: Knob, value: float) -> None:
+    low, high = k.low, k.high
+    assert low is not None and high is not None
+    ok = (low < value if k.low_open else low <= value) and value <= high
+    if k.low_open:
+        _check(ok, f"{k.name_in_messages} must be above {low:g} and at most {high:g} (got {value:g})")
+    else:
+        _check(ok, f"{k.name_in_messages} must be between {low:g} and {high:g} (got {value:g})")
+    if k.step == 8:
+        _check(value % 8 == 0, f"{k.name_in_messages} must be a multiple of 8 (got {value}; try {snap8(int(value))})")
 
 
 def _check(ok: bool, message: str) -> None:

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.recipe.request import FILLS, SCHEDULERS, SEED_MAX
+from studio.recipe.request import SCHEDULERS, SEED_MAX, knobs
 from studio.ui.settings import Settings
 
 # SDXL's training buckets (about a megapixel each), the sizes SDXL models draw best at.
@@ -42,6 +42,28 @@ def size_presets(native: int | None) -> list[str]:
         half = n * 3 // 2 // 8 * 8
         sizes = [(n, n), (n, half), (half, n), (half, half), (2 * n, 2 * n)]
     return ["Native", *(f"{w} × {h}" for w, h in sizes), "Custom"]
+
+
+KNOBS = knobs()  # every request field's range, step and choices: the widgets take theirs from here
+
+
+def _slider(name: str) -> SliderSpin:
+    k = KNOBS[name]
+    assert k.low is not None and k.high is not None
+    decimals = 0 if k.step >= 1 else len(f"{k.step:g}".split(".")[1])
+    low = k.low + k.step if k.low_open else k.low  # strength: above 0, so its first notch
+    widget = SliderSpin(low, k.high, k.step, decimals=decimals)
+    widget.setToolTip(k.help[:1].upper() + k.help[1:])
+    return widget
+
+
+def _spin(name: str) -> QSpinBox:
+    k = KNOBS[name]
+    assert k.low is not None and k.high is not None
+    spin = QSpinBox()
+    spin.setRange(int(k.low), int(k.high))
+    spin.setSingleStep(int(k.step))
+    return spin
 
 
 class SliderSpin(QWidget):
@@ -150,33 +172,28 @@ class GenerationControls(QWidget):
         self.negative = QPlainTextEdit()
         self.negative.setPlaceholderText("Negative prompt: what to keep out")
         self.negative.setFixedHeight(48)
-        self.steps = SliderSpin(1, 150, 1)
-        self.cfg = SliderSpin(1, 30, 0.5, decimals=1)
-        self.strength = SliderSpin(0.01, 1.0, 0.01, decimals=2)
+        self.steps, self.cfg, self.strength = _slider("steps"), _slider("cfg"), _slider("strength")
         self.seed = SeedBox()
         self.size = QComboBox()
         self.size.addItems(size_presets(None))
         self.width_spin, self.height_spin = self._size_spin(), self._size_spin()
         self.scheduler = QComboBox()
-        self.scheduler.addItems(SCHEDULERS)
-        self.batch = QSpinBox()
-        self.batch.setRange(1, 16)
+        self.scheduler.addItems(KNOBS["scheduler"].choices)
+        self.batch = _spin("batch_size")
         self.batch.setToolTip("Images per click: seeds seed, seed+1, … (4 or 9 show as a grid); with a "
                               "Variation, variations of the one seed")
         # Short: the dock is as narrow as its widest row allows, and the canvas gets the rest.
         self.from_canvas = QCheckBox("Start from the canvas image")
         self.from_canvas.setToolTip("Image to image: use the picture on the canvas as the starting point, changed "
                                     "as much as Strength says. With a mask painted, only the mask is repainted.")
-        self.variation = SliderSpin(0, 1, 0.01, decimals=2)
+        self.variation = _slider("variation_strength")
         self.variation.setToolTip("Variation strength: 0 keeps the seed's image, higher moves towards a "
                                   "variation seed (seed + 1000)")
         self._build_layout()
         self.size.currentTextChanged.connect(self._preset_chosen)
 
     def _size_spin(self) -> QSpinBox:
-        spin = QSpinBox()
-        spin.setRange(16, 4096)
-        spin.setSingleStep(8)
+        spin = _spin("width")
         spin.setValue(512)  # SD 1.x's size until the loaded model tells its own
         spin.setEnabled(False)
         return spin
@@ -214,17 +231,11 @@ class GenerationControls(QWidget):
         self.inpaint_area = QComboBox()
         self.inpaint_area.addItem("Whole image", "whole")
         self.inpaint_area.addItem("Only masked (full detail)", "masked")
-        self.padding = QSpinBox()
-        self.padding.setRange(0, 1024)
-        self.padding.setSuffix(" px")
-        self.mask_grow = QSpinBox()
-        self.mask_grow.setRange(-256, 256)
-        self.mask_grow.setSuffix(" px")
-        self.mask_feather = QSpinBox()
-        self.mask_feather.setRange(0, 256)
-        self.mask_feather.setSuffix(" px")
+        self.padding, self.mask_grow, self.mask_feather = _spin("padding"), _spin("mask_grow"), _spin("mask_feather")
+        for spin in (self.padding, self.mask_grow, self.mask_feather):
+            spin.setSuffix(" px")
         self.outpaint_fill = QComboBox()
-        self.outpaint_fill.addItems(FILLS)
+        self.outpaint_fill.addItems(KNOBS["outpaint_fill"].choices)
         form.addRow("Area", self.inpaint_area)
         form.addRow("Padding", self.padding)
         form.addRow("Grow", self.mask_grow)

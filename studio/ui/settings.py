@@ -1,4 +1,5 @@
-"""Every persisted setting, declared once: name, type, default, description. Stored with QSettings."""
+"""Every persisted setting, declared once: name, type, default, description. Stored with QSettings.
+The generation fields take their defaults from the request (`studio.recipe.request`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QSettings
+
+from studio.recipe.request import default  # a generation field's default is the request's
 
 
 @dataclass(frozen=True)
@@ -20,22 +23,22 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("prompt", str, "a large red circle in the center, blue background", "the last prompt"),
     Setting("negative_prompt", str, "", "the last negative prompt"),
-    Setting("steps", int, 20, "denoising steps"),
-    Setting("cfg", float, 7.0, "classifier-free guidance scale"),
+    Setting("steps", int, default("steps"), "denoising steps"),
+    Setting("cfg", float, default("cfg"), "classifier-free guidance scale"),
     Setting("seed", int, 42, "the seed of the next generation"),
     Setting("seed_locked", bool, False, "keep the seed instead of picking a new one each run"),
     Setting("width", int, 0, "image width in pixels (0: the model's native size)"),
     Setting("height", int, 0, "image height in pixels (0: the model's native size)"),
-    Setting("scheduler", str, "DPM++ 2M", "sampler"),
-    Setting("strength", float, 0.75, "denoising strength for image-to-image, inpaint and outpaint"),
-    Setting("batch", int, 1, "images per click (seed, seed+1, ...)"),
-    Setting("variation_strength", float, 0.0, "how far variations move from the seed"),
-    Setting("mask_grow", int, 0, "grow the painted mask by this many pixels"),
-    Setting("mask_feather", int, 8, "soften the mask edge by this many pixels"),
-    Setting("inpaint_area", str, "whole", "repaint the whole image or only a box around the mask"),
-    Setting("padding", int, 32, "padding around the mask for 'only masked'"),
-    Setting("outpaint_fill", str, "edge", "how a canvas extension is prefilled"),
-    Setting("model", str, "builtin", "the model to load at start"),
+    Setting("scheduler", str, default("scheduler"), "sampler"),
+    Setting("strength", float, default("strength"), "denoising strength for image-to-image, inpaint and outpaint"),
+    Setting("batch", int, default("batch_size"), "images per click (seed, seed+1, ...)"),
+    Setting("variation_strength", float, default("variation_strength"), "how far variations move from the seed"),
+    Setting("mask_grow", int, default("mask_grow"), "grow the painted mask by this many pixels"),
+    Setting("mask_feather", int, default("mask_feather"), "soften the mask edge by this many pixels"),
+    Setting("inpaint_area", str, default("inpaint_area"), "repaint the whole image or only a box around the mask"),
+    Setting("padding", int, default("padding"), "padding around the mask for 'only masked'"),
+    Setting("outpaint_fill", str, default("outpaint_fill"), "how a canvas extension is prefilled"),
+    Setting("model", str, default("model"), "the model to load at start"),
     Setting("memory", str, "auto", "GPU memory preset: auto, high, low or lowest"),
     Setting("vaes", str, "{}", "each model's VAE override from the library, as JSON: model -> VAE path"),
     Setting("window_geometry", bytes, b"", "main window size and place"),
