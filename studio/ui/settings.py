@@ -25,7 +25,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("negative_prompt", str, "", "the last negative prompt"),
     Setting("steps", int, default("steps"), "denoising steps"),
     Setting("cfg", float, default("cfg"), "classifier-free guidance scale"),
-    Setting("seed", int, 42, "the seed of the next generation"),
+    Setting("seed", int, default("seed"), "the seed of the next generation"),
     Setting("seed_locked", bool, False, "keep the seed instead of picking a new one each run"),
     Setting("width", int, 0, "image width in pixels (0: the model's native size)"),
     Setting("height", int, 0, "image height in pixels (0: the model's native size)"),
