@@ -8,6 +8,9 @@ from typing import Any
 
 from PySide6.QtCore import QSettings
 
+from studio.engine.memory import MemoryPreset
+from studio.engine.request import FILLS, SCHEDULERS
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -15,6 +18,7 @@ class Setting:
     type: type
     default: Any
     description: str
+    choices: tuple[str, ...] = ()  # the values it may take; any other (a newer Studio's) reads as the default
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -26,17 +30,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("seed_locked", bool, False, "keep the seed instead of picking a new one each run"),
     Setting("width", int, 0, "image width in pixels (0: the model's native size)"),
     Setting("height", int, 0, "image height in pixels (0: the model's native size)"),
-    Setting("scheduler", str, "DPM++ 2M", "sampler"),
+    Setting("scheduler", str, "DPM++ 2M", "sampler", SCHEDULERS),
     Setting("strength", float, 0.75, "denoising strength for image-to-image, inpaint and outpaint"),
     Setting("batch", int, 1, "images per click (seed, seed+1, ...)"),
     Setting("variation_strength", float, 0.0, "how far variations move from the seed"),
     Setting("mask_grow", int, 0, "grow the painted mask by this many pixels"),
     Setting("mask_feather", int, 8, "soften the mask edge by this many pixels"),
-    Setting("inpaint_area", str, "whole", "repaint the whole image or only a box around the mask"),
+    Setting("inpaint_area", str, "whole", "repaint the whole image or only a box around the mask", ("whole", "masked")),
     Setting("padding", int, 32, "padding around the mask for 'only masked'"),
-    Setting("outpaint_fill", str, "edge", "how a canvas extension is prefilled"),
+    Setting("outpaint_fill", str, "edge", "how a canvas extension is prefilled", FILLS),
     Setting("model", str, "builtin", "the model to load at start"),
-    Setting("memory", str, "auto", "GPU memory preset: auto, high, low or lowest"),
+    Setting("memory", str, "auto", "GPU memory preset: auto, high, low or lowest", tuple(p.value for p in MemoryPreset)),
     Setting("vaes", str, "{}", "each model's VAE override from the library, as JSON: model -> VAE path"),
     Setting("window_geometry", bytes, b"", "main window size and place"),
     Setting("window_state", bytes, b"", "dock layout"),
@@ -59,9 +63,10 @@ class Settings:
                 return value.lower() == "true"
             if setting.type is bytes:
                 return bytes(value) if value else b""
-            return setting.type(value)
+            value = setting.type(value)
         except (TypeError, ValueError):
             return setting.default
+        return setting.default if setting.choices and value not in setting.choices else value
 
     def set(self, name: str, value: Any) -> None:
         if name not in _BY_NAME:
