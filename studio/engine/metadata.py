@@ -24,6 +24,9 @@ from typing import Any, BinaryIO
 
 from PIL import Image, PngImagePlugin
 
+from studio.errors import StudioError
+from studio.images import unreadable_reason
+
 SCHEMA = 1
 MAX_CHUNK = 1 << 20          # no honest recipe comes close to 1 MB of text
 MAX_CHUNKS_SCANNED = 1_000_000  # a bound on the chunk walk (each step advances >= 12 bytes anyway)
@@ -48,7 +51,7 @@ _INVOKE_SCHEDULERS = {"euler": "Euler", "euler_a": "Euler a", "dpmpp_2m": "DPM++
                       "lms": "LMS"}
 
 
-class MetadataError(ValueError):
+class MetadataError(StudioError, ValueError):
     """An image's metadata is present but unusable; the message says which part and why."""
 
 
@@ -458,7 +461,7 @@ def _image_text(image: Image.Image) -> dict[str, str]:
         try:  # chunks after the image data only show up in `text`, which decodes the image
             info.update({k: v for k, v in image.text.items() if k not in info})
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types on broken data
-            raise MetadataError(f"unreadable PNG ({type(exc).__name__})") from None
+            raise MetadataError(f"unreadable PNG: {unreadable_reason(exc)}") from None
     texts: dict[str, str] = {}
     for key in _TEXT_KEYS:
         value = info.get(key)
@@ -492,7 +495,7 @@ def read_text_chunks(source: Image.Image | str | os.PathLike[str] | bytes) -> di
         except MetadataError:
             raise
         except Exception as exc:  # noqa: BLE001 - Pillow raises a zoo of types for broken files
-            raise MetadataError(f"not a readable image ({type(exc).__name__}: {str(exc)[:80]})") from None
+            raise MetadataError(f"not a readable image: {unreadable_reason(exc)}") from None
 
 
 def read_recipe(source: Image.Image | str | os.PathLike[str] | bytes) -> dict[str, Any] | None:
