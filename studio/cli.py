@@ -132,16 +132,14 @@ def main(argv: list[str] | None = None) -> int:
 # ---------------------------------------------------------------- generate
 
 def _open_image(path: Path, what: str) -> Any:
-    from PIL import Image, UnidentifiedImageError
+    from studio.images import ImageFileError, open_image
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except FileNotFoundError as exc:
-        raise CLIError(f"{what} {path} does not exist") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise CLIError(f"{what} {path} is not a readable image ({exc})") from exc
+        return open_image(path)
+    except ImageFileError as exc:
+        if not path.exists():
+            raise CLIError(f"{what} {path} does not exist") from exc
+        raise CLIError(f"{what} {path} is not a readable image: {exc.reason}") from exc
 
 
 def _outpaint(text: str | None) -> tuple[int, int, int, int] | None:

@@ -115,3 +115,36 @@ def test_a_wheel_alone_carries_the_builtin_model_and_the_model_skeletons(tmp_pat
     probe = subprocess.run([sys.executable, "-c", "import studio.resources as r; print(r.ROOT)"], cwd=tmp_path,
                            env=env, capture_output=True, text=True)
     assert probe.stdout.strip() == str(tmp_path / "t" / "studio" / "_resources")
+
+
+def _validator(tool: str, package: str) -> str:
+    import shutil
+
+    path = shutil.which(tool)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (Debian/Ubuntu: apt-get install {package})")
+    return path
+
+
+def test_desktop_entry_passes_desktop_file_validate():
+    import subprocess
+
+    done = subprocess.run([_validator("desktop-file-validate", "desktop-file-utils"), str(PACKAGING / "studio.desktop")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), done.stdout + done.stderr
+
+
+def test_metainfo_passes_appstreamcli_validate():
+    import subprocess
+
+    done = subprocess.run([_validator("appstreamcli", "appstream"), "validate", "--no-net",
+                           str(PACKAGING / "io.github.studio.Studio.metainfo.xml")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_license_file_is_the_license_the_metainfo_names():
+    license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    named = ET.parse(PACKAGING / "io.github.studio.Studio.metainfo.xml").getroot().findtext("project_license")
+    assert named == "MIT"
+    assert license_text.startswith("MIT License") and "Permission is hereby granted, free of charge" in license_text
+    assert "The Studio developers" in license_text  # the copyright holder the metainfo names

@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from studio import __version__
-from studio.engine import canvas_ops, models, prompts
+from studio.engine import canvas_ops, memory, models, prompts
 from studio.engine.library import ItemKind, LibraryIndex
 from studio.engine.memory import MemoryPreset
 from studio.engine.networks import AppliedLora, Networks
@@ -145,12 +145,22 @@ class Engine:
             try:
                 images = self._run(model, request, job, seeds, run, (0, 1))
             except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError
-                if "out of memory" not in str(exc).lower():
+                if not memory.is_out_of_memory(exc):
                     raise
-                _free_device_memory()  # one forward pass for N latents did not fit: go one by one
+                memory.free_device_memory()  # one forward pass for N latents did not fit: go one by one
+        out_of_memory = False
         if not images:
-            for k, seed in enumerate(seeds):
-                images += self._run(model, request.item(k), job, [seed], run, item=(k, len(seeds)))
+            try:
+                for k, seed in enumerate(seeds):
+                    images += self._run(model, request.item(k), job, [seed], run, item=(k, len(seeds)))
+            except (RuntimeError, MemoryError) as exc:
+                if not memory.is_out_of_memory(exc):
+                    raise
+                out_of_memory = True  # freed below, once no frame holds the failed run's tensors
+        if out_of_memory:
+            memory.free_device_memory()
+            raise memory.OutOfMemory(memory.out_of_memory_message(model.memory, model.device.type, job.width,
+                                                                  job.height, request.batch_size))
         seconds = (time.perf_counter() - run.start) / len(images)
         scheduler = make_scheduler(request.scheduler, model.scheduler_config)  # for the recipe
         return [GenerationResult(job.finish(img), seed, self._recipe(request, model, job, scheduler, seed, k, seconds),
@@ -377,13 +387,6 @@ def _text(model: models.LoadedModel, pipe: Any, job: _Job) -> dict[str, Any]:
     if model.flux:
         return {"prompt": job.prompt}
     return {"prompt": job.prompt, "negative_prompt": job.negative or None}
-
-
-def _free_device_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def slerp(t: float, a: Any, b: Any) -> Any:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from studio.recipe.errors import StudioError
+
 GIB = 1024**3
 
 
@@ -41,6 +43,44 @@ class MemoryPlan:
         if self.fp8:
             text += ", transformer weights in fp8"
         return f"memory {self.preset.value}{' (auto)' if self.chosen_by_auto else ''}: {text}"
+
+
+class OutOfMemory(StudioError):
+    """A run ran out of device memory; the message says what to change. The memory is already freed."""
+
+
+_LOWER = {MemoryPreset.HIGH: MemoryPreset.LOW, MemoryPreset.LOW: MemoryPreset.LOWEST}
+
+
+def out_of_memory_message(memory: MemoryPlan, device_type: str, width: int, height: int, batch: int) -> str:
+    """What ran out and what to try: on a GPU the next lower preset, then a smaller size or batch."""
+    what = f"{width}x{height}" + (f", batch of {batch}" if batch > 1 else "")
+    if device_type == "cpu":  # presets only move weights between the GPU and the CPU
+        return f"the computer ran out of memory making {what}: try a smaller size or batch, or close other programs"
+    lower = _LOWER.get(memory.preset)
+    if lower is None:
+        return (f"the GPU ran out of memory making {what} even with the lowest memory preset: "
+                "try a smaller size or batch")
+    return (f"the GPU ran out of memory making {what} with memory {memory.preset.value}: choose the "
+            f"{lower.value} memory preset (Model > Memory > {lower.value.capitalize()} in the window, --memory "
+            f"{lower.value} on the command line), or a smaller size or batch")
+
+
+def free_device_memory() -> None:
+    """Give memory a failed run held back: Python's cycles first, then CUDA's cached blocks."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    # torch.OutOfMemoryError (CUDA) is a RuntimeError; MPS and the CPU allocator say it in words.
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        isinstance(exc, MemoryError) or "out of memory" in str(exc).lower())
 
 
 def plan(preset: MemoryPreset | str, device: Any, model_bytes: int, device_bytes: int | None = None,

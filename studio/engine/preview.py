@@ -200,8 +200,11 @@ def map_for_vae(vae: Any, scale: float, cache_dir: Path | None) -> LatentRGBMap:
             pass  # a damaged cache entry is simply refitted
     fitted = fit_map(vae, scale)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(fitted.to_json())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(fitted.to_json())
+        except OSError:
+            pass  # a read-only or full data folder: the map is right, just fitted again next time
     return fitted
 
 

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from studio.recipe.errors import StudioError
 
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_FULL, _SQLITE_IOERR = 5, 6, 13, 10
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 _NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
@@ -25,6 +26,10 @@ class LockedError(GalleryError):
     """Another program holds the gallery database and did not let go in time."""
 
 
+class DamagedError(GalleryError):
+    """The database file is not a readable SQLite database any more (corrupt, cut short, overwritten)."""
+
+
 class NotFoundError(GalleryError, LookupError):
     """No image with that id (or path) in the gallery."""
 
@@ -38,6 +43,8 @@ def translate(exc: BaseException, action: str) -> GalleryError:
         text = str(exc)
         if code == _SQLITE_FULL or "database or disk is full" in text:
             return StorageFullError(f"could not {action}: the disk is full (free some space and try again)")
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in text or "not a database" in text:
+            return DamagedError(f"could not {action}: the gallery database is damaged ({text})")
         if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or "locked" in text or "busy" in text:
             return LockedError(f"could not {action}: the gallery database is locked by another program")
         return GalleryError(f"could not {action}: database error: {text}")

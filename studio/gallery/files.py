@@ -23,6 +23,7 @@ from PIL import Image
 
 from studio.recipe import metadata
 from studio.gallery.errors import GalleryError, translated
+from studio.images import usable_mode
 
 TEMP_PREFIX = ".tmp-"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -195,6 +196,7 @@ def make_thumbnail(source: Path, target: Path, size: int) -> Path:
 
 
 def _flatten(image: Image.Image) -> Image.Image:
+    image = usable_mode(image)  # a 16-bit grey would clip to white
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (128, 128, 128))

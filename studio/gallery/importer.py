@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
 from studio.recipe import metadata
 from studio.gallery import files
 from studio.gallery.errors import GalleryError
+from studio.images import ImageFileError, open_image
 
 if TYPE_CHECKING:
     from studio.gallery.store import ReconcileReport
@@ -44,13 +43,11 @@ def probe(path: Path) -> Probe:
     """Decode the whole image (a truncated file must fail here, not later) and read its recipe."""
     try:
         modified = path.stat().st_mtime
-        with Image.open(path) as image:
-            image.load()
-            size = image.size
+        size = open_image(path, upright=False).size
     except FileNotFoundError:
         raise GalleryError(f"{path.name}: no such file") from None
-    except Exception as exc:  # noqa: BLE001 - Pillow raises a zoo of types for broken files
-        raise GalleryError(f"{path.name}: not a readable image ({type(exc).__name__}: {str(exc)[:100]})") from None
+    except ImageFileError as exc:
+        raise GalleryError(f"{path.name}: not a readable image: {exc.reason}") from None
     result = Probe(width=size[0], height=size[1])
     result.modified = dt.datetime.fromtimestamp(modified, dt.timezone.utc)
     try:

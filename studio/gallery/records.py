@@ -124,7 +124,7 @@ def fts_query(text: str) -> str:
 
     Quoting means no user input is ever FTS syntax, so a stray `"` or `AND` cannot raise an error.
     """
-    words = [w for w in text.split() if _TOKEN.search(w)][:16]
+    words = [w for w in text.replace("\0", " ").split() if _TOKEN.search(w)][:16]  # SQLite ends a string at NUL
     if not words:
         return ""
     quoted = ['"' + w.replace('"', '""') + '"' for w in words]

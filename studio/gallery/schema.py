@@ -93,6 +93,26 @@ def backup(conn: sqlite3.Connection, db_path: Path, version: int) -> Path:
     return target
 
 
+def check(db_path: Path, timeout_s: float) -> None:
+    """Refuse a file this Studio must not write to, before anything does (even the switch to WAL
+    rewrites the header): another program's database, or a gallery from a newer Studio."""
+    if not db_path.is_file() or db_path.stat().st_size == 0:
+        return  # a new gallery
+    conn = sqlite3.connect(db_path, timeout=timeout_s)
+    try:
+        found = user_version(conn)
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    finally:
+        conn.close()
+    if found > VERSION:
+        raise GalleryError(f"{db_path} was written by a newer Studio (schema {found}, this one knows {VERSION}); "
+                           "update Studio to open it")
+    if found == 0 and tables:
+        raise GalleryError(f"{db_path} is not a Studio gallery (it holds the tables {', '.join(tables[:5])} of "
+                           f"another program); the pictures in {db_path.parent / 'images'} are untouched: move "
+                           "that file aside or choose another data folder (--data-dir)")
+
+
 def migrate(conn: sqlite3.Connection, db_path: Path) -> int:
     """Bring the database to `VERSION`; return the version it was at. Safe if two processes race."""
     found = user_version(conn)

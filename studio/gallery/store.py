@@ -29,7 +29,7 @@ from PIL import Image
 
 from studio.recipe import metadata
 from studio.gallery import files, importer, schema
-from studio.gallery.errors import GalleryError, NotFoundError, StorageFullError, translate, translated
+from studio.gallery.errors import DamagedError, GalleryError, NotFoundError, StorageFullError, translate, translated
 from studio.gallery.importer import ImportResult
 from studio.gallery.records import COLUMNS, ImageRecord, Query, fts_query, parse_time, row_values, utc_text
 
@@ -68,9 +68,18 @@ class Gallery:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._closed = False
-        with translated(f"open the gallery at {self.data_dir}"):
-            self.images_dir.mkdir(parents=True, exist_ok=True)
-            schema.migrate(self._conn(), self.db_path)
+        try:
+            with translated(f"open the gallery at {self.data_dir}"):
+                self.images_dir.mkdir(parents=True, exist_ok=True)
+                schema.check(self.db_path, timeout_s)
+                schema.migrate(self._conn(), self.db_path)
+        except DamagedError as exc:
+            self.close()
+            detail = str(exc.__cause__ or exc)
+            raise DamagedError(f"the gallery database {self.db_path} is damaged ({detail}); the pictures themselves "
+                               f"are safe in {self.images_dir}. Move {DB_NAME} aside (keep it: it may be "
+                               "recoverable) and start Studio again: the window rebuilds the gallery from the "
+                               "pictures' own metadata (favourites and the trash are not in them)") from exc
         if reconcile:
             self.reconcile()
 

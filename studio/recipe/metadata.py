@@ -24,7 +24,9 @@ from typing import Any, BinaryIO
 
 from PIL import Image, PngImagePlugin
 
+from studio.images import unreadable_reason
 from studio.recipe import samplers
+from studio.recipe.errors import StudioError
 
 SCHEMA = 1
 MAX_CHUNK = 1 << 20          # no honest recipe comes close to 1 MB of text
@@ -37,7 +39,7 @@ _UNICODE_PREFIX = b"UNICODE\0"
 _ASCII_PREFIX = b"ASCII\0\0\0"
 _TEXT_KEYS = ("studio", "parameters", "prompt", "workflow", "invokeai_metadata")
 
-class MetadataError(ValueError):
+class MetadataError(StudioError, ValueError):
     """An image's metadata is present but unusable; the message says which part and why."""
 
 
@@ -437,7 +439,7 @@ def _image_text(image: Image.Image) -> dict[str, str]:
         try:  # chunks after the image data only show up in `text`, which decodes the image
             info.update({k: v for k, v in image.text.items() if k not in info})
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types on broken data
-            raise MetadataError(f"unreadable PNG ({type(exc).__name__})") from None
+            raise MetadataError(f"unreadable PNG: {unreadable_reason(exc)}") from None
     texts: dict[str, str] = {}
     for key in _TEXT_KEYS:
         value = info.get(key)
@@ -471,7 +473,7 @@ def read_text_chunks(source: Image.Image | str | os.PathLike[str] | bytes) -> di
         except MetadataError:
             raise
         except Exception as exc:  # noqa: BLE001 - Pillow raises a zoo of types for broken files
-            raise MetadataError(f"not a readable image ({type(exc).__name__}: {str(exc)[:80]})") from None
+            raise MetadataError(f"not a readable image: {unreadable_reason(exc)}") from None
 
 
 def read_recipe(source: Image.Image | str | os.PathLike[str] | bytes) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -21,6 +22,10 @@ Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
 SEED_MAX = 2**32 - 1
 SCHEDULERS = samplers.NAMES
 FILLS = ("edge", "blur", "noise", "none")
+_PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
+# Both prompts are stored in each image's metadata, whose readers accept 1 MB per text chunk
+# (metadata.MAX_CHUNK): half of it leaves room for the rest of the recipe. About 500,000 letters.
+MAX_PROMPT_BYTES = 512 * 1024
 
 
 class RequestError(StudioError, ValueError):
@@ -118,7 +123,13 @@ class GenerationRequest:
 
     def validate(self) -> GenerationRequest:
         """Raise RequestError with a precise reason for the first thing that is wrong."""
-        _check(isinstance(self.prompt, str), "the prompt must be text")
+        _check(isinstance(self.prompt, str) and isinstance(self.negative_prompt, str), "the prompt must be text")
+        _check_storable(self.prompt, "prompt")
+        _check_storable(self.negative_prompt, "negative prompt")
+        stored = len(json.dumps([self.prompt, self.negative_prompt], ensure_ascii=False).encode("utf-8"))
+        _check(stored <= MAX_PROMPT_BYTES,
+               f"the prompt and negative prompt are too long to be kept with the image: {stored // 1024} KB of "
+               f"text, the limit is {MAX_PROMPT_BYTES // 1024} KB")
         for name, k in knobs().items():
             value = getattr(self, name)
             if value is None:
@@ -194,6 +205,16 @@ def _check_range(k: Knob, value: float) -> None:
         _check(value % 8 == 0, f"{k.name_in_messages} must be a multiple of 8 (got {value}; try {snap8(int(value))})")
 
 
+def _check_storable(text: str, what: str) -> None:
+    """Text that UTF-8 cannot hold (lone surrogates: a shell's undecodable bytes arrive as those) would
+    fail only when the finished image is saved; refuse it before any work."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(f"the {what} has characters that cannot be saved (undecodable bytes at character "
+                           f"{exc.start + 1}); type it again or remove them") from None
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise RequestError(message)
@@ -207,6 +228,8 @@ def image_hash(image: Image.Image | None) -> str | None:
     """A short content hash of an input image, recorded in the recipe (the image itself is not)."""
     if image is None:
         return None
+    if image.mode not in _PNG_MODES:  # CMYK, YCbCr, LAB...: hashed as the RGB they are shown as
+        image = image.convert("RGB")
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return hashlib.sha256(buf.getvalue()).hexdigest()[:16]

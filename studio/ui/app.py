@@ -76,15 +76,20 @@ def apply_look(app: QApplication) -> None:
 
 def create_window(home: Path, device: str = "auto", model: str | None = None):  # noqa: ANN201
     """The window and its backend, not yet shown (tests use this too)."""
-    from studio.gallery import Gallery
+    from studio.gallery import Gallery, GalleryError
     from studio.ui.main_window import MainWindow
     from studio.ui.settings import Settings
     from studio.ui.worker import Backend
 
     settings = Settings(home / "settings.ini")
-    gallery = Gallery(home)
-    backend = Backend(home, device=device)
+    try:
+        gallery, problem = Gallery(home), ""
+    except GalleryError as exc:  # damaged, another program's, a newer Studio's: work on without it
+        gallery, problem = None, str(exc)
+    backend = Backend(home, device=device, use_gallery=gallery is not None)
     window = MainWindow(backend, settings, gallery)
+    if problem:
+        window.statusBar().showMessage(f"No gallery: {problem}")  # stays until another message
     if model:  # remembered once it has loaded, like a model chosen from the menu
         window.startup_model = model
     return window

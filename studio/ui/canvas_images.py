@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from PySide6.QtCore import QMimeData
 from PySide6.QtGui import QImage
+
+from studio.images import open_image, unreadable_reason  # noqa: F401  (the canvas reports with it)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
@@ -82,29 +84,8 @@ def as_qimage(img: Image.Image | QImage) -> QImage:
 
 
 def load_image_file(path: str) -> Image.Image:
-    """Read an image file upright (EXIF orientation applied); raises OSError/ValueError if unreadable."""
-    with Image.open(path) as im:
-        upright = ImageOps.exif_transpose(im)
-        upright.load()
-    return upright
-
-
-def unreadable_reason(exc: BaseException) -> str:
-    """Why an image file did not open, in a designer's words rather than the decoder's."""
-    if isinstance(exc, FileNotFoundError):
-        return "the file does not exist (moved or deleted?)"
-    if isinstance(exc, IsADirectoryError):
-        return "it is a folder, not an image"
-    if isinstance(exc, PermissionError):
-        return "permission denied"
-    if isinstance(exc, UnidentifiedImageError):
-        return "not an image file Studio can read (PNG, JPEG, WebP, BMP, TIFF, GIF)"
-    if isinstance(exc, Image.DecompressionBombError):
-        return "the image is too large to open safely"
-    text = str(exc).strip()
-    if "truncated" in text.lower():
-        return "the file is cut short or corrupt"
-    return text or type(exc).__name__
+    """Read an image file upright (EXIF orientation applied); raises ImageFileError if unreadable."""
+    return open_image(path)
 
 
 def local_image_paths(data: QMimeData | None) -> list[str]:
