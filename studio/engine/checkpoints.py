@@ -149,6 +149,9 @@ def load_pickle_weights_only(path: Path) -> dict[str, Any]:
 
     import torch
 
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)  # old files: harmless
     try:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
