@@ -22,6 +22,15 @@ _TABLE: dict[str, tuple[str, dict[str, Any]]] = {
 }
 assert tuple(_TABLE) == SCHEDULERS
 
+# name -> (ComfyUI sampler_name, ComfyUI scheduler): the same sampler on a ComfyUI server (its KSampler node).
+# A1111's DDIM steps on evenly spaced timesteps, which is ComfyUI's "ddim_uniform" schedule.
+COMFYUI: dict[str, tuple[str, str]] = {
+    "Euler": ("euler", "normal"), "Euler a": ("euler_ancestral", "normal"), "DPM++ 2M": ("dpmpp_2m", "normal"),
+    "DPM++ 2M Karras": ("dpmpp_2m", "karras"), "DDIM": ("ddim", "ddim_uniform"), "UniPC": ("uni_pc", "normal"),
+    "Heun": ("heun", "normal"), "LMS": ("lms", "normal"),
+}
+assert tuple(COMFYUI) == SCHEDULERS
+
 
 def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:
     """A fresh scheduler (they hold per-run state) configured like the model's own."""
