@@ -257,10 +257,10 @@ def _out_paths(out: Path | None, count: int) -> list[Path | None]:
     return [out.with_name(f"{out.stem}-{k}{out.suffix}") for k in range(count)]
 
 
-def choose_backend(args: argparse.Namespace, home: Path) -> Any:
+def choose_backend(args: argparse.Namespace, home: Path, request: GenerationRequest) -> Any:
     """--local, else --server URLs, else a replayed picture's kind of backend, else the default in servers.json.
     A server is only ever one the user typed (here or into the servers list), never one read from an image."""
-    from studio.backends import BackendKind, ServerConfig, recipe_backend, recipe_server
+    from studio.backends import BackendKind, ServerConfig, recipe_server
     from studio.backends import settings as server_settings
 
     if args.local:
@@ -269,7 +269,7 @@ def choose_backend(args: argparse.Namespace, home: Path) -> Any:
         return _pool([ServerConfig(url, args.in_flight, server_settings.token(url)) for url in args.server])
     configured = server_settings.load(home)
     recipe = getattr(args, "source_recipe", None)
-    if recipe is not None and recipe_backend(recipe) is BackendKind.COMFYUI:
+    if recipe is not None and request.backend == BackendKind.COMFYUI.value:
         if not configured.servers:
             raise CLIError(f"that picture was made on a ComfyUI server ({recipe_server(recipe) or 'unknown'}): give "
                            "--server URL to make it there again, or --local to make it here (a different picture: "
@@ -304,7 +304,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CLIError("nothing would be kept: give --out, or drop --no-gallery")
     request = request_from_args(args)
     home = data_dir(args.data_dir)
-    backend = choose_backend(args, home)
+    backend = choose_backend(args, home, request)
     if backend.kind is BackendKind.LOCAL:
         backend.engine.load(request.model)
     if not args.json:

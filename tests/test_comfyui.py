@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -132,15 +133,22 @@ def test_two_servers_share_a_batch(comfyui_servers):
 
 
 @pytest.mark.slow
-def test_cancel_stops_the_job_and_empties_the_servers_queue(comfyui_servers):
+def test_cancel_stops_the_job_and_the_server_interrupts_it(comfyui_servers):
+    from studio.backends.comfy_client import ComfyClient
+
     server = comfyui_servers[1]
     stop = threading.Event()
     with pytest.raises(Cancelled):
-        pool(server).generate(request(steps=30, batch_size=2), on_step=lambda _s: stop.set(), should_stop=stop.is_set)
-    from studio.backends.comfy_client import ComfyClient
-
-    queue = ComfyClient(ServerConfig(server.url)).get_json("/queue")
-    assert queue["queue_running"] == [] and queue["queue_pending"] == []
+        pool(server).generate(request(steps=50, batch_size=2), on_step=lambda _s: stop.set(), should_stop=stop.is_set)
+    client = ComfyClient(ServerConfig(server.url))
+    running = client.get_json("/queue")["queue_running"]
+    assert client.get_json("/queue")["queue_pending"] == []  # the second image was never queued
+    if running:  # the interrupt lands at the server's next step: wait for it (50 steps take far longer)
+        deadline = time.monotonic() + 60
+        while client.history(running[0][1]) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        messages = [m[0] for m in client.history(running[0][1])["status"]["messages"]]
+        assert "execution_interrupted" in messages
 
 
 @pytest.mark.slow
@@ -221,3 +229,12 @@ def test_an_image_of_the_wrong_size_is_refused_before_decoding(fake, monkeypatch
     with pytest.raises(ServerError, match="8000x8000 image where 64x64"):
         ServerPool([config]).generate(request(model="model"))
     assert all(h.get("Authorization") == "Bearer s3cret" for h in fake.headers)  # every call, websocket too
+
+
+def test_the_comfyui_backend_needs_neither_qt_nor_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, studio.backends.pool, studio.backends.choose, studio.backends.status;"
+            "print(sorted(m for m in ('PySide6', 'torch', 'diffusers') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"

@@ -24,6 +24,7 @@ TOKEN_VARIABLE = "STUDIO_SERVER_TOKEN"
 class ServerSettings:
     servers: list[ServerConfig] = field(default_factory=list)
     default: BackendKind = BackendKind.LOCAL  # where a job runs when it does not say
+    model: str = ""  # the server checkpoint the GUI's jobs use on the servers ("" : the request's own model name)
 
     def urls(self) -> list[str]:
         return [s.url for s in self.servers]
@@ -38,15 +39,16 @@ def load(data_dir: Path) -> ServerSettings:
         servers = [ServerConfig(str(s["url"]), int(s.get("max_in_flight", 1)), token(str(s["url"])))
                    for s in raw.get("servers", [])]
         default = BackendKind(raw.get("default", BackendKind.LOCAL.value))
+        model = str(raw.get("model", ""))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ServerError(f"{path} is not a valid servers file ({exc}); fix or delete it") from None
-    return ServerSettings(servers, default)
+    return ServerSettings(servers, default, model)
 
 
 def save(data_dir: Path, settings: ServerSettings) -> None:
     path = data_dir / SERVERS_FILE
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"default": settings.default.value,
+    tmp.write_text(json.dumps({"default": settings.default.value, "model": settings.model,
                                "servers": [{"url": s.url, "max_in_flight": s.max_in_flight}
                                            for s in settings.servers]}, indent=2))
     tmp.replace(path)

@@ -18,6 +18,7 @@ Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
 SEED_MAX = 2**32 - 1
 SCHEDULERS = ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "UniPC", "Heun", "LMS")
 FILLS = ("edge", "blur", "noise", "none")
+BACKENDS = ("", "local", "comfyui")  # studio.backends.BackendKind's values, and "" for the default
 
 
 class RequestError(ValueError):
@@ -52,6 +53,7 @@ class GenerationRequest:
     model: str = "builtin"
     vae: str = ""  # a VAE from the model library (name or path) in place of the model's own; "" keeps its own
     parent_id: int | None = None
+    backend: str = ""  # where it runs: "local", "comfyui" (ComfyUI servers), or "" for the default (Regenerate keeps it)
 
     @property
     def mode(self) -> Mode:
@@ -103,6 +105,7 @@ class GenerationRequest:
                 _check(16 <= value <= 4096, f"{name} must be between 16 and 4096 pixels (got {value})")
                 _check(value % 8 == 0, f"{name} must be a multiple of 8 (got {value}; try {snap8(value)})")
         _check(self.inpaint_area in ("whole", "masked"), "inpaint area must be 'whole' or 'masked'")
+        _check(self.backend in BACKENDS, f"backend must be one of: {', '.join(b or repr(b) for b in BACKENDS)}")
         _check(0 <= self.padding <= 1024, f"padding must be between 0 and 1024 pixels (got {self.padding})")
         _check(-256 <= self.mask_grow <= 256, f"mask grow must be between -256 and 256 (got {self.mask_grow})")
         _check(0 <= self.mask_feather <= 256, f"mask feather must be between 0 and 256 (got {self.mask_feather})")
@@ -144,6 +147,9 @@ def fields_from_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     vae = recipe.get("vae") if isinstance(recipe.get("vae"), dict) else None
     if vae and vae.get("name"):
         out["vae"] = Path(vae["name"]).stem
+    backend = recipe.get("backend") if isinstance(recipe.get("backend"), dict) else {}
+    if backend.get("kind") in BACKENDS:  # a replay goes back to the same kind of backend
+        out["backend"] = backend["kind"]
     return out
 
 
