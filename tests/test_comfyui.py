@@ -173,6 +173,18 @@ def test_a_server_dropping_out_mid_job_moves_its_images(comfyui_servers, tmp_pat
     assert any(victim.url in text for text in notices)
 
 
+@pytest.mark.slow
+def test_bench_remote_reports_throughput_and_first_preview(comfyui_servers, capsys):
+    from studio.bench import remote
+
+    argv = ["--batch", "2", "--steps", "1", "--repeats", "1", "--json"]
+    assert remote.main(argv + [a for s in comfyui_servers for a in ("--server", s.url)]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("one_server_items_per_s", "two_servers_items_per_s", "two_vs_one_server", "first_preview_s"):
+        assert rows[key] > 0, key
+    assert rows["servers"] == 2 and rows["batch"] == 2
+
+
 # ---------------------------------------------------------------------- no server needed
 
 def test_variation_seeds_are_refused_before_anything_is_sent():
@@ -238,3 +250,28 @@ def test_the_comfyui_backend_needs_neither_qt_nor_torch():
     code = ("import sys, studio.backends.pool, studio.backends.choose, studio.backends.status;"
             "print(sorted(m for m in ('PySide6', 'torch', 'diffusers') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_the_gui_worker_runs_jobs_on_the_default_servers_and_keeps_them(qtbot, comfyui_servers, data_dir):
+    from studio.backends import settings as server_settings
+    from studio.ui.worker import Backend
+
+    server_settings.add(data_dir, comfyui_servers[0].url, make_default=True)
+    worker = Backend(data_dir, device="cpu")
+    worker.start()
+    steps = []
+    worker.step.connect(lambda *args: steps.append(args))
+    try:
+        with qtbot.waitSignal(worker.finished, timeout=300_000) as finished:
+            worker.generate(request(batch_size=2, seed=7))
+        results = finished.args[1]
+        assert [r.seed for r in results] == [7, 8]
+        assert all(r.gallery_id is not None and r.recipe["backend"]["kind"] == "comfyui" for r in results)
+        assert any(images for *_, images, _region in steps)  # preview frames reached the GUI as QImages
+        # A replay asks for its own kind of backend: "local" runs here even with the servers as default.
+        with qtbot.waitSignal(worker.failed, timeout=60_000) as failed:
+            worker.generate(request(backend="local"))
+        assert "studio-tiny-sd15" in failed.args[1]  # the local engine looked for the server's checkpoint
+    finally:
+        assert worker.shutdown()
