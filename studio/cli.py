@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--memory", default="auto", choices=[p.value for p in MemoryPreset],
                      help="GPU memory use: high keeps everything on the GPU; low offloads the model part by part; "
                           "lowest layer by layer; auto picks from the model's size and the GPU's memory")
+    gen.add_argument("--server", action="append", metavar="URL",
+                     help="run on this ComfyUI server (repeat for several: the images spread over them); "
+                          "--model then names the server's checkpoint")
+    gen.add_argument("--in-flight", type=int, default=1, metavar="N",
+                     help="images each --server runs at once (default 1)")
+    gen.add_argument("--local", action="store_true",
+                     help="run on this computer even when the default backend (or --from's picture) is a server")
     gen.add_argument("--allow-pickle", action="store_true", help="let a diffusers folder load .bin (pickle) weights: this can run code from the files")
     gen.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
 
@@ -95,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("folder", type=Path)
     rem = msub.add_parser("remove", parents=[common], help="stop reading a folder (its files stay)")
     rem.add_argument("folder", type=Path)
+    srv = sub.add_parser("servers", parents=[common], help="the ComfyUI servers jobs can run on")
+    srv.add_argument("--json", action="store_true")
+    ssub = srv.add_subparsers(dest="servers_command")
+    sadd = ssub.add_parser("add", parents=[common], help="add a server (http://host:port or https://host/path)")
+    sadd.add_argument("url")
+    sadd.add_argument("--in-flight", type=int, default=1, help="images it runs at once (default 1)")
+    sadd.add_argument("--default", action="store_true", help="run jobs on the servers unless told otherwise")
+    srem = ssub.add_parser("remove", parents=[common], help="forget a server")
+    srem.add_argument("url")
+    sdef = ssub.add_parser("default", parents=[common], help="where jobs run when they do not say")
+    sdef.add_argument("kind", choices=("local", "comfyui"))
     info = sub.add_parser("info", parents=[common], help="show the recipe stored in an image")
     info.add_argument("image", type=Path)
     info.add_argument("--json", action="store_true")
@@ -107,7 +125,8 @@ def _plain(number: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"generate": cmd_generate, "gallery": cmd_gallery, "models": cmd_models, "info": cmd_info}
+    handlers = {"generate": cmd_generate, "gallery": cmd_gallery, "models": cmd_models, "info": cmd_info,
+                "servers": cmd_servers}
     if args.command is None:
         print("studio: error: no command; `studio` alone starts the app, `studio --help` lists the commands",
               file=sys.stderr)
@@ -158,8 +177,9 @@ def request_from_args(args: argparse.Namespace) -> Any:
     given = vars(args)
     values: dict[str, Any] = {}
     source_mode = "txt2img"
+    args.source_recipe = None
     if getattr(args, "source", None):
-        recipe = _recipe_of(args.source, args.data_dir)
+        recipe = args.source_recipe = _recipe_of(args.source, args.data_dir)
         values.update(fields_from_recipe(recipe))
         source_mode = str(recipe.get("mode") or "txt2img")
     for name in (*knobs(), "outpaint"):
@@ -221,8 +241,45 @@ def _out_paths(out: Path | None, count: int) -> list[Path | None]:
     return [out.with_name(f"{out.stem}-{k}{out.suffix}") for k in range(count)]
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def choose_backend(args: argparse.Namespace, home: Path, request: GenerationRequest) -> Any:
+    """--local, else --server URLs, else a replayed picture's kind of backend, else the default in servers.json.
+    A server is only ever one the user typed (here or into the servers list), never one read from an image."""
+    from studio.backends import BackendKind, ServerConfig, recipe_server
+    from studio.backends import settings as server_settings
+
+    if args.local:
+        return _local_backend(args, home)
+    if args.server:
+        return _pool([ServerConfig(url, args.in_flight, server_settings.token(url)) for url in args.server])
+    configured = server_settings.load(home)
+    recipe = getattr(args, "source_recipe", None)
+    if recipe is not None and request.backend == BackendKind.COMFYUI.value:
+        if not configured.servers:
+            raise CLIError(f"that picture was made on a ComfyUI server ({recipe_server(recipe) or 'unknown'}): give "
+                           "--server URL to make it there again, or --local to make it here (a different picture: "
+                           "the noise differs)")
+        return _pool(configured.servers)
+    if recipe is None and configured.default is BackendKind.COMFYUI and configured.servers:
+        return _pool(configured.servers)
+    return _local_backend(args, home)
+
+
+def _pool(configs: list[Any]) -> Any:
+    from studio.backends.pool import ServerPool
+
+    return ServerPool(configs)
+
+
+def _local_backend(args: argparse.Namespace, home: Path) -> Any:
+    from studio.backends.local import LocalBackend
     from studio.engine import Engine
+
+    return LocalBackend(Engine(device=args.device, data_dir=home, memory=args.memory, allow_pickle=args.allow_pickle))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from studio.backends import BackendKind
+    from studio.backends.pool import JobIncomplete
     from studio.recipe.metadata import encode_png
     from studio.gallery.files import atomic_write
     from studio.paths import data_dir
@@ -231,12 +288,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise CLIError("nothing would be kept: give --out, or drop --no-gallery")
     request = request_from_args(args)
     home = data_dir(args.data_dir)
-    engine = Engine(device=args.device, data_dir=home, memory=args.memory, allow_pickle=args.allow_pickle)
-    loaded = engine.load(request.model)
+    backend = choose_backend(args, home, request)
+    if backend.kind is BackendKind.LOCAL:
+        backend.engine.load(request.model)
     if not args.json:
-        print(f"{loaded.entry.name}: {loaded.label} on {loaded.device.type}, {loaded.memory.describe()}",
-              file=sys.stderr)
-    results = engine.generate(request)
+        print(backend.describe(), file=sys.stderr)
+    incomplete = None
+    try:
+        results = backend.generate(request, on_notice=lambda text: print(f"studio: {text}", file=sys.stderr))
+    except JobIncomplete as exc:  # keep what was made before every server dropped out
+        results, incomplete = exc.results, exc
     gallery = None if args.no_gallery else _open_gallery(home)
     for result, out in zip(results, _out_paths(args.out, len(results))):
         gallery_id, path = None, None
@@ -250,8 +311,42 @@ def cmd_generate(args: argparse.Namespace) -> int:
             path = out
         record = {"path": str(path), "seed": result.seed, "width": result.image.width,
                   "height": result.image.height, "model": result.recipe["model"]["name"],
-                  "gallery_id": gallery_id, "seconds": round(result.seconds, 3)}
+                  "gallery_id": gallery_id, "seconds": round(result.seconds, 3),
+                  "backend": result.recipe["backend"]["kind"]}
         print(json.dumps(record) if args.json else f"{path}  seed {result.seed}  {result.seconds:.2f} s")
+    if incomplete is not None:
+        raise incomplete
+    return 0
+
+
+def cmd_servers(args: argparse.Namespace) -> int:
+    from studio.backends import settings as server_settings
+    from studio.backends.base import BackendKind
+    from studio.backends.status import check
+    from studio.paths import data_dir
+
+    home = data_dir(args.data_dir)
+    if args.servers_command == "add":
+        server_settings.add(home, args.url, args.in_flight, args.default)
+    elif args.servers_command == "remove":
+        server_settings.remove(home, args.url)
+    elif args.servers_command == "default":
+        configured = server_settings.load(home)
+        if args.kind == "comfyui" and not configured.servers:
+            raise CLIError("add a server first: studio servers add URL")
+        configured.default = BackendKind(args.kind)
+        server_settings.save(home, configured)
+    configured = server_settings.load(home)
+    if args.servers_command is None:
+        for server in configured.servers:
+            status = check(server)
+            record = {"url": server.url, "max_in_flight": server.max_in_flight, "up": status.up,
+                      "status": status.text, "default": configured.default is BackendKind.COMFYUI}
+            print(json.dumps(record) if args.json else
+                  f"{'up  ' if status.up else 'DOWN'}  {server.url}  ({server.max_in_flight} at once)  {status.text}")
+    if not args.json:
+        print(f"default: {'the servers' if configured.default is BackendKind.COMFYUI else 'this computer'}"
+              + ("" if configured.servers else " (no servers: studio servers add URL)"))
     return 0
 
 

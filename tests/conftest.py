@@ -39,3 +39,21 @@ def tiny_engine(tiny_model, tmp_path_factory):
     engine = Engine(device="cpu", data_dir=tmp_path_factory.mktemp("engine-home"))
     engine.load(str(tiny_model))
     return engine
+
+
+@pytest.fixture(scope="session")
+def comfyui_servers(tmp_path_factory):
+    """Two real ComfyUI servers on 127.0.0.1 (CPU), shared by the whole session: their URLs and processes.
+
+    The first use builds ComfyUI's venv and test checkpoint in ~/.cache/studio-tests/comfyui (a minute or
+    two); later sessions reuse them and only start the servers (seconds)."""
+    from studio.bench import comfyui_server as cs
+
+    try:
+        servers = [cs.start(tmp_path_factory.mktemp(f"comfyui-{k}")) for k in range(2)]
+        servers = [cs.wait_ready(s) for s in servers]
+    except cs.Unavailable as exc:
+        pytest.skip(f"no test ComfyUI on this machine: {exc}")
+    yield servers
+    for server in servers:
+        server.stop()

@@ -8,7 +8,7 @@ import sys
 
 import studio.bench
 
-HELPERS = {"checkpoint_files"}  # modules the benchmarks and tests share, not benchmarks themselves
+HELPERS = {"checkpoint_files", "comfyui_server"}  # modules the benchmarks and tests share, not benchmarks themselves
 
 
 def main() -> int:

@@ -34,7 +34,7 @@ class Cancelled(Exception):
 
 
 @dataclass
-class _Job:
+class PreparedJob:
     """What one pipeline call needs, after the request's images were prepared."""
 
     mode: str
@@ -167,7 +167,7 @@ class Engine:
                                  seconds)
                 for k, (img, seed) in enumerate(zip(images, seeds))]
 
-    def _run(self, model: models.LoadedModel, request: GenerationRequest, job: _Job, seeds: list[int],
+    def _run(self, model: models.LoadedModel, request: GenerationRequest, job: PreparedJob, seeds: list[int],
              run: _RunOptions, item: tuple[int, int]) -> list[Image.Image]:
         import torch
 
@@ -210,7 +210,7 @@ class Engine:
                 hook.remove()
         return list(out.images)
 
-    def _initial_noise(self, model: models.LoadedModel, request: GenerationRequest, job: _Job,
+    def _initial_noise(self, model: models.LoadedModel, request: GenerationRequest, job: PreparedJob,
                        seeds: list[int]) -> Any:
         """Noise from CPU generators (same on every machine), then moved to the device."""
         import torch
@@ -235,8 +235,8 @@ class Engine:
 
     # ------------------------------------------------------------------ preparing inputs
 
-    def _prepare(self, request: GenerationRequest, model: models.LoadedModel) -> _Job:
-        job = self._prepare_images(request, model)
+    def _prepare(self, request: GenerationRequest, model: models.LoadedModel) -> PreparedJob:
+        job = prepare_inputs(request, model.native_size)
         if model.inpainting and "mask_image" not in job.kwargs:
             # An inpainting UNet always reads an image and a mask: text-to-image repaints a blank
             # picture whole, image-to-image repaints the whole picture at the request's strength.
@@ -246,55 +246,9 @@ class Engine:
             job.kwargs.setdefault("strength", 1.0)
         return job
 
-    def _prepare_images(self, request: GenerationRequest, model: models.LoadedModel) -> _Job:
-        native = model.native_size
-        if request.mode == "txt2img":
-            return _Job("txt2img", request.width or native, request.height or native, {}, lambda im: im)
-        init = request.init_image.convert("RGB")  # type: ignore[union-attr]
-        if request.mode == "img2img":
-            width = request.width or snap8(init.width)
-            height = request.height or snap8(init.height)
-            image = init.resize((width, height), Image.Resampling.LANCZOS) if init.size != (width, height) else init
-            return _Job("img2img", width, height, {"image": image, "strength": request.strength}, lambda im: im)
-        return self._prepare_inpaint(request, init, native)
-
-    def _prepare_inpaint(self, request: GenerationRequest, init: Image.Image, native: int) -> _Job:
-        if request.outpaint is not None:
-            left, top, right, bottom = request.outpaint
-            init, mask = canvas_ops.extend_canvas(init, left, top, right, bottom, overlap=request.outpaint_overlap,
-                                                  fill=request.outpaint_fill, seed=request.seed)
-        else:
-            try:
-                mask = canvas_ops.validate_mask(request.mask, init.size)  # type: ignore[arg-type]
-            except canvas_ops.MaskError as exc:
-                raise RequestError(str(exc)) from exc
-        # An extension's mask already ramps softly into the old image; feathering it again would
-        # reach further in and repaint pixels the designer did not ask to change.
-        soft = mask if request.outpaint is not None else canvas_ops.grow_and_feather(
-            mask, request.mask_grow, request.mask_feather)
-        box = None
-        if request.inpaint_area == "masked":
-            box = canvas_ops.crop_box(soft, request.padding)
-            region, region_mask = init.crop(box), soft.crop(box)
-            width, height = _working_size(region.size, request.width or native, request.height or native)
-        else:
-            region, region_mask = init, soft
-            width, height = request.width or snap8(init.width), request.height or snap8(init.height)
-        kwargs = {"image": region.resize((width, height), Image.Resampling.LANCZOS),
-                  "mask_image": region_mask.resize((width, height), Image.Resampling.BILINEAR),
-                  "strength": request.strength}
-        size = region.size
-
-        def finish(generated: Image.Image) -> Image.Image:
-            if generated.size != size:
-                generated = generated.resize(size, Image.Resampling.LANCZOS)
-            return canvas_ops.paste_back(init, generated, soft, box)
-
-        return _Job("inpaint", width, height, kwargs, finish, box)
-
     # ------------------------------------------------------------------ recipe
 
-    def _recipe(self, request: GenerationRequest, model: models.LoadedModel, job: _Job, scheduler: Any,
+    def _recipe(self, request: GenerationRequest, model: models.LoadedModel, job: PreparedJob, scheduler: Any,
                 seed: int, index: int, seconds: float) -> dict[str, Any]:
         return {
             "schema": 1, "app": "studio", "app_version": __version__, "mode": request.mode,
@@ -321,6 +275,56 @@ class Engine:
             "seconds": round(seconds, 3), "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
             "parent_id": request.parent_id,
         }
+
+
+def prepare_inputs(request: GenerationRequest, native: int) -> PreparedJob:
+    """The images a pipeline works on, at their working size, and how its output becomes the final image
+    (paste-back into the original for inpaint and outpaint). Shared by every backend, so a ComfyUI server
+    repaints exactly the region the local engine would and the pixels outside it stay the original's."""
+    if request.mode == "txt2img":
+        return PreparedJob("txt2img", request.width or native, request.height or native, {}, lambda im: im)
+    init = request.init_image.convert("RGB")  # type: ignore[union-attr]
+    if request.mode == "img2img":
+        width = request.width or snap8(init.width)
+        height = request.height or snap8(init.height)
+        image = init.resize((width, height), Image.Resampling.LANCZOS) if init.size != (width, height) else init
+        return PreparedJob("img2img", width, height, {"image": image, "strength": request.strength}, lambda im: im)
+    return _prepare_inpaint(request, init, native)
+
+
+def _prepare_inpaint(request: GenerationRequest, init: Image.Image, native: int) -> PreparedJob:
+    if request.outpaint is not None:
+        left, top, right, bottom = request.outpaint
+        init, mask = canvas_ops.extend_canvas(init, left, top, right, bottom, overlap=request.outpaint_overlap,
+                                              fill=request.outpaint_fill, seed=request.seed)
+    else:
+        try:
+            mask = canvas_ops.validate_mask(request.mask, init.size)  # type: ignore[arg-type]
+        except canvas_ops.MaskError as exc:
+            raise RequestError(str(exc)) from exc
+    # An extension's mask already ramps softly into the old image; feathering it again would
+    # reach further in and repaint pixels the designer did not ask to change.
+    soft = mask if request.outpaint is not None else canvas_ops.grow_and_feather(
+        mask, request.mask_grow, request.mask_feather)
+    box = None
+    if request.inpaint_area == "masked":
+        box = canvas_ops.crop_box(soft, request.padding)
+        region, region_mask = init.crop(box), soft.crop(box)
+        width, height = _working_size(region.size, request.width or native, request.height or native)
+    else:
+        region, region_mask = init, soft
+        width, height = request.width or snap8(init.width), request.height or snap8(init.height)
+    kwargs = {"image": region.resize((width, height), Image.Resampling.LANCZOS),
+              "mask_image": region_mask.resize((width, height), Image.Resampling.BILINEAR),
+              "strength": request.strength}
+    size = region.size
+
+    def finish(generated: Image.Image) -> Image.Image:
+        if generated.size != size:
+            generated = generated.resize(size, Image.Resampling.LANCZOS)
+        return canvas_ops.paste_back(init, generated, soft, box)
+
+    return PreparedJob("inpaint", width, height, kwargs, finish, box)
 
 
 @dataclass
@@ -379,7 +383,7 @@ def _flow_x0(scheduler: Any, model_output: Any = None, timestep: Any = None, sam
     return sample - sigma * model_output
 
 
-def _text(model: models.LoadedModel, pipe: Any, job: _Job) -> dict[str, Any]:
+def _text(model: models.LoadedModel, pipe: Any, job: PreparedJob) -> dict[str, Any]:
     """The prompt arguments: A1111-weighted where the model reads CLIP alone (SD 1.x, 2.x, XL); as text for
     the T5 models (FLUX, SD 3); FLUX has no negative prompt (its guidance is distilled into the model)."""
     if not model.flow:

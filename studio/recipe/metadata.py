@@ -82,6 +82,7 @@ _FIELDS: dict[str, Callable[[Any], bool]] = {
     "seconds": _opt(_is_num), "created_at": _opt(lambda v: isinstance(v, str)),
     "parent_id": _opt(lambda v: _is_int(v) and v > 0), "extra": _opt(lambda v: isinstance(v, dict)),
     "vae": _opt(lambda v: isinstance(v, dict) and isinstance(v.get("name"), str)),
+    "backend": _opt(lambda v: isinstance(v, dict) and isinstance(v.get("kind"), str)),
     "loras": _opt(lambda v: isinstance(v, list) and all(isinstance(x, dict) and isinstance(x.get("name"), str)
                                                        for x in v)),
 }

@@ -22,6 +22,7 @@ Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
 SEED_MAX = 2**32 - 1
 SCHEDULERS = samplers.NAMES
 FILLS = ("edge", "blur", "noise", "none")
+BACKENDS = ("", "local", "comfyui")  # studio.backends.BackendKind's values, and "" for the default
 _PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
 # Both prompts are stored in each image's metadata, whose readers accept 1 MB per text chunk
 # (metadata.MAX_CHUNK): half of it leaves room for the rest of the recipe. About 500,000 letters.
@@ -94,6 +95,7 @@ class GenerationRequest:
     model: str = knob("builtin", "Model", help="a model name from `studio models`, or a file or folder")
     vae: str = knob("", "VAE", help="a VAE from the library in place of the model's own")  # "" keeps its own
     parent_id: int | None = None
+    backend: str = ""  # where it runs: "local", "comfyui" (ComfyUI servers), or "" for the default (Regenerate keeps it)
 
     @property
     def mode(self) -> Mode:
@@ -144,6 +146,7 @@ class GenerationRequest:
         _check(not self.varies() or self.mode == "txt2img",
                "variations (a variation seed and strength) work in text-to-image only: set Variation to 0, "
                "or change the seed to get another picture")
+        _check(self.backend in BACKENDS, f"backend must be one of: {', '.join(b or repr(b) for b in BACKENDS)}")
         if self.mask is not None:
             _check(self.init_image is not None, "a mask needs an image to repaint (give --init)")
             _check(self.mask.size == self.init_image.size,  # type: ignore[union-attr]
@@ -180,6 +183,9 @@ def fields_from_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     vae = recipe.get("vae") if isinstance(recipe.get("vae"), dict) else None
     if vae and vae.get("name"):
         out["vae"] = Path(vae["name"]).stem
+    backend = recipe.get("backend") if isinstance(recipe.get("backend"), dict) else {}
+    if backend.get("kind") in BACKENDS:  # a replay goes back to the same kind of backend
+        out["backend"] = backend["kind"]
     return out
 
 

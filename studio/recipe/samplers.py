@@ -29,8 +29,9 @@ SAMPLERS: tuple[Sampler, ...] = (
             {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
             a1111="DPM++ 2M", a1111_schedule="Karras", comfy=("dpmpp_2m", "karras"), invoke="dpmpp_2m_k"),
     # SD's DDIM: no clipping of the predicted latent (latents are not confined to [-1, 1]).
+    # A1111's DDIM steps on evenly spaced timesteps, which is ComfyUI's "ddim_uniform" schedule.
     Sampler("DDIM", "DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}, a1111="DDIM",
-            comfy=("ddim", "normal"), invoke="ddim"),
+            comfy=("ddim", "ddim_uniform"), invoke="ddim"),
     Sampler("UniPC", "UniPCMultistepScheduler", a1111="UniPC", comfy=("uni_pc", "normal"), invoke="unipc"),
     Sampler("Heun", "HeunDiscreteScheduler", a1111="Heun", comfy=("heun", "normal"), invoke="heun"),
     Sampler("LMS", "LMSDiscreteScheduler", a1111="LMS", comfy=("lms", "normal"), invoke="lms"),
@@ -59,7 +60,7 @@ def from_comfy(sampler: str, scheduler: str = "normal") -> str | None:
     sampler = {"uni_pc_bh2": "uni_pc"}.get(sampler, sampler)
     for s in SAMPLERS:
         own_sampler, own_schedule = s.comfy
-        plain = own_schedule == "normal" and scheduler in ("normal", "simple")
+        plain = own_schedule in ("normal", "ddim_uniform") and scheduler in ("normal", "simple")
         if own_sampler == sampler and (scheduler == own_schedule or plain):
             return s.name
     return None

@@ -209,6 +209,9 @@ class MainWindow(QMainWindow):
         self.generate_action = self._action(gen, "&Generate", [S("Ctrl+Return"), S("Ctrl+Enter")], self.generate)
         self.cancel_action = self._action(gen, "&Cancel", S("Esc"), self.cancel)
         self._action(gen, "Clear &queue", S("Shift+Esc"), self.backend.clear_queue)
+        from studio.ui import servers_dialog
+
+        servers_dialog.install(self, gen)  # "Generate on" and "Servers…": ComfyUI servers (issue 19)
         gen.addSeparator()
         self._action(gen, "4 variations", S("Ctrl+4"), lambda: self._generate_batch(4))
         self._action(gen, "9 variations", S("Ctrl+9"), lambda: self._generate_batch(9))

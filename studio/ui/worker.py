@@ -69,6 +69,7 @@ class Backend(QObject):
     failed = Signal(int, str)
     cancelled = Signal(int)
     queue_changed = Signal(int)  # jobs waiting (not counting the running one)
+    notice = Signal(str)  # something to tell the user that is not a failure (a server dropped out)
     idle = Signal()
     stopped = Signal()  # the thread has ended (after shutdown)
 
@@ -210,9 +211,12 @@ class _BackendThread(QThread):
                         info.region)
 
         try:
-            results = self.engine.generate(job.request, on_step=on_step, should_stop=self._stop,
-                                           sequential=job.sequential, preview_all=job.preview_all,
-                                           preview_interval=PREVIEW_INTERVAL)
+            from studio.backends.choose import backend_for
+
+            backend, request = backend_for(job.request, self.engine, self.data_dir)
+            results = backend.generate(request, on_step=on_step, should_stop=self._stop, on_notice=b.notice.emit,
+                                       sequential=job.sequential, preview_all=job.preview_all,
+                                       preview_interval=PREVIEW_INTERVAL)
             out = [self._keep(job, r) for r in results]
         except Cancelled:
             b.cancelled.emit(job.id)
