@@ -15,7 +15,7 @@ from studio import __version__
 from studio.engine.library import ItemKind
 from studio.engine.memory import MemoryPreset
 from studio.recipe.errors import StudioError
-from studio.recipe.request import SEED_MAX, GenerationRequest, fields_from_recipe, knobs
+from studio.recipe.request import SEED_MAX, GenerationRequest, RequestError, from_recipe, knobs
 
 DEFAULTS = {f.name: f.default for f in fields(GenerationRequest)}
 # Request field -> CLI option (argparse dest), where the names differ.
@@ -174,31 +174,60 @@ def _outpaint(text: str | None) -> tuple[int, int, int, int] | None:
 
 
 def request_from_args(args: argparse.Namespace) -> Any:
+    """The request the options describe; with --from, the recipe's request with any option given overriding
+    its field. Replaying batch item k as it was (no new seed or batch size) runs its whole batch and keeps
+    item k (`args.keep_index`), because a batch may round differently from a single run."""
     given = vars(args)
     values: dict[str, Any] = {}
-    source_mode = "txt2img"
-    args.source_recipe = None
+    args.source_recipe, args.keep_index = None, None
+    overrides = {name for name in (*knobs(), "outpaint") if OPTION_OF.get(name, name) in given}
     if getattr(args, "source", None):
         recipe = args.source_recipe = _recipe_of(args.source, args.data_dir)
-        values.update(fields_from_recipe(recipe))
-        source_mode = str(recipe.get("mode") or "txt2img")
-    for name in (*knobs(), "outpaint"):
+        try:
+            replay = from_recipe(recipe)
+        except (RequestError, TypeError, ValueError) as exc:
+            raise CLIError(f"{args.source}: its recipe cannot be replayed ({exc})") from exc
+        index = min(int(recipe.get("batch_index") or 0), replay.batch_size - 1)
+        if replay.batch_size > 1 and not overrides & {"seed", "batch_size", "variation_seed"}:
+            args.keep_index = index
+        else:
+            replay = replay.item(index)
+        values.update({name: getattr(replay, name) for name in (*knobs(), "outpaint", "backend", "parent_id")})
+        values["init_image"], values["mask"] = _inputs_of(recipe, args)
+    for name in overrides:
         option = OPTION_OF.get(name, name)
-        if option in given:
-            values[name] = _outpaint(given[option]) if option == "outpaint" else given[option]
-    if "prompt" not in values:
+        values[name] = _outpaint(given[option]) if option == "outpaint" else given[option]
+    if not values.get("prompt") and "prompt" not in overrides and not args.source_recipe:
         raise CLIError("give --prompt, or --from IMAGE|GALLERY_ID to replay a saved picture")
-    if source_mode != "txt2img" and args.init is None:
-        raise CLIError(f"that picture was made by {source_mode} from an input image, which a recipe does not "
-                       "keep: give it again with --init (and --mask)")
     values.setdefault("seed", random.randint(0, SEED_MAX))
     cfg, steps = _suggestions(values.get("model", DEFAULTS["model"]), args)
     values.setdefault("cfg", cfg)
     if steps is not None:
         values.setdefault("steps", steps)
-    values["init_image"] = _open_image(args.init, "the init image") if args.init else None
-    values["mask"] = _open_image(args.mask, "the mask") if args.mask else None
+    if args.init:
+        values["init_image"] = _open_image(args.init, "the init image")
+    if args.mask:
+        values["mask"] = _open_image(args.mask, "the mask")
     return GenerationRequest(**values).validate()
+
+
+def _inputs_of(recipe: dict[str, Any], args: argparse.Namespace) -> tuple[Any, Any]:
+    """A replayed picture's init image and mask, from the gallery's kept inputs (by content hash) unless
+    --init / --mask give them; a missing one is named."""
+    from studio.paths import data_dir
+
+    wanted = {"init": recipe.get("init_image_hash"), "mask": recipe.get("mask_hash")}
+    if not any(wanted.values()):
+        return None, None
+    gallery = _open_gallery(data_dir(args.data_dir))
+    found = {}
+    for what, digest in wanted.items():
+        given = getattr(args, what)
+        found[what] = gallery.input_image(digest) if digest and given is None else None
+        if digest and given is None and found[what] is None:
+            raise CLIError(f"that picture was made by {recipe.get('mode')} from {'a mask' if what == 'mask' else 'an input image'} "
+                           f"the gallery no longer keeps (inputs/{digest}.png): give it again with --{what}")
+    return found["init"], found["mask"]
 
 
 def _recipe_of(source: str, data_dir_option: str | None) -> dict[str, Any]:
@@ -298,11 +327,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         results = backend.generate(request, on_notice=lambda text: print(f"studio: {text}", file=sys.stderr))
     except JobIncomplete as exc:  # keep what was made before every server dropped out
         results, incomplete = exc.results, exc
+    if args.keep_index is not None:  # --from batch item k: its batch ran again, item k is the picture
+        results = [r for r in results if r.recipe.get("batch_index") == args.keep_index]
     gallery = None if args.no_gallery else _open_gallery(home)
     for result, out in zip(results, _out_paths(args.out, len(results))):
         gallery_id, path = None, None
         if gallery is not None:
-            gallery_id = gallery.save(result.image, result.recipe, parent_id=request.parent_id)
+            gallery_id = gallery.save(result.image, result.recipe, parent_id=request.parent_id,
+                                      inputs=(request.init_image, request.mask))
             path = gallery.get(gallery_id).file
         if out is not None:
             if out.name.startswith("studio-") and args.out.suffix == "":

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
 from studio.recipe import metadata
+from studio.recipe.request import SCHEMA
 from studio.recipe.errors import StudioError
 
 FUZZ = settings(max_examples=int(os.environ.get("STUDIO_FUZZ_EXAMPLES", "150")), deadline=None, derandomize=True,
@@ -146,7 +147,7 @@ _prompt = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_
 _name = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=30)
 _number = st.floats(0.1, 30, allow_nan=False).map(lambda x: round(x, 3))
 _valid_recipes = st.fixed_dictionaries(
-    {"schema": st.just(metadata.SCHEMA), "prompt": _prompt, "negative_prompt": _prompt,
+    {"schema": st.just(SCHEMA), "prompt": _prompt, "negative_prompt": _prompt,
      "steps": st.integers(1, 150), "cfg": _number, "seed": st.integers(0, metadata.SEED_MAX),
      "width": st.integers(1, 4096), "height": st.integers(1, 4096),
      "scheduler": st.sampled_from(["Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "UniPC"]),

@@ -21,7 +21,7 @@ from studio.backends.comfy_client import ComfyClient
 from studio.backends.comfy_graph import OUTPUT_NODE, GraphInputs, build_graph
 from studio.engine import prompts
 from studio.engine.generate import Cancelled, PreparedJob, prepare_inputs
-from studio.recipe.request import GenerationRequest, GenerationResult, RequestError, StepInfo, image_hash
+from studio.recipe.request import GenerationRequest, GenerationResult, RequestError, StepInfo, to_recipe
 from studio.recipe import samplers
 
 NATIVE_SIZE = 512      # the size of a text-to-image with no size given: what an SD 1.x checkpoint is made for
@@ -203,26 +203,14 @@ def _fetch(client: ComfyClient, prompt_id: str, size: tuple[int, int]) -> Image.
 
 def _recipe(request: GenerationRequest, job: PreparedJob, g: GraphInputs, server: str, info: ServerInfo,
             index: int, count: int, seconds: float) -> dict[str, Any]:
-    """The same recipe the local engine writes, with the server's names and `backend` saying who made it."""
-    return {
-        "schema": 1, "app": "studio", "app_version": __version__, "mode": request.mode,
-        "prompt": request.prompt, "negative_prompt": request.negative_prompt,
-        "steps": request.steps, "cfg": float(request.cfg), "seed": request.seed,
-        "width": job.width, "height": job.height, "scheduler": request.scheduler,
-        "strength": request.strength if request.mode != "txt2img" else None,
-        "batch_size": count, "batch_index": index, "variation_seed": None, "variation_strength": 0.0,
-        "model": {"name": g.checkpoint, "hash": None, "path": None, "family": None},
-        "loras": [{"name": name, "weight": weight, "hash": None} for name, weight in g.loras],
-        "vae": None,
-        "init_image_hash": image_hash(request.init_image), "mask_hash": image_hash(request.mask),
-        "mask_grow": request.mask_grow, "mask_feather": request.mask_feather,
-        "inpaint_area": request.inpaint_area, "padding": request.padding,
-        "outpaint": list(request.outpaint) if request.outpaint else None,
-        "outpaint_fill": request.outpaint_fill if request.outpaint else None,
-        "outpaint_overlap": request.outpaint_overlap if request.outpaint else None,
-        "backend": {"kind": BackendKind.COMFYUI.value, "server": server, "comfyui_version": info.version,
-                    "sampler": g.sampler, "schedule": g.scheduler},
-        "device": "server", "dtype": None,
-        "seconds": round(seconds, 3), "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-        "parent_id": request.parent_id,
-    }
+    """The request's recipe (item `index` of `count`), with the server's names and `backend` saying who made it."""
+    recipe = to_recipe(request)
+    recipe.update(
+        app_version=__version__, width=job.width, height=job.height, batch_size=count, batch_index=index,
+        model={"name": g.checkpoint, "hash": None, "path": None, "family": None},
+        loras=[{"name": name, "weight": weight, "hash": None} for name, weight in g.loras], vae=None,
+        backend={"kind": BackendKind.COMFYUI.value, "server": server, "comfyui_version": info.version,
+                 "sampler": g.sampler, "schedule": g.scheduler},
+        device="server", dtype=None, seconds=round(seconds, 3),
+        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat())
+    return recipe

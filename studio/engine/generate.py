@@ -6,6 +6,7 @@ The GUI's worker thread and the CLI both drive this class; it has no Qt in it.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from studio.engine.library import ItemKind, LibraryIndex
 from studio.engine.memory import MemoryPreset
 from studio.engine.networks import AppliedLora, Networks
 from studio.engine.preview import LatentRGBMap, choose_map, latent_to_rgb
-from studio.recipe.request import GenerationRequest, GenerationResult, RequestError, StepInfo, image_hash, snap8
+from studio.recipe.request import GenerationRequest, GenerationResult, RequestError, StepInfo, snap8, to_recipe
 from studio.engine.schedulers import make_scheduler
 from studio.paths import cache_dir
 
@@ -194,8 +195,9 @@ class Engine:
         kwargs = dict(job.kwargs)
         if job.mode == "txt2img":
             kwargs["latents"] = self._initial_noise(model, request, job, seeds)
-        else:
-            kwargs["generator"] = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        # The generators also drive the noise ancestral samplers (Euler a) add at every step: without them
+        # those steps drew from torch's global generator and the same seed gave another picture each time.
+        kwargs["generator"] = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         # A stop check before every UNet or transformer block lands a cancel inside the running step.
         hooks = [b.register_forward_pre_hook(lambda *_: run.check_stop()) for b in model.blocks()]
         try:
@@ -250,31 +252,21 @@ class Engine:
 
     def _recipe(self, request: GenerationRequest, model: models.LoadedModel, job: PreparedJob, scheduler: Any,
                 seed: int, index: int, seconds: float) -> dict[str, Any]:
-        return {
-            "schema": 1, "app": "studio", "app_version": __version__, "mode": request.mode,
-            "prompt": request.prompt, "negative_prompt": request.negative_prompt,
-            "steps": request.steps, "cfg": float(request.cfg), "seed": seed,
-            "width": job.width, "height": job.height, "scheduler": request.scheduler,
-            "scheduler_class": type(scheduler).__name__, "scheduler_config": _jsonable(dict(scheduler.config)),
-            "strength": request.strength if request.mode != "txt2img" else None,
-            "batch_size": request.batch_size, "batch_index": index,
-            "variation_seed": ((request.variation_seed + index) % 2**32
-                               if request.variation_seed is not None else None),
-            "variation_strength": request.variation_strength,
-            "model": {"name": model.entry.name, "hash": model.weights_hash, "path": str(model.entry.path),
-                      "family": model.label},
-            "loras": [{"name": lora.name, "weight": lora.weight, "hash": lora.hash} for lora in job.loras],
-            "vae": job.vae,
-            "init_image_hash": image_hash(request.init_image), "mask_hash": image_hash(request.mask),
-            "mask_grow": request.mask_grow, "mask_feather": request.mask_feather,
-            "inpaint_area": request.inpaint_area, "padding": request.padding,
-            "outpaint": list(request.outpaint) if request.outpaint else None,
-            "outpaint_fill": request.outpaint_fill if request.outpaint else None,
-            "outpaint_overlap": request.outpaint_overlap if request.outpaint else None,
-            "device": model.device.type, "dtype": str(model.dtype).replace("torch.", ""),
-            "seconds": round(seconds, 3), "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-            "parent_id": request.parent_id,
-        }
+        """The request's recipe for item `index`, and what this run used: the model's hash and family, the
+        sampler's class and config, the LoRAs and VAE with their hashes, the device."""
+        recipe = to_recipe(request, index)
+        assert recipe["seed"] == seed
+        if request.mode != "inpaint" or request.inpaint_area != "masked":
+            recipe.update(width=job.width, height=job.height)  # the size "native" or the init image came to
+        recipe.update(
+            app_version=__version__, scheduler_class=type(scheduler).__name__,
+            scheduler_config=_jsonable(dict(scheduler.config)),
+            model={"name": model.entry.name, "hash": model.weights_hash, "path": str(model.entry.path),
+                   "family": model.label},
+            loras=[{"name": lora.name, "weight": lora.weight, "hash": lora.hash} for lora in job.loras],
+            vae=job.vae, device=model.device.type, dtype=str(model.dtype).replace("torch.", ""),
+            seconds=round(seconds, 3), created_at=_dt.datetime.now(_dt.timezone.utc).isoformat())
+        return recipe
 
 
 def prepare_inputs(request: GenerationRequest, native: int) -> PreparedJob:
@@ -356,6 +348,9 @@ class _X0Capture:
         self.x0: Any = None
         original = scheduler.step
 
+        # wraps: the pipeline reads step's signature to decide whether to pass the generator (ancestral
+        # samplers draw noise with it); a bare wrapper hid it, and Euler a used the global generator.
+        @functools.wraps(original)
         def step(*args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
             flow_x0 = _flow_x0(scheduler, *args, **kwargs)  # before the step moves the sigma on
             out = original(*args, return_dict=True, **kwargs)

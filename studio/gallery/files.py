@@ -125,6 +125,12 @@ def image_folder(root: Path, created: dt.datetime) -> Path:
     return root / "images" / f"{created:%Y}" / f"{created:%m}"
 
 
+def input_path(root: Path, digest: str) -> Path:
+    """inputs/<hash>.png: the init images and masks generations were made from, kept so recipes replay.
+    Outside images/, so the reconcile scan never takes them for gallery pictures."""
+    return root / "inputs" / f"{digest}.png"
+
+
 def new_image_name(created: dt.datetime, seed: Any, suffix: str = ".png") -> str:
     """`YYYYMMDD-HHMMSS-<random>-<seed>.png`: sorts by date, unique without knowing the row id."""
     seed_part = f"-{seed}" if isinstance(seed, int) else ""

@@ -28,6 +28,7 @@ from typing import Any
 from PIL import Image
 
 from studio.recipe import metadata
+from studio.recipe.request import SCHEMA, image_hash, png_bytes
 from studio.gallery import files, importer, schema
 from studio.gallery.errors import DamagedError, GalleryError, NotFoundError, StorageFullError, translate, translated
 from studio.gallery.importer import ImportResult
@@ -213,13 +214,18 @@ class Gallery:
 
     # ------------------------------------------------------------------ saving
 
-    def save(self, image: Image.Image, recipe: Mapping[str, Any], parent_id: int | None = None) -> int:
-        """Store a generated image with its recipe; return its id once it is durable.
+    def save(self, image: Image.Image, recipe: Mapping[str, Any], parent_id: int | None = None,
+             inputs: Iterable[Image.Image | None] = ()) -> int:
+        """Store a generated image with its recipe; return its id once it is durable. `inputs` (the init
+        image and the mask it was made from) are kept by content hash, so the recipe replays.
 
-        Order: PNG (with the recipe in it) to a temp file, fsync, rename, fsync the folder, then the
-        row. Disk full raises `StorageFullError` and leaves neither a file nor a row behind.
+        Order: inputs, then the PNG (with the recipe in it) to a temp file, fsync, rename, fsync the folder,
+        then the row. Disk full raises `StorageFullError` and leaves neither a file nor a row behind.
         """
         recipe = self._complete_recipe(image, recipe, parent_id)
+        for source in inputs:
+            if source is not None:
+                self.keep_input(source)
         created = (parse_time(recipe["created_at"]) or dt.datetime.now(dt.timezone.utc)).astimezone()
         try:
             data = metadata.encode_png(image, recipe)
@@ -233,6 +239,27 @@ class Gallery:
         except BaseException:
             files.remove_durably(target)  # no row, so no file: nothing half-saved
             raise
+
+    def keep_input(self, image: Image.Image) -> str:
+        """Keep an input image (init, mask) under inputs/<content hash>.png, once; return the hash."""
+        data = png_bytes(image)
+        digest = image_hash(image)
+        target = files.input_path(self.data_dir, digest)
+        if not target.is_file():
+            with translated("keep the input image"):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                files.atomic_write(target, data)
+        return digest
+
+    def input_image(self, digest: str) -> Image.Image | None:
+        """A kept input image by its hash, or None when it is gone (or unreadable)."""
+        from studio.images import ImageFileError, open_image
+
+        path = files.input_path(self.data_dir, digest)
+        try:
+            return open_image(path) if path.is_file() else None
+        except ImageFileError:
+            return None
 
     @staticmethod
     def _place(data: bytes, folder: Path, name: str) -> Path:
@@ -250,7 +277,7 @@ class Gallery:
 
     def _complete_recipe(self, image: Image.Image, recipe: Mapping[str, Any], parent_id: int | None) -> dict[str, Any]:
         out = {k: v for k, v in recipe.items() if k != "source"}
-        out.setdefault("schema", metadata.SCHEMA)
+        out.setdefault("schema", SCHEMA)
         if out.get("created_at") is None:
             out["created_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
         if out.get("width") is None or out.get("height") is None:

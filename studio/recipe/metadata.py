@@ -28,7 +28,6 @@ from studio.images import unreadable_reason
 from studio.recipe import samplers
 from studio.recipe.errors import StudioError
 
-SCHEMA = 1
 MAX_CHUNK = 1 << 20          # no honest recipe comes close to 1 MB of text
 MAX_CHUNKS_SCANNED = 1_000_000  # a bound on the chunk walk (each step advances >= 12 bytes anyway)
 SEED_MAX = 2**32 - 1

@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from studio.recipe import samplers
@@ -159,34 +160,79 @@ class GenerationRequest:
         return self
 
 
-# The recipe fields that replay as they are (images are not stored in a recipe, only their hashes).
-RECIPE_FIELDS = ("prompt", "negative_prompt", "steps", "cfg", "seed", "width", "height", "scheduler", "strength",
-                 "variation_seed", "variation_strength", "mask_grow", "mask_feather", "inpaint_area", "padding",
-                 "outpaint_fill", "outpaint_overlap")
+SCHEMA = 2  # 2: the request's own width/height for only-masked inpaint; `backend`; written by to_recipe()
 
 
-def fields_from_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """GenerationRequest keyword arguments that replay a stored recipe (its model by path when that
-    still exists, else by name; its library VAE by name). The input images are the caller's to give."""
-    from pathlib import Path
+def to_recipe(request: GenerationRequest, index: int = 0) -> dict[str, Any]:
+    """The stored form of batch item `index` of `request`: every field (the item's seed and variation seed),
+    the mode, and the input images by content hash. Backends add what they ran with (model hash, sampler
+    class, device, time); `from_recipe(to_recipe(r)) == r`."""
+    recipe: dict[str, Any] = {"schema": SCHEMA, "app": "studio", "mode": request.mode}
+    recipe.update({name: getattr(request, name) for name in knobs()})
+    item = request.item(index)
+    recipe.update(seed=item.seed, variation_seed=item.variation_seed, batch_index=index,
+                  cfg=float(request.cfg), model={"name": request.model},
+                  vae={"name": request.vae} if request.vae else None,
+                  strength=request.strength if request.mode != "txt2img" else None,
+                  outpaint=list(request.outpaint) if request.outpaint else None,
+                  init_image_hash=image_hash(request.init_image), mask_hash=image_hash(request.mask),
+                  parent_id=request.parent_id, backend={"kind": request.backend} if request.backend else None)
+    if request.outpaint is None:  # the outpaint settings mean nothing without an outpaint
+        recipe.update(outpaint_fill=None, outpaint_overlap=None)
+    return recipe
 
-    out = {k: recipe[k] for k in RECIPE_FIELDS if recipe.get(k) is not None}
+
+def from_recipe(recipe: dict[str, Any], init_image: Image.Image | None = None,
+                mask: Image.Image | None = None) -> GenerationRequest:
+    """The request that made `recipe`'s image: for batch item k of N, the whole batch (its first seed), so
+    that running it and keeping item k gives the very same pixels (a batched run may round differently
+    from a single one). The model by path while that exists, else by name; the input images are the
+    caller's to give (a recipe keeps their hashes)."""
+    recipe = migrate(recipe)
+    values = {name: recipe[name] for name in knobs() if recipe.get(name) is not None and name not in ("model", "vae")}
+    extra = recipe.get("extra") if isinstance(recipe.get("extra"), dict) else {}
+    for key in ("seed", "variation_seed"):  # another tool's 64-bit seed, folded the same way every time
+        original = str(extra.get(f"original_{key}", ""))
+        if key not in values and original.isdigit():
+            values[key] = int(original) % (SEED_MAX + 1)
+    if values.get("scheduler") not in SCHEDULERS:
+        values.pop("scheduler", None)  # another tool's sampler Studio does not have: the default
+    index = int(recipe.get("batch_index") or 0)
+    if values.get("batch_size", 1) > 1 and index:
+        if values.get("variation_seed") is not None and values.get("variation_strength"):
+            values["variation_seed"] = (values["variation_seed"] - index) % (SEED_MAX + 1)
+        elif "seed" in values:
+            values["seed"] = (values["seed"] - index) % (SEED_MAX + 1)
     if recipe.get("outpaint"):
-        out["outpaint"] = tuple(recipe["outpaint"])
-    if out.get("scheduler") not in SCHEDULERS:
-        out.pop("scheduler", None)
+        values["outpaint"] = tuple(recipe["outpaint"])
     model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
     if model.get("path") and Path(model["path"]).exists():
-        out["model"] = model["path"]
+        values["model"] = model["path"]
     elif model.get("name"):
-        out["model"] = model["name"]
+        values["model"] = model["name"]
     vae = recipe.get("vae") if isinstance(recipe.get("vae"), dict) else None
     if vae and vae.get("name"):
-        out["vae"] = Path(vae["name"]).stem
+        values["vae"] = Path(vae["name"]).stem  # the engine records the file's name; the library finds its stem
     backend = recipe.get("backend") if isinstance(recipe.get("backend"), dict) else {}
     if backend.get("kind") in BACKENDS:  # a replay goes back to the same kind of backend
-        out["backend"] = backend["kind"]
-    return out
+        values["backend"] = backend["kind"]
+    if isinstance(recipe.get("parent_id"), int):
+        values["parent_id"] = recipe["parent_id"]
+    return GenerationRequest(**values, init_image=init_image, mask=mask)
+
+
+def migrate(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A recipe in the current schema. Schema 1 (Studio before the recipe layer) wrote an only-masked
+    inpaint's working size as its width and height, where the request had the model's native size: such
+    a size is dropped, so the replay works at the native size as the original run did. Other tools'
+    recipes (no schema) are read as they are. A recipe from a newer Studio is refused."""
+    version = recipe.get("schema")
+    if isinstance(version, int) and version > SCHEMA:
+        raise RequestError(f"this picture was made by a newer Studio (recipe schema {version}; this one reads up "
+                           f"to {SCHEMA}): update Studio to replay it")
+    if version == 1 and recipe.get("inpaint_area") == "masked" and recipe.get("mode") == "inpaint":
+        recipe = {**recipe, "width": None, "height": None, "schema": SCHEMA}
+    return recipe
 
 
 def knobs() -> dict[str, Knob]:
@@ -230,15 +276,17 @@ def snap8(value: int) -> int:
     return max(8, int(value / 8 + 0.5) * 8)  # half up: 100 -> 104
 
 
-def image_hash(image: Image.Image | None) -> str | None:
-    """A short content hash of an input image, recorded in the recipe (the image itself is not)."""
-    if image is None:
-        return None
-    if image.mode not in _PNG_MODES:  # CMYK, YCbCr, LAB...: hashed as the RGB they are shown as
-        image = image.convert("RGB")
+def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    return hashlib.sha256(buf.getvalue()).hexdigest()[:16]
+    return buf.getvalue()
+
+
+def image_hash(image: Image.Image | None) -> str | None:
+    """A short content hash of an input image, recorded in the recipe (the gallery keeps the image by it)."""
+    if image is None:
+        return None
+    return hashlib.sha256(png_bytes(image)).hexdigest()[:16]
 
 
 @dataclass
