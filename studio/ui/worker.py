@@ -233,6 +233,7 @@ class _BackendThread(QThread):
                 from studio.gallery import Gallery
 
                 self.gallery = Gallery(self.data_dir)  # this thread's own connection
-            kept.gallery_id = self.gallery.save(result.image, result.recipe, parent_id=job.request.parent_id)
+            kept.gallery_id = self.gallery.save(result.image, result.recipe, parent_id=job.request.parent_id,
+                                                inputs=(job.request.init_image, job.request.mask))
             kept.path = str(self.gallery.get(kept.gallery_id).file)
         return kept
