@@ -298,7 +298,9 @@ def cmd_gallery(args: argparse.Namespace) -> int:
         print(f"studio: warning: {path}: {reason}", file=sys.stderr)
     for path, reason in result.errors:
         print(f"studio: skipped {path}: {reason}", file=sys.stderr)
-    print(f"imported {len(result)} image(s)")
+    for path, image_id in result.already:
+        print(f"studio: {path} is already in the gallery (id {image_id}): not imported again", file=sys.stderr)
+    print(result.summary())
     return 1 if result.errors and not len(result) else 0
 
 

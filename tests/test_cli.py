@@ -211,3 +211,15 @@ def test_from_replays_a_saved_picture_exactly_and_options_override_it(capsys, tm
     assert code != 0 and "Error" not in err
     code, _, err = run(capsys, "generate", "--steps", "3", "--out", str(other))
     assert code == 1 and "give --prompt, or --from" in err
+
+
+def test_importing_the_same_file_twice_says_it_is_already_in_the_gallery(capsys, tmp_path, data_dir):
+    picture = tmp_path / "holiday.png"
+    Image.new("RGB", (12, 10), (200, 40, 40)).save(picture)
+    code, out, err = run(capsys, "gallery", "import", str(picture), "--data-dir", str(data_dir))
+    assert code == 0 and out.strip() == "imported 1 image" and err == ""
+    code, out, err = run(capsys, "gallery", "import", str(picture), "--data-dir", str(data_dir))
+    assert code == 0 and out.strip() == "imported 0 images, 1 already in the gallery"
+    assert "holiday.png is already in the gallery (id 1)" in err
+    code, out, _ = run(capsys, "gallery", "list", "--json", "--data-dir", str(data_dir))
+    assert len(out.strip().splitlines()) == 1

@@ -82,6 +82,7 @@ def test_import_folder_skips_broken_files_and_duplicates(gallery: Gallery, tmp_p
     assert "not a readable image" in failed["fake.png"] and "no such file" in failed["nope.png"]
     again = gallery.import_paths([good])
     assert list(again) == [result[0]]  # the same file twice is one image
+    assert again.added == 0 and again.already == [(good, result[0])] and result.added == 2
     assert gallery.count() == 2
 
 

@@ -235,6 +235,11 @@ def test_drag_gives_file_urls_and_drop_imports(qtbot: Any, make_panel: Any, gall
     panel.dropEvent(event)
     assert event.isAccepted() and gallery.count() == 5
     assert panel.current_record().prompt == "a dropped dragon" and "Imported 1 image" in panel.status.text()
+    panel.select_image(ids[0])
+    panel.dropEvent(QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, data, Qt.MouseButton.LeftButton,
+                               Qt.KeyboardModifier.NoModifier))  # the same file again
+    assert gallery.count() == 5 and panel.status.text() == "Imported 0 images, 1 already in the gallery"
+    assert panel.current_record().prompt == "a dropped dragon"  # the one already there is shown
 
 
 def test_refresh_after_a_save_keeps_the_selection(make_panel: Any, gallery: Gallery) -> None:

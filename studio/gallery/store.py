@@ -366,14 +366,20 @@ class Gallery:
         result = ImportResult()
         for path in importer.expand(paths, result):
             try:
-                result.append(self._add_file(path, copy=True, warnings=result.warnings))
+                image_id, added = self._add_file(path, copy=True, warnings=result.warnings)
             except StorageFullError:
                 raise
             except GalleryError as exc:
                 result.errors.append((path, str(exc)))
+                continue
+            result.append(image_id)
+            if not added:
+                result.already.append((path, image_id))
         return result
 
-    def _add_file(self, path: Path, *, copy: bool, warnings: list[tuple[Path, str]]) -> int:
+    def _add_file(self, path: Path, *, copy: bool, warnings: list[tuple[Path, str]]) -> tuple[int, bool]:
+        """Index one image file (copied into the gallery first with `copy`); returns its id and whether
+        it is new (False: the same image, byte for byte, is already in the gallery)."""
         probe = importer.probe(path)
         if probe.warning:
             warnings.append((path, probe.warning))
@@ -382,7 +388,7 @@ class Gallery:
             if copy:
                 same = self._read("SELECT id FROM images WHERE image_sha256 = ? AND deleted_at IS NULL LIMIT 1", [sha256])
                 if same:
-                    return int(same[0][0])  # already here: importing twice makes no duplicate
+                    return int(same[0][0]), False  # already here: importing twice makes no duplicate
                 created = parse_time(probe.recipe.get("created_at")) or probe.modified
                 target = files.copy_into(path, files.image_folder(self.data_dir, created.astimezone()),
                                          importer.import_name(path, created))
@@ -391,7 +397,7 @@ class Gallery:
         recipe = {**probe.recipe, "created_at": probe.recipe.get("created_at") or probe.modified.isoformat()}
         try:
             return self._insert(self._relative(target), recipe, row_values(recipe, probe.width, probe.height),
-                                sha256, replace=False)
+                                sha256, replace=False), True
         except BaseException:
             if copy:
                 files.remove_durably(target)

@@ -573,8 +573,8 @@ class GalleryPanel(QWidget):
             self.status.setText(str(exc))
             return []
         problems = [f"{p.name}: {m}" for p, m in result.errors + result.warnings]
-        self.status.setText(f"Imported {len(result)} image{'s' if len(result) != 1 else ''}"
-                            + (". " + "; ".join(problems[:3]) if problems else ""))
+        summary = result.summary()
+        self.status.setText(summary[0].upper() + summary[1:] + (". " + "; ".join(problems[:3]) if problems else ""))
         self.refresh()
         if result:
             self.select_image(result[0])
