@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Sort = Literal["newest", "oldest"]
+Sort = Literal["newest", "oldest"]  # by the time an image came into the gallery
 
 COLUMNS = ("id", "path", "width", "height", "created_at", "model_name", "model_hash", "mode", "prompt",
            "negative_prompt", "seed", "steps", "cfg", "scheduler", "strength", "parent_id", "favorite",
@@ -115,8 +115,9 @@ class Query:
                                                      or self.seed is not None)
 
     def order(self) -> str:
-        direction = "ASC" if self.sort == "oldest" else "DESC"
-        return f"created_at {direction}, id {direction}"
+        # By the time an image came into the gallery: ids only grow, so an import appears at the top
+        # like a new picture, while its own date (`created_at`, kept from the file) stays in the record.
+        return "id ASC" if self.sort == "oldest" else "id DESC"
 
 
 def fts_query(text: str) -> str:
