@@ -15,6 +15,7 @@ from studio import __version__
 from studio.engine.library import ItemKind
 from studio.engine.memory import MemoryPreset
 from studio.engine.request import FILLS, SCHEDULERS, SEED_MAX, GenerationRequest, fields_from_recipe
+from studio.gallery.records import SEARCH_SYNTAX
 
 DEFAULTS = {f.name: f.default for f in fields(GenerationRequest)}
 # CLI option (argparse dest) -> request field, where the names differ.
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     gal = sub.add_parser("gallery", parents=[common], help="list, export and import gallery images")
     gsub = gal.add_subparsers(dest="gallery_command", required=True)
     lst = gsub.add_parser("list", parents=[common])
-    lst.add_argument("--search")
+    lst.add_argument("--search", help=f"full-text search over the prompts: {SEARCH_SYNTAX}")
     lst.add_argument("--favorites", action="store_true")
     lst.add_argument("--limit", type=int, default=50)
     lst.add_argument("--json", action="store_true")

@@ -54,6 +54,8 @@ def test_generate_keeps_images_in_the_gallery(capsys, gen_args, data_dir):
     assert {"id", "path", "prompt", "seed", "favorite", "created_at"} <= set(listed[0])
     code, out, _ = run(capsys, "gallery", "list", "--search", "purple", "--json", "--data-dir", str(data_dir))
     assert out.strip() == ""
+    code, out, _ = run(capsys, "gallery", "list", "--search", "purple OR green", "--json", "--data-dir", str(data_dir))
+    assert len(out.strip().splitlines()) == 2
 
 
 def test_same_seed_regenerates_identical_pixels(capsys, gen_args, tmp_path):

@@ -131,12 +131,24 @@ def test_full_text_index_follows_updates_and_deletes(gallery: Gallery) -> None:
     fts_ok(gallery)
 
 
-@pytest.mark.parametrize("text", ['"', 'fox"', "AND", "OR fox", "NEAR(", "fox*", "(", "-fox", "^", "a:b", "'; DROP TABLE images; --"])
+@pytest.mark.parametrize("text", ['"', 'fox"', "AND", "OR fox", "fox OR", "OR", "fox OR OR", '"red', 'fox " OR',
+                                  "NEAR(", "fox*", "(", "-fox", "^", "a:b", "'; DROP TABLE images; --"])
 def test_search_text_is_never_syntax(gallery: Gallery, text: str) -> None:
     save(gallery, "a red fox")
     gallery.find(search=text)
     gallery.count(search=text)
     assert gallery.count() == 1
+
+
+def test_search_or_phrases_and_words(gallery: Gallery) -> None:
+    fox, owl, both, cat = (save(gallery, "a red fox in snow"), save(gallery, "an owl at night"),
+                           save(gallery, "a fox and an owl at night"), save(gallery, "a night cat"))
+    assert ids(gallery.find(search="fox OR owl")) == [both, owl, fox]
+    assert gallery.count(search="fox OR owl") == 3
+    assert ids(gallery.find(search="fox OR cat night")) == [cat, both]  # (fox OR cat) AND night
+    assert ids(gallery.find(search="owl OR")) == [both, owl]  # typing on: a dangling OR is no word
+    assert ids(gallery.find(search='"red fox"')) == [fox] and gallery.find(search='"fox red"') == []
+    assert ids(gallery.find(search="or")) == [] and ids(gallery.find(search="fox and")) == [both]  # lower case: words
 
 
 def test_search_is_prefix_and_case_and_accent_insensitive(gallery: Gallery) -> None:

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QBoxLayout, QCheckBox, QComboB
 
 from studio.gallery import DEFAULT_TEMPLATE, Gallery, GalleryError, ImageRecord, Query
 from studio.gallery.files import IMAGE_SUFFIXES
-from studio.gallery.records import parse_time
+from studio.gallery.records import SEARCH_SYNTAX, parse_time
 from studio.ui.thumbnails import CELL, GRID_SIZE, PAGE, GalleryModel, ThumbnailDelegate, ThumbnailLoader
 
 DETAIL_SIZE = 768  # the detail pane's image
@@ -195,7 +195,7 @@ class GalleryPanel(QWidget):
 
     def _build(self) -> None:
         self.search = QLineEdit(placeholderText="Search prompts…", clearButtonEnabled=True)
-        self.search.setToolTip("Full-text search over prompts and negative prompts")
+        self.search.setToolTip(f"Full-text search over prompts and negative prompts: {SEARCH_SYNTAX}")
         self.search.textChanged.connect(lambda _: self._search_timer.start())
         self.favorites_only = QToolButton(text="★", checkable=True, toolTip="Show favourites only")
         self.favorites_only.toggled.connect(self._apply_filters)
