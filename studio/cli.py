@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="GPU memory use: high keeps everything on the GPU; low offloads the model part by part; "
                           "lowest layer by layer; auto picks from the model's size and the GPU's memory")
     gen.add_argument("--allow-pickle", action="store_true", help="let a diffusers folder load .bin (pickle) weights: this can run code from the files")
-    gen.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    gen.add_argument("--json", action="store_true", help="one JSON object per image on stdout: path, seed, width, "
+                     "height, model, gallery_id, seconds (this image's share: a batch is made together, so each "
+                     "image gets batch_seconds / batch_size), batch_seconds, batch_size, batch_index")
 
     gal = sub.add_parser("gallery", parents=[common], help="list, export and import gallery images")
     gsub = gal.add_subparsers(dest="gallery_command", required=True)
@@ -250,8 +252,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"{loaded.entry.name}: {loaded.label} on {loaded.device.type}, {loaded.memory.describe()}",
               file=sys.stderr)
     results = engine.generate(request)
+    batch_seconds = sum(r.seconds for r in results)  # the engine shares the run's time out evenly
     gallery = None if args.no_gallery else _open_gallery(home)
-    for result, out in zip(results, _out_paths(args.out, len(results))):
+    for index, (result, out) in enumerate(zip(results, _out_paths(args.out, len(results)))):
         gallery_id, path = None, None
         if gallery is not None:
             gallery_id = gallery.save(result.image, result.recipe, parent_id=request.parent_id)
@@ -263,8 +266,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
             path = out
         record = {"path": str(path), "seed": result.seed, "width": result.image.width,
                   "height": result.image.height, "model": result.recipe["model"]["name"],
-                  "gallery_id": gallery_id, "seconds": round(result.seconds, 3)}
-        print(json.dumps(record) if args.json else f"{path}  seed {result.seed}  {result.seconds:.2f} s")
+                  "gallery_id": gallery_id, "seconds": round(result.seconds, 3),
+                  "batch_seconds": round(batch_seconds, 3), "batch_size": len(results), "batch_index": index}
+        batch = f" ({batch_seconds:.2f} s for the batch of {len(results)})" if len(results) > 1 else ""
+        print(json.dumps(record) if args.json else f"{path}  seed {result.seed}  {result.seconds:.2f} s{batch}")
     return 0
 
 

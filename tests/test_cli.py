@@ -46,6 +46,10 @@ def test_generate_keeps_images_in_the_gallery(capsys, gen_args, data_dir):
     assert code == 0, err
     records = [json.loads(line) for line in out.strip().splitlines()]
     assert [r["seed"] for r in records] == [5, 6]
+    # Made together: each image says its share of the run and the run's whole time, named as such.
+    assert [(r["batch_size"], r["batch_index"]) for r in records] == [(2, 0), (2, 1)]
+    assert records[0]["batch_seconds"] == records[1]["batch_seconds"] > 0
+    assert all(abs(2 * r["seconds"] - r["batch_seconds"]) <= 0.002 for r in records)
     assert all(r["gallery_id"] is not None for r in records)
     code, out, _ = run(capsys, "gallery", "list", "--json", "--data-dir", str(data_dir))
     listed = [json.loads(line) for line in out.strip().splitlines()]
