@@ -355,3 +355,14 @@ def test_actual_size_shows_the_image_pixels_exactly(qtbot, canvas: CanvasView) -
     for x, y in [(0, 0), (57, 33), (123, 64), (199, 99)]:
         c = shot.pixelColor(at(canvas, x, y))
         assert (c.red(), c.green(), c.blue()) == pic.getpixel((x, y))
+
+
+def test_a_mask_handed_out_does_not_change_with_later_strokes_or_pictures(qtbot, canvas: CanvasView) -> None:
+    """A queued inpaint holds the mask it was given: painting on, or a new picture, must not reach it
+    (a 200 px wide mask has no row padding, and PIL shared its memory)."""
+    drag(qtbot, canvas, [(40, 50), (80, 50)])
+    handed_out = canvas.mask()
+    before = np.asarray(handed_out).copy()
+    drag(qtbot, canvas, [(150, 20), (150, 80)])
+    canvas.set_image(picture())
+    assert np.array_equal(np.asarray(handed_out), before)

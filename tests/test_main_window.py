@@ -375,3 +375,36 @@ def test_a_guidance_restored_at_start_that_equals_the_suggestion_is_the_window_s
     w._on_model_loaded({**info, "name": "small", "suggested_cfg": 3.0})
     w._on_model_loaded({**info, "name": "plain", "suggested_cfg": None})
     assert w.controls.cfg.value() == 7.0
+
+
+def test_an_inpaint_keeps_its_mask_so_another_seed_re_rolls_it(qtbot, make_window):
+    from PySide6.QtCore import QPointF
+
+    from studio.engine.request import image_hash
+
+    w = make_window()
+    w.controls.seed.set_seed(3)
+    w.controls.seed.lock.setChecked(True)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000):
+        w.generate()
+    w.canvas.set_brush_size(8)
+    start, end = (w.canvas.map_from_image(QPointF(x, 16)).toPoint() for x in (8, 24))
+    qtbot.mousePress(w.canvas, Qt.MouseButton.LeftButton, pos=start)
+    qtbot.mouseMove(w.canvas, end)
+    qtbot.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, pos=end)
+    painted = w.canvas.mask()
+    assert w.canvas.has_mask()
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as first:
+        w.generate()
+    assert first.args[1][0].recipe["mode"] == "inpaint"
+    assert w.canvas.has_mask() and w.canvas.mask().tobytes() == painted.tobytes()  # still there
+    w.controls.seed.set_seed(4)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as again:
+        w.generate()
+    recipe = again.args[1][0].recipe
+    assert (recipe["mode"], recipe["seed"], recipe["mask_hash"]) == ("inpaint", 4, image_hash(painted))
+    steps = w.canvas.undo_stack.count()
+    w.canvas.clear_mask()  # the designer clears it when done, and that undoes too
+    assert not w.canvas.has_mask() and w.canvas.undo_stack.count() == steps + 1
+    w.canvas.undo_stack.undo()
+    assert w.canvas.mask().tobytes() == painted.tobytes()

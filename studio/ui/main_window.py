@@ -364,9 +364,9 @@ class MainWindow(QMainWindow):
                 self.grid.set_final(k, pil_to_qimage(result.image))
         if len(results) == 1:
             self.canvas.show_preview(None)
-            # The mask is not kept: the result should be seen unobstructed, and Ctrl+Z brings the
-            # picture and its mask back for another try.
-            self.canvas.apply_result(results[0].image, f"Generate (seed {results[0].seed})", keep_mask=False,
+            # An inpaint's mask stays on its result, so Generate again re-rolls it with another seed;
+            # Clear mask (Ctrl+Shift+M) or Ctrl+Z is one step away.
+            self.canvas.apply_result(results[0].image, f"Generate (seed {results[0].seed})",
                                      source_id=results[0].gallery_id)
             self.center.setCurrentWidget(self.canvas)
         if self.gallery_panel is not None:
