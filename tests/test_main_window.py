@@ -408,3 +408,48 @@ def test_an_inpaint_keeps_its_mask_so_another_seed_re_rolls_it(qtbot, make_windo
     assert not w.canvas.has_mask() and w.canvas.undo_stack.count() == steps + 1
     w.canvas.undo_stack.undo()
     assert w.canvas.mask().tobytes() == painted.tobytes()
+
+
+def test_an_outpaint_made_in_the_window_is_recorded_and_replays_as_one(qtbot, make_window, tmp_path, capsys):
+    """Dragging an edge with the Extend tool and generating is an outpaint of the picture, as the CLI
+    makes it: `Mode: outpaint` with its extents, and `generate --from` gives the same pixels back."""
+    import numpy as np
+    from PySide6.QtCore import QPoint
+
+    from studio.cli import main
+
+    w = make_window()
+    w.controls.seed.set_seed(21)
+    w.controls.seed.lock.setChecked(True)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as first:
+        w.generate()
+    origin = first.args[1][0]
+    qtbot.keyClick(w.canvas, Qt.Key.Key_X)
+    assert w.canvas.tool() == "extend"
+    right, middle = int(w.canvas.image_rect().right()), int(w.canvas.image_rect().center().y())
+    beyond = QPoint(right + int(14 * w.canvas.zoom()), middle)
+    qtbot.mousePress(w.canvas, Qt.MouseButton.LeftButton, pos=QPoint(right - 2, middle))
+    qtbot.mouseMove(w.canvas, beyond)
+    qtbot.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, pos=beyond)
+    assert w.canvas.image().size == (48, 32)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as grown:
+        w.generate()
+    child = grown.args[1][0]
+    assert child.recipe["mode"] == "outpaint" and child.recipe["outpaint"] == [0, 0, 16, 0]
+    record = w.gallery.get(child.gallery_id)
+    assert record.mode == "outpaint" and record.parent_id == origin.gallery_id and child.image.size == (48, 32)
+    replay = tmp_path / "replay.png"
+    code = main(["generate", "--from", str(child.gallery_id), "--init", str(w.gallery.get(origin.gallery_id).file),
+                 "--device", "cpu", "--no-gallery", "--out", str(replay)])
+    assert code == 0, capsys.readouterr().err
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(replay).convert("RGB")), np.asarray(child.image.convert("RGB")))
+    w.canvas.undo_stack.undo()  # back to the extension; a stroke on it makes an inpaint of what is there
+    qtbot.keyClick(w.canvas, Qt.Key.Key_B)
+    centre = w.canvas.image_rect().center().toPoint()
+    qtbot.mousePress(w.canvas, Qt.MouseButton.LeftButton, pos=centre)
+    qtbot.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, pos=centre)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as painted:
+        w.generate()
+    assert painted.args[1][0].recipe["mode"] == "inpaint"

@@ -277,7 +277,12 @@ class MainWindow(QMainWindow):
         fields = self.controls.request_fields()
         fields["model"] = self._wanted_model or self.settings.get("model")
         fields["vae"] = self._vaes().get(str(fields["model"]), "")
-        if self.canvas.has_image() and self.canvas.has_mask():
+        outpaint = self.canvas.outpaint()
+        if outpaint is not None:  # the Extend tool's picture: an outpaint of the one before, as the CLI runs it
+            source, extension = outpaint
+            fields.update(init_image=source, outpaint=extension.extents, outpaint_fill=extension.fill,
+                          outpaint_overlap=extension.overlap)
+        elif self.canvas.has_image() and self.canvas.has_mask():
             fields["init_image"] = self.canvas.image()
             fields["mask"] = self.canvas.mask()
         elif self.canvas.has_image() and self.controls.from_canvas.isChecked():
@@ -651,12 +656,13 @@ def _put_back(fields: list[tuple[Any, float, float]]) -> None:
 
 
 def _picture_aspect(request: GenerationRequest) -> float:
-    """Width / height of what `request` makes: its size, else its start image's, else square (a
-    model's native size is square)."""
+    """Width / height of what `request` makes: its size, else its start image's (extended, for an
+    outpaint), else square (a model's native size is square)."""
     if request.width and request.height:
         return request.width / request.height
     if request.init_image is not None:
-        return request.init_image.width / request.init_image.height
+        left, top, right, bottom = request.outpaint or (0, 0, 0, 0)
+        return (request.init_image.width + left + right) / (request.init_image.height + top + bottom)
     return 1.0
 
 
