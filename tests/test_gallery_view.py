@@ -261,3 +261,22 @@ def test_background_reconcile_marks_missing_files(qtbot: Any, make_panel: Any, g
     panel = make_panel(reconcile=True)
     qtbot.waitUntil(lambda: "Gallery checked" in panel.status.text(), timeout=5000)
     assert "1 missing" in panel.status.text() and gallery.get(ids[0]).missing
+
+
+def test_after_delete_and_undo_one_image_is_selected(qtbot: Any, make_panel: Any, gallery: Gallery) -> None:
+    """Ctrl, still down from Ctrl+Z, toggled the restored image in beside the one that took its place:
+    two tiles wore the selection ring, and the next Delete removed both."""
+    ids = fill(gallery)
+    panel = make_panel()
+    panel.show()
+    panel.activateWindow()
+    qtbot.waitUntil(panel.isActiveWindow)
+    view = panel.view
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(panel.model.index(1)).center())
+    assert panel.selected_ids() == [ids[1]]
+    qtbot.keyClick(view, Qt.Key.Key_Delete)
+    assert panel.selected_ids() == [ids[2]]  # the next image took its place, alone
+    qtbot.keyClick(view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert gallery.count() == 4 and panel.selected_ids() == [ids[1]] == [panel.current_record().id]
+    qtbot.keyClick(view, Qt.Key.Key_Delete)
+    assert gallery.count() == 3  # one image, the one in view

@@ -10,7 +10,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, QObject, QRunnable, QSize, Qt, QThreadPool, QTimer, QUrl, Signal
+from PySide6.QtCore import (QItemSelectionModel, QModelIndex, QObject, QRunnable, QSize, Qt, QThreadPool, QTimer, QUrl,
+                            Signal)
 from PySide6.QtGui import (QAction, QDesktopServices, QDragEnterEvent, QDropEvent, QGuiApplication, QImage,
                            QKeySequence, QPalette, QPixmap, QResizeEvent, QUndoCommand, QUndoStack)
 from PySide6.QtWidgets import (QAbstractItemView, QBoxLayout, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
@@ -96,7 +97,7 @@ class _DeleteCommand(QUndoCommand):
         self.panel.refresh()
         rows = self.panel.model.rowCount()
         if row >= 0 and rows:  # the image that moved into the deleted one's place, as in a file browser
-            self.panel.view.setCurrentIndex(self.panel.model.index(min(row, rows - 1)))
+            self.panel.make_current(min(row, rows - 1))
 
     def undo(self) -> None:
         try:
@@ -364,9 +365,15 @@ class GalleryPanel(QWidget):
     def _show_first(self) -> None:
         """Make the newest loaded image current, or tell the detail pane there is none."""
         if self.model.rowCount():
-            self.view.setCurrentIndex(self.model.index(0))
+            self.make_current(0)
         else:
             self._show(None)
+
+    def make_current(self, row: int) -> None:
+        """Select row `row` alone and show it. Not view.setCurrentIndex: that reads the keyboard, and Ctrl
+        still down from Ctrl+Z added the image to the selection (two tiles selected, both deleted next)."""
+        self.view.selectionModel().setCurrentIndex(self.model.index(row),
+                                                   QItemSelectionModel.SelectionFlag.ClearAndSelect)
 
     def _empty_message(self) -> str:
         """What the detail pane says when there is no image to show, and what to do about it."""
@@ -385,7 +392,7 @@ class GalleryPanel(QWidget):
         row = self.model.row_of(image_id)
         if row is None:
             return False
-        self.view.setCurrentIndex(self.model.index(row))
+        self.make_current(row)
         self.view.scrollTo(self.model.index(row))
         return True
 
