@@ -179,6 +179,8 @@ def test_filters_sort_and_paging(gallery: Gallery) -> None:
     pages = [ids(gallery.find(offset=o, limit=3)) for o in range(0, 12, 3)]
     assert sum(pages, []) == made[::-1] and pages[-1] == [made[0]]
     assert gallery.count() == 10 and gallery.count(Query(favorites=True)) == 1
+    assert ids(gallery.find(ids=(made[1], made[3], made[4]), favorites=True)) == [made[3]]
+    assert gallery.count(ids=(made[1], made[2])) == 2 and gallery.find(ids=()) == []
 
 
 def test_search_pages_come_in_the_order_images_were_added(gallery: Gallery) -> None:

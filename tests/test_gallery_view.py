@@ -280,3 +280,23 @@ def test_after_delete_and_undo_one_image_is_selected(qtbot: Any, make_panel: Any
     assert gallery.count() == 4 and panel.selected_ids() == [ids[1]] == [panel.current_record().id]
     qtbot.keyClick(view, Qt.Key.Key_Delete)
     assert gallery.count() == 3  # one image, the one in view
+
+
+def test_new_images_hidden_by_the_search_are_announced_with_a_way_back(qtbot: Any, make_panel: Any,
+                                                                        gallery: Gallery) -> None:
+    fill(gallery)
+    panel = make_panel()
+    panel.show()
+    qtbot.keyClicks(panel.search, "fox")
+    qtbot.waitUntil(lambda: panel.model.query.search == "fox")
+    assert panel.model.rowCount() == 2 and panel.hidden_bar.isHidden()
+    run = [save(gallery, "a night owl", seed=s) for s in (8, 9)]  # what the worker saved
+    panel.refresh()
+    panel.show_new(run)
+    assert not panel.hidden_bar.isHidden() and panel.hidden_label.text() == "2 new images hidden by the search"
+    assert panel.model.rowCount() == 2  # the search still holds
+    panel.show_new([save(gallery, "a fox cub", seed=10)])  # one that matches: nothing more hidden
+    assert panel.hidden_label.text() == "2 new images hidden by the search"
+    qtbot.mouseClick(panel.clear_filter_button, Qt.MouseButton.LeftButton)
+    assert panel.search.text() == "" and panel.hidden_bar.isHidden()
+    assert panel.model.rowCount() == 7 and panel.current_record().id == run[0]  # the hidden run, in view

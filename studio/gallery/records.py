@@ -82,6 +82,7 @@ class Query:
     since: dt.datetime | dt.date | str | None = None  # inclusive
     until: dt.datetime | dt.date | str | None = None  # exclusive
     seed: int | None = None
+    ids: tuple[int, ...] | None = None  # only these images (which of a run's images a filter lets through)
     trash: bool = False  # True lists soft-deleted images instead
     sort: Sort = "newest"
 
@@ -106,13 +107,16 @@ class Query:
         if self.seed is not None:
             clauses.append("seed = ?")
             params.append(self.seed)
+        if self.ids is not None:
+            clauses.append(f"id IN ({', '.join('?' * len(self.ids))})" if self.ids else "0")
+            params.extend(self.ids)
         return " AND ".join(clauses), params
 
     def search_only(self) -> bool:
         """Full-text search over live images and nothing else: `Gallery.count` answers it inside the index."""
         return bool(fts_query(self.search)) and not (self.trash or self.favorites or self.model is not None
                                                      or self.since is not None or self.until is not None
-                                                     or self.seed is not None)
+                                                     or self.seed is not None or self.ids is not None)
 
     def order(self) -> str:
         # By the time an image came into the gallery: ids only grow, so an import appears at the top

@@ -7,6 +7,7 @@ the widget: filters, the detail pane, the actions and their shortcuts, drag out 
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,7 @@ class GalleryPanel(QWidget):
         self.sort.currentIndexChanged.connect(self._apply_filters)
         self.count_label = QLabel()
         self.count_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.hidden_bar = self._build_hidden_bar()
         filters = QHBoxLayout()
         filters.setContentsMargins(0, 0, 0, 0)
         filters.addWidget(self.search, 1)
@@ -237,9 +239,52 @@ class GalleryPanel(QWidget):
         layout.setSpacing(6)
         layout.addLayout(filters)
         layout.addWidget(self.count_label)
+        layout.addWidget(self.hidden_bar)
         layout.addWidget(self.splitter, 1)
         layout.addLayout(self.bars)
         layout.addWidget(self.status)
+
+    def _build_hidden_bar(self) -> QWidget:
+        """"3 new images hidden by the filter [Clear filter]": shown when a run's images do not match."""
+        self._hidden_count, self._hidden_run = 0, []
+        self.hidden_label = QLabel(wordWrap=True)
+        self.clear_filter_button = QPushButton("Clear filter")
+        self.clear_filter_button.setToolTip("Clear the search and the favourites filter, and show the new images")
+        self.clear_filter_button.clicked.connect(self.clear_filters)
+        bar = QWidget()
+        row = QHBoxLayout(bar)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.hidden_label, 1)
+        row.addWidget(self.clear_filter_button)
+        bar.setVisible(False)
+        return bar
+
+    def clear_filters(self) -> None:
+        """Show everything again, the last run's images in view."""
+        shown = self._hidden_run
+        self.search.blockSignals(True)  # no debounced search afterwards: the query changes here, once
+        self.search.clear()
+        self.search.blockSignals(False)
+        self.favorites_only.blockSignals(True)
+        self.favorites_only.setChecked(False)
+        self.favorites_only.blockSignals(False)
+        self._apply_filters()
+        self.show_new(shown)
+
+    def _note_hidden(self, image_ids: list[int]) -> None:
+        """Count a run's images the filter keeps out of the grid, and say so beside it."""
+        query = self.model.query
+        if not image_ids or not (query.search or query.favorites):
+            return
+        shown = self.gallery.count(replace(query, ids=tuple(image_ids)))
+        if shown == len(image_ids):
+            return
+        self._hidden_count += len(image_ids) - shown
+        self._hidden_run = image_ids
+        n = self._hidden_count
+        self.hidden_label.setText(f"{n} new image{'s' if n != 1 else ''} hidden by the "
+                                  f"{'search' if query.search and not query.favorites else 'filter'}")
+        self.hidden_bar.setVisible(True)
 
     def _build_grid(self) -> QListView:
         view = _Grid()
@@ -359,6 +404,8 @@ class GalleryPanel(QWidget):
         query = Query(search=self.search.text().strip(), favorites=self.favorites_only.isChecked(),
                       sort=self.sort.currentData() or "newest")
         if query != self.model.query:
+            self._hidden_count, self._hidden_run = 0, []
+            self.hidden_bar.setVisible(False)
             self.model.set_query(query)
             self._show_first()
 
@@ -404,6 +451,7 @@ class GalleryPanel(QWidget):
         if rows:
             self.view.scrollTo(self.model.index(min(rows)))
             self.select_image(image_ids[0])
+        self._note_hidden(image_ids)
 
     def current_record(self) -> ImageRecord | None:
         return self._current
