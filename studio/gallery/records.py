@@ -160,7 +160,7 @@ def fts_query(text: str) -> str:
 def _terms(text: str) -> list[tuple[str, bool]]:
     """Words and "quoted phrases" (an unclosed quote runs to the end), each with whether it was quoted."""
     return [(m.group(1).strip(), True) if m.group(1) is not None else (m.group(2), False)
-            for m in re.finditer(r'"([^"]*)"?|([^\s"]+)', text)]
+            for m in re.finditer(r'"([^"]*)"?|([^\s"]+)', text.replace("\0", " "))]  # SQLite ends a string at NUL
 
 
 def _is_operator(term: str, phrase: bool) -> bool:
