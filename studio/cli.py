@@ -16,6 +16,7 @@ from studio.engine.library import ItemKind
 from studio.engine.memory import MemoryPreset
 from studio.recipe.errors import StudioError
 from studio.recipe.request import SEED_MAX, GenerationRequest, RequestError, from_recipe, knobs
+from studio.gallery.records import SEARCH_SYNTAX
 
 DEFAULTS = {f.name: f.default for f in fields(GenerationRequest)}
 # Request field -> CLI option (argparse dest), where the names differ.
@@ -73,12 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--local", action="store_true",
                      help="run on this computer even when the default backend (or --from's picture) is a server")
     gen.add_argument("--allow-pickle", action="store_true", help="let a diffusers folder load .bin (pickle) weights: this can run code from the files")
-    gen.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    gen.add_argument("--json", action="store_true", help="one JSON object per image on stdout: path, seed, width, "
+                     "height, model, gallery_id, seconds (this image's share: a batch is made together, so each "
+                     "image gets batch_seconds / batch_size), batch_seconds, batch_size, batch_index")
 
     gal = sub.add_parser("gallery", parents=[common], help="list, export and import gallery images")
     gsub = gal.add_subparsers(dest="gallery_command", required=True)
     lst = gsub.add_parser("list", parents=[common])
-    lst.add_argument("--search")
+    lst.add_argument("--search", help=f"full-text search over the prompts: {SEARCH_SYNTAX}")
     lst.add_argument("--favorites", action="store_true")
     lst.add_argument("--limit", type=int, default=50)
     lst.add_argument("--json", action="store_true")
@@ -329,8 +332,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         results, incomplete = exc.results, exc
     if args.keep_index is not None:  # --from batch item k: its batch ran again, item k is the picture
         results = [r for r in results if r.recipe.get("batch_index") == args.keep_index]
+    batch_seconds = sum(r.seconds for r in results)  # the engine shares the run's time out evenly
     gallery = None if args.no_gallery else _open_gallery(home)
-    for result, out in zip(results, _out_paths(args.out, len(results))):
+    for index, (result, out) in enumerate(zip(results, _out_paths(args.out, len(results)))):
         gallery_id, path = None, None
         if gallery is not None:
             gallery_id = gallery.save(result.image, result.recipe, parent_id=request.parent_id,
@@ -344,8 +348,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         record = {"path": str(path), "seed": result.seed, "width": result.image.width,
                   "height": result.image.height, "model": result.recipe["model"]["name"],
                   "gallery_id": gallery_id, "seconds": round(result.seconds, 3),
-                  "backend": result.recipe["backend"]["kind"]}
-        print(json.dumps(record) if args.json else f"{path}  seed {result.seed}  {result.seconds:.2f} s")
+                  "backend": result.recipe["backend"]["kind"], "batch_seconds": round(batch_seconds, 3),
+                  "batch_size": result.recipe.get("batch_size", len(results)),
+                  "batch_index": result.recipe.get("batch_index", index)}
+        batch = f" ({batch_seconds:.2f} s for the batch of {len(results)})" if len(results) > 1 else ""
+        print(json.dumps(record) if args.json else f"{path}  seed {result.seed}  {result.seconds:.2f} s{batch}")
     if incomplete is not None:
         raise incomplete
     return 0
@@ -413,7 +420,9 @@ def cmd_gallery(args: argparse.Namespace) -> int:
         print(f"studio: warning: {path}: {reason}", file=sys.stderr)
     for path, reason in result.errors:
         print(f"studio: skipped {path}: {reason}", file=sys.stderr)
-    print(f"imported {len(result)} image(s)")
+    for path, image_id in result.already:
+        print(f"studio: {path} is already in the gallery (id {image_id}): not imported again", file=sys.stderr)
+    print(result.summary())
     return 1 if result.errors and not len(result) else 0
 
 

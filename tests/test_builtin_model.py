@@ -95,3 +95,26 @@ def test_negative_prompt_pushes_the_image_away_from_it(engine):
     assert np.abs(plain - negated).mean() > 2.0
     middle_red = plain[24:40, 24:40, 0].mean(), negated[24:40, 24:40, 0].mean()  # the object's middle
     assert middle_red[1] < middle_red[0] - 5
+
+
+@pytest.mark.slow  # a fresh interpreter importing diffusers: about 15 s on 2 cores
+def test_the_model_card_snippet_runs_in_plain_diffusers(tmp_path):
+    """The card's Python block, run as a user would (a fresh interpreter, no Studio code), draws its prompt.
+    Stored fp16 weights once loaded as an fp16 text encoder beside an fp32 UNet (transformers 5) and the
+    snippet failed with "mat1 and mat2 must have the same dtype"."""
+    import re
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    card = (BUILTIN_MODEL / "README.md").read_text()
+    (snippet,) = re.findall(r"```python\n(.*?)```", card, re.S)
+    assert "from_pretrained(\"path/to/studio-shapes\")" in snippet
+    script = tmp_path / "card.py"
+    script.write_text(snippet.replace("path/to/studio-shapes", BUILTIN_MODEL.as_posix()))
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    image = Image.open(tmp_path / "star.png")
+    scene = world.ShapeScene(background="blue", objects=(world.ShapeObject("large", "red", "star", "in the center"),))
+    assert image.size == (world.SIZE, world.SIZE) and judge.score(scene, image)["background"]

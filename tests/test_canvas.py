@@ -355,3 +355,62 @@ def test_actual_size_shows_the_image_pixels_exactly(qtbot, canvas: CanvasView) -
     for x, y in [(0, 0), (57, 33), (123, 64), (199, 99)]:
         c = shot.pixelColor(at(canvas, x, y))
         assert (c.red(), c.green(), c.blue()) == pic.getpixel((x, y))
+
+
+def test_a_mask_handed_out_does_not_change_with_later_strokes_or_pictures(qtbot, canvas: CanvasView) -> None:
+    """A queued inpaint holds the mask it was given: painting on, or a new picture, must not reach it
+    (a 200 px wide mask has no row padding, and PIL shared its memory)."""
+    drag(qtbot, canvas, [(40, 50), (80, 50)])
+    handed_out = canvas.mask()
+    before = np.asarray(handed_out).copy()
+    drag(qtbot, canvas, [(150, 20), (150, 80)])
+    canvas.set_image(picture())
+    assert np.array_equal(np.asarray(handed_out), before)
+
+
+def label_ink(view: CanvasView) -> int:
+    """Dark pixels in the corner of a white picture where the size label goes (0: no label)."""
+    shot = view.grab().toImage()
+    corner = view.image_rect().topLeft().toPoint()
+    return sum(QColor(shot.pixel(corner.x() + dx, corner.y() + dy)).lightness() < 128
+               for dx in range(4, 70) for dy in range(4, 24))
+
+
+def test_the_canvas_shows_its_size_while_extending(qtbot, canvas: CanvasView) -> None:
+    white = Image.new("RGB", (64, 64), "white")
+    canvas.set_image(white)
+    assert canvas.size_label() == "" and label_ink(canvas) == 0  # painting: the picture alone
+    canvas.set_tool("extend")
+    assert canvas.size_label() == "64 × 64" and label_ink(canvas) > 20
+    right = canvas.image_rect().right()
+    QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                     QPoint(int(right) - 2, 100))
+    QTest.mouseMove(canvas, QPoint(int(right + 20 * canvas.zoom()), 100))
+    assert canvas.size_label() == "64 × 64"  # the drag's frame shows the size it would make instead
+    QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
+                       QPoint(int(right + 20 * canvas.zoom()), 100))
+    assert canvas.image().size == (88, 64) and canvas.size_label() == "88 × 64"
+    canvas.set_tool("brush")
+    assert canvas.size_label() == "88 × 64" and label_ink(canvas) > 20  # until a generation fills it
+    canvas.apply_result(Image.new("RGB", (88, 64), "white"), "Generate")
+    assert canvas.size_label() == "" and label_ink(canvas) == 0
+    canvas.undo_stack.undo()
+    assert canvas.size_label() == "88 × 64"
+
+
+def test_an_extension_is_an_outpaint_of_the_picture_before_it_until_the_mask_changes(qtbot, canvas: CanvasView) -> None:
+    from studio.engine import canvas_ops
+
+    canvas.extend(30, 0, 0, 0, fill="blur")
+    canvas.extend(0, 0, 0, 12, fill="blur")  # one side at a time: still one outpaint of the first picture
+    source, extension = canvas.outpaint()
+    assert np.array_equal(np.asarray(source), np.asarray(picture()))
+    assert (extension.extents, extension.fill, extension.overlap) == ((32, 0, 0, 12), "blur", 16)
+    grown, mask = canvas_ops.extend_canvas(source, *extension.extents, overlap=16, fill="blur")
+    assert np.array_equal(np.asarray(grown), np.asarray(canvas.image())) and np.array_equal(mask, mask_array(canvas))
+    canvas.extend(0, 8, 0, 0, fill="edge")
+    assert canvas.outpaint() is None  # two fills: no single outpaint makes this
+    canvas.undo_stack.undo()
+    assert canvas.outpaint()[1].extents == (32, 0, 0, 12)
+    drag(qtbot, canvas, [(100, 50), (120, 50)])
+    assert canvas.outpaint() is None  # a painted mask makes it an inpaint of what is there

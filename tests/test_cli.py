@@ -46,6 +46,10 @@ def test_generate_keeps_images_in_the_gallery(capsys, gen_args, data_dir):
     assert code == 0, err
     records = [json.loads(line) for line in out.strip().splitlines()]
     assert [r["seed"] for r in records] == [5, 6]
+    # Made together: each image says its share of the run and the run's whole time, named as such.
+    assert [(r["batch_size"], r["batch_index"]) for r in records] == [(2, 0), (2, 1)]
+    assert records[0]["batch_seconds"] == records[1]["batch_seconds"] > 0
+    assert all(abs(2 * r["seconds"] - r["batch_seconds"]) <= 0.002 for r in records)
     assert all(r["gallery_id"] is not None for r in records)
     code, out, _ = run(capsys, "gallery", "list", "--json", "--data-dir", str(data_dir))
     listed = [json.loads(line) for line in out.strip().splitlines()]
@@ -54,6 +58,8 @@ def test_generate_keeps_images_in_the_gallery(capsys, gen_args, data_dir):
     assert {"id", "path", "prompt", "seed", "favorite", "created_at"} <= set(listed[0])
     code, out, _ = run(capsys, "gallery", "list", "--search", "purple", "--json", "--data-dir", str(data_dir))
     assert out.strip() == ""
+    code, out, _ = run(capsys, "gallery", "list", "--search", "purple OR green", "--json", "--data-dir", str(data_dir))
+    assert len(out.strip().splitlines()) == 2
 
 
 def test_same_seed_regenerates_identical_pixels(capsys, gen_args, tmp_path):
@@ -211,3 +217,15 @@ def test_from_replays_a_saved_picture_exactly_and_options_override_it(capsys, tm
     assert code != 0 and "Error" not in err
     code, _, err = run(capsys, "generate", "--steps", "3", "--out", str(other))
     assert code == 1 and "give --prompt, or --from" in err
+
+
+def test_importing_the_same_file_twice_says_it_is_already_in_the_gallery(capsys, tmp_path, data_dir):
+    picture = tmp_path / "holiday.png"
+    Image.new("RGB", (12, 10), (200, 40, 40)).save(picture)
+    code, out, err = run(capsys, "gallery", "import", str(picture), "--data-dir", str(data_dir))
+    assert code == 0 and out.strip() == "imported 1 image" and err == ""
+    code, out, err = run(capsys, "gallery", "import", str(picture), "--data-dir", str(data_dir))
+    assert code == 0 and out.strip() == "imported 0 images, 1 already in the gallery"
+    assert "holiday.png is already in the gallery (id 1)" in err
+    code, out, _ = run(capsys, "gallery", "list", "--json", "--data-dir", str(data_dir))
+    assert len(out.strip().splitlines()) == 1

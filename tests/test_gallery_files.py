@@ -82,6 +82,7 @@ def test_import_folder_skips_broken_files_and_duplicates(gallery: Gallery, tmp_p
     assert "not a readable image" in failed["fake.png"] and "no such file" in failed["nope.png"]
     again = gallery.import_paths([good])
     assert list(again) == [result[0]]  # the same file twice is one image
+    assert again.added == 0 and again.already == [(good, result[0])] and result.added == 2
     assert gallery.count() == 2
 
 
@@ -173,3 +174,15 @@ def test_thumbnails_are_cached(gallery: Gallery) -> None:
     gallery.get(image_id).file.unlink()
     with pytest.raises(NotFoundError):
         gallery.thumbnail(image_id)
+
+
+def test_an_imported_image_comes_first_and_keeps_its_own_date(gallery: Gallery, tmp_path: Path) -> None:
+    made_here = [save(gallery, "made today", seed=s) for s in (1, 2)]
+    old = tmp_path / "old.png"
+    old.write_bytes(metadata.encode_png(Image.new("RGB", (24, 20), (7, 7, 7)),
+                                        recipe("painted in 2019", 5, created_at="2019-05-04T10:00:00+00:00")))
+    (imported,) = gallery.import_paths([old])
+    assert [r.id for r in gallery.find()] == [imported, *made_here[::-1]]  # newest in the gallery first
+    assert [r.id for r in gallery.find(sort="oldest")] == [*made_here, imported]
+    record = gallery.get(imported)
+    assert record.created_at.startswith("2019-05-04T10:00:00") and record.recipe()["created_at"].startswith("2019-05-04")

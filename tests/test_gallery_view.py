@@ -235,6 +235,11 @@ def test_drag_gives_file_urls_and_drop_imports(qtbot: Any, make_panel: Any, gall
     panel.dropEvent(event)
     assert event.isAccepted() and gallery.count() == 5
     assert panel.current_record().prompt == "a dropped dragon" and "Imported 1 image" in panel.status.text()
+    panel.select_image(ids[0])
+    panel.dropEvent(QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, data, Qt.MouseButton.LeftButton,
+                               Qt.KeyboardModifier.NoModifier))  # the same file again
+    assert gallery.count() == 5 and panel.status.text() == "Imported 0 images, 1 already in the gallery"
+    assert panel.current_record().prompt == "a dropped dragon"  # the one already there is shown
 
 
 def test_refresh_after_a_save_keeps_the_selection(make_panel: Any, gallery: Gallery) -> None:
@@ -256,3 +261,42 @@ def test_background_reconcile_marks_missing_files(qtbot: Any, make_panel: Any, g
     panel = make_panel(reconcile=True)
     qtbot.waitUntil(lambda: "Gallery checked" in panel.status.text(), timeout=5000)
     assert "1 missing" in panel.status.text() and gallery.get(ids[0]).missing
+
+
+def test_after_delete_and_undo_one_image_is_selected(qtbot: Any, make_panel: Any, gallery: Gallery) -> None:
+    """Ctrl, still down from Ctrl+Z, toggled the restored image in beside the one that took its place:
+    two tiles wore the selection ring, and the next Delete removed both."""
+    ids = fill(gallery)
+    panel = make_panel()
+    panel.show()
+    panel.activateWindow()
+    qtbot.waitUntil(panel.isActiveWindow)
+    view = panel.view
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(panel.model.index(1)).center())
+    assert panel.selected_ids() == [ids[1]]
+    qtbot.keyClick(view, Qt.Key.Key_Delete)
+    assert panel.selected_ids() == [ids[2]]  # the next image took its place, alone
+    qtbot.keyClick(view, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert gallery.count() == 4 and panel.selected_ids() == [ids[1]] == [panel.current_record().id]
+    qtbot.keyClick(view, Qt.Key.Key_Delete)
+    assert gallery.count() == 3  # one image, the one in view
+
+
+def test_new_images_hidden_by_the_search_are_announced_with_a_way_back(qtbot: Any, make_panel: Any,
+                                                                        gallery: Gallery) -> None:
+    fill(gallery)
+    panel = make_panel()
+    panel.show()
+    qtbot.keyClicks(panel.search, "fox")
+    qtbot.waitUntil(lambda: panel.model.query.search == "fox")
+    assert panel.model.rowCount() == 2 and panel.hidden_bar.isHidden()
+    run = [save(gallery, "a night owl", seed=s) for s in (8, 9)]  # what the worker saved
+    panel.refresh()
+    panel.show_new(run)
+    assert not panel.hidden_bar.isHidden() and panel.hidden_label.text() == "2 new images hidden by the search"
+    assert panel.model.rowCount() == 2  # the search still holds
+    panel.show_new([save(gallery, "a fox cub", seed=10)])  # one that matches: nothing more hidden
+    assert panel.hidden_label.text() == "2 new images hidden by the search"
+    qtbot.mouseClick(panel.clear_filter_button, Qt.MouseButton.LeftButton)
+    assert panel.search.text() == "" and panel.hidden_bar.isHidden()
+    assert panel.model.rowCount() == 7 and panel.current_record().id == run[0]  # the hidden run, in view

@@ -165,35 +165,85 @@ def test_escape_cancels_and_keeps_the_last_preview(qtbot, make_window):
     assert w.grid.label(0).endswith("· cancelled")  # and says it will not finish
 
 
-def test_variations_show_a_grid_and_a_click_keeps_one(qtbot, make_window):
+def second_click(qtbot, w, pos) -> None:
+    """The second click of a double-click as Qt delivers it: press, double-click and release all go to the
+    widget under the mouse at the press (it holds the mouse until the release), which may no longer be
+    the one the first click went to."""
+    target = w.center.currentWidget()
+    qtbot.mousePress(target, Qt.MouseButton.LeftButton, pos=pos)
+    qtbot.mouseDClick(target, Qt.MouseButton.LeftButton, pos=pos)
+    qtbot.mouseRelease(target, Qt.MouseButton.LeftButton, pos=pos)
+
+
+def test_variations_a_click_picks_a_tile_and_a_double_click_keeps_it(qtbot, make_window):
     w = make_window()
     w.controls.seed.set_seed(40)
-    w.controls.seed.lock.setChecked(True)
+    w.controls.seed.lock.setChecked(False)
     with qtbot.waitSignal(w.backend.finished, timeout=120_000) as done:
         w._generate_batch(4)
     results = done.args[1]
     assert [r.seed for r in results] == [40, 41, 42, 43]
     assert w.center.currentWidget() is w.grid and w.grid.count() == 4
     assert all(w.grid.image(k) is not None for k in range(4))
-    rect = w.grid.tile_rect(2)
-    qtbot.mouseClick(w.grid, Qt.MouseButton.LeftButton, pos=rect.center().toPoint())
+    steps_before = w.canvas.undo_stack.count()
+    third = w.grid.tile_rect(2).center().toPoint()
+    qtbot.mouseClick(w.grid, Qt.MouseButton.LeftButton, pos=third)
+    # A click picks: the seed field and the gallery name that tile; the grid stays.
+    assert w.center.currentWidget() is w.grid and w.grid.picked_index() == 2
+    assert w.controls.seed.seed() == 42 and w.gallery_panel.current_record().id == results[2].gallery_id
+    assert w.canvas.undo_stack.count() == steps_before
+    fourth = w.grid.tile_rect(3).center().toPoint()
+    qtbot.mouseClick(w.grid, Qt.MouseButton.LeftButton, pos=fourth)  # the double-click's first click
+    second_click(qtbot, w, fourth)
     assert w.center.currentWidget() is w.canvas
-    kept = w.canvas.image()
-    assert kept.tobytes() == results[2].image.tobytes()
-    qtbot.mouseDClick(w.grid, Qt.MouseButton.LeftButton, pos=w.grid.tile_rect(3).center().toPoint())
-    assert w.controls.seed.seed() == 43
+    assert w.canvas.image().tobytes() == results[3].image.tobytes()
+    assert w.controls.seed.seed() == 43 and w.controls.seed.lock.isChecked()  # its seed is kept
+    assert w.gallery_panel.current_record().id == results[3].gallery_id
+    assert not w.canvas.has_mask()  # no click on a tile paints on the canvas
+    assert w.canvas.undo_stack.count() == steps_before + 1  # the tile choice is the one step
+    w.canvas.undo_stack.undo()
+    assert w.canvas.undo_stack.count() == steps_before + 1 and w.canvas.undo_stack.index() == steps_before
+
+
+def test_an_unlocked_seed_picked_from_the_grid_moves_on_at_the_next_generate(qtbot, make_window):
+    w = make_window()
+    w.controls.seed.set_seed(40)
+    w.controls.seed.lock.setChecked(False)
+    with qtbot.waitSignal(w.backend.finished, timeout=120_000):
+        w._generate_batch(4)
+    qtbot.mouseClick(w.grid, Qt.MouseButton.LeftButton, pos=w.grid.tile_rect(1).center().toPoint())
+    assert w.controls.seed.seed() == 41
+    w.controls.batch.setValue(1)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as again:
+        w.generate()
+    assert again.args[1][0].seed not in (40, 41, 42, 43)  # a new picture, as after any run
 
 
 def test_variations_of_a_gallery_image_keep_its_seed_and_leave_the_slider_as_it_was(qtbot, make_window):
     w = make_window()
+    assert w.controls.batch.value() == 1 and w.controls.variation.value() == 0.0
     recipe = {"prompt": "a red star", "seed": 45, "steps": 3, "cfg": 7.0}
     with qtbot.waitSignal(w.backend.finished, timeout=120_000) as done:
-        w._variations_of(recipe)
+        with qtbot.waitSignal(w.backend.step, timeout=60_000):
+            w._variations_of(recipe)
+        assert (w.controls.batch.value(), w.controls.variation.value()) == (4, 0.15)  # the fields say what runs
     results = done.args[1]
     assert [r.seed for r in results] == [45] * 4
     assert [r.recipe["variation_seed"] for r in results] == [1045, 1046, 1047, 1048]
     assert w.controls.variation.value() == 0.0  # the next Generate or Regenerate is the plain seed again
+    assert w.controls.batch.value() == 1
     assert w.grid._labels[1] == "seed 45 · variation 1046"
+
+
+def test_the_batch_field_shows_the_batch_that_runs(qtbot, make_window):
+    w = make_window()
+    assert w.controls.batch.value() == 1
+    four = next(a for a in w.actions() if a.text() == "4 variations")
+    with qtbot.waitSignal(w.backend.finished, timeout=120_000) as done:
+        with qtbot.waitSignal(w.backend.step, timeout=60_000):
+            qtbot.keyClick(w, Qt.Key.Key_4, Qt.KeyboardModifier.ControlModifier)
+        assert w.controls.batch.value() == 4
+    assert len(done.args[1]) == 4 and w.controls.batch.value() == 4 and "Ctrl+4" in four.toolTip()
 
 
 def test_an_outpaint_of_a_result_is_saved_as_made_from_it(qtbot, make_window):
@@ -342,3 +392,81 @@ def test_flux_schnell_s_four_steps_are_adopted_and_given_back_with_its_guidance_
     w._on_model_loaded({**info, "name": "flux1-schnell", "family": "FLUX.1 schnell", "suggested_cfg": 1.0,
                         "suggested_steps": 4})
     assert w.controls.steps.value() == 12  # the designer's own count stays
+
+
+def test_an_inpaint_keeps_its_mask_so_another_seed_re_rolls_it(qtbot, make_window):
+    from PySide6.QtCore import QPointF
+
+    from studio.recipe.request import image_hash
+
+    w = make_window()
+    w.controls.seed.set_seed(3)
+    w.controls.seed.lock.setChecked(True)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000):
+        w.generate()
+    w.canvas.set_brush_size(8)
+    start, end = (w.canvas.map_from_image(QPointF(x, 16)).toPoint() for x in (8, 24))
+    qtbot.mousePress(w.canvas, Qt.MouseButton.LeftButton, pos=start)
+    qtbot.mouseMove(w.canvas, end)
+    qtbot.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, pos=end)
+    painted = w.canvas.mask()
+    assert w.canvas.has_mask()
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as first:
+        w.generate()
+    assert first.args[1][0].recipe["mode"] == "inpaint"
+    assert w.canvas.has_mask() and w.canvas.mask().tobytes() == painted.tobytes()  # still there
+    w.controls.seed.set_seed(4)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as again:
+        w.generate()
+    recipe = again.args[1][0].recipe
+    assert (recipe["mode"], recipe["seed"], recipe["mask_hash"]) == ("inpaint", 4, image_hash(painted))
+    steps = w.canvas.undo_stack.count()
+    w.canvas.clear_mask()  # the designer clears it when done, and that undoes too
+    assert not w.canvas.has_mask() and w.canvas.undo_stack.count() == steps + 1
+    w.canvas.undo_stack.undo()
+    assert w.canvas.mask().tobytes() == painted.tobytes()
+
+
+def test_an_outpaint_made_in_the_window_is_recorded_and_replays_as_one(qtbot, make_window, tmp_path, capsys):
+    """Dragging an edge with the Extend tool and generating is an outpaint of the picture, as the CLI
+    makes it: `Mode: outpaint` with its extents, and `generate --from` gives the same pixels back."""
+    import numpy as np
+    from PySide6.QtCore import QPoint
+
+    from studio.cli import main
+
+    w = make_window()
+    w.controls.seed.set_seed(21)
+    w.controls.seed.lock.setChecked(True)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as first:
+        w.generate()
+    origin = first.args[1][0]
+    qtbot.keyClick(w.canvas, Qt.Key.Key_X)
+    assert w.canvas.tool() == "extend"
+    right, middle = int(w.canvas.image_rect().right()), int(w.canvas.image_rect().center().y())
+    beyond = QPoint(right + int(14 * w.canvas.zoom()), middle)
+    qtbot.mousePress(w.canvas, Qt.MouseButton.LeftButton, pos=QPoint(right - 2, middle))
+    qtbot.mouseMove(w.canvas, beyond)
+    qtbot.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, pos=beyond)
+    assert w.canvas.image().size == (48, 32)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as grown:
+        w.generate()
+    child = grown.args[1][0]
+    assert child.recipe["mode"] == "outpaint" and child.recipe["outpaint"] == [0, 0, 16, 0]
+    record = w.gallery.get(child.gallery_id)
+    assert record.mode == "outpaint" and record.parent_id == origin.gallery_id and child.image.size == (48, 32)
+    replay = tmp_path / "replay.png"
+    code = main(["generate", "--from", str(child.gallery_id), "--init", str(w.gallery.get(origin.gallery_id).file),
+                 "--device", "cpu", "--no-gallery", "--out", str(replay)])
+    assert code == 0, capsys.readouterr().err
+    from PIL import Image
+
+    assert np.array_equal(np.asarray(Image.open(replay).convert("RGB")), np.asarray(child.image.convert("RGB")))
+    w.canvas.undo_stack.undo()  # back to the extension; a stroke on it makes an inpaint of what is there
+    qtbot.keyClick(w.canvas, Qt.Key.Key_B)
+    centre = w.canvas.image_rect().center().toPoint()
+    qtbot.mousePress(w.canvas, Qt.MouseButton.LeftButton, pos=centre)
+    qtbot.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, pos=centre)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as painted:
+        w.generate()
+    assert painted.args[1][0].recipe["mode"] == "inpaint"

@@ -45,9 +45,20 @@ CARD = """# studio-shapes: Studio's built-in model
 
 A small text-to-image model in the Stable Diffusion 1.x layout (AutoencoderKL, UNet2DConditionModel,
 CLIPTextModel + CLIPTokenizer, DPM-Solver++ scheduler), trained from scratch on a procedural world by
-`python -m studio.train_builtin`. It needs no download and loads like any diffusers folder:
-`StableDiffusionPipeline.from_pretrained(this_folder)`. Native size 64x64. Folder size {size:.1f} MB (fp16
-safetensors).
+`python -m studio.train_builtin`. It needs no download and loads like any diffusers folder. The
+weights are stored as fp16 safetensors and load in fp32 unless you ask for fp16 (on a GPU):
+
+```python
+import torch
+from diffusers import StableDiffusionPipeline
+
+pipe = StableDiffusionPipeline.from_pretrained("path/to/studio-shapes")  # torch_dtype=torch.float16 on a GPU
+image = pipe("a large red star in the center, blue background", num_inference_steps={steps}, guidance_scale={cfg},
+             generator=torch.Generator().manual_seed(7)).images[0]
+image.save("star.png")  # 64x64, the model's native size
+```
+
+Native size 64x64. Folder size {size:.1f} MB.
 
 ## The world
 - **Shapes:** `a {{size}} {{colour}} {{shape}} {{position}}, {{background}} background`, or two objects joined

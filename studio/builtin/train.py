@@ -596,6 +596,7 @@ def save_pipeline(cfg: TrainConfig, vae, unet, text, tokenizer, seconds: dict[st
     pipe.to(torch.float16)  # half the size on disk; the loader upcasts on CPU
     cfg.out.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(cfg.out, safe_serialization=True)
+    load_as_float32(cfg.out / "text_encoder")
     for name in ("vocab.json", "merges.txt"):  # the slow-tokenizer files, for older transformers
         (cfg.out / "tokenizer" / name).write_bytes((cfg.work / "tokenizer" / name).read_bytes())
     info = {"train_config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
@@ -684,6 +685,21 @@ def _save_half(module, path: Path) -> None:
 
         module._internal_dict = FrozenDict({k: v for k, v in config.items() if k != "_name_or_path"})
     module.cpu().to(torch.float16).save_pretrained(path, safe_serialization=True)
+    load_as_float32(path)
+
+
+def load_as_float32(path: Path) -> None:
+    """Name fp32 as the dtype a transformers part loads in by default. Its weights stay fp16 on disk,
+    but a plain `StableDiffusionPipeline.from_pretrained(folder)` (the model card's line) gets the
+    diffusers parts in fp32 and, from transformers 5 on, the text encoder in the dtype its config
+    names: fp16 beside fp32 failed with "mat1 and mat2 must have the same dtype". An explicit
+    `torch_dtype` (Studio's loader always gives one) overrides it, so outputs do not change."""
+    config_file = path / "config.json"
+    config = json.loads(config_file.read_text())
+    half = [key for key in ("dtype", "torch_dtype") if config.get(key) == "float16"]  # transformers 5 and 4
+    if half:
+        config.update(dict.fromkeys(half, "float32"))
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _record_refinement(path: Path, cfg: TrainConfig, seconds: dict[str, float]) -> None:

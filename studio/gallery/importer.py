@@ -20,12 +20,24 @@ if TYPE_CHECKING:
 
 
 class ImportResult(list[int]):
-    """The imported ids, in order, plus the files that were skipped and the warnings."""
+    """The ids of the files given, in order (a file already in the gallery gives its existing id),
+    plus the files that were skipped and the warnings."""
 
     def __init__(self) -> None:
         super().__init__()
         self.errors: list[tuple[Path, str]] = []    # skipped: not imported
         self.warnings: list[tuple[Path, str]] = []  # imported, but their metadata was unusable
+        self.already: list[tuple[Path, int]] = []   # not copied again: the same image is in the gallery (its id)
+
+    @property
+    def added(self) -> int:
+        """How many images are new in the gallery."""
+        return len(self) - len(self.already)
+
+    def summary(self) -> str:
+        """"imported 2 images, 1 already in the gallery": importing a file again says it added nothing."""
+        text = f"imported {self.added} image{'s' if self.added != 1 else ''}"
+        return text + (f", {len(self.already)} already in the gallery" if self.already else "")
 
 
 @dataclass

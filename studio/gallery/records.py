@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Sort = Literal["newest", "oldest"]
+Sort = Literal["newest", "oldest"]  # by the time an image came into the gallery
 
 COLUMNS = ("id", "path", "width", "height", "created_at", "model_name", "model_hash", "mode", "prompt",
            "negative_prompt", "seed", "steps", "cfg", "scheduler", "strength", "parent_id", "favorite",
@@ -82,6 +82,7 @@ class Query:
     since: dt.datetime | dt.date | str | None = None  # inclusive
     until: dt.datetime | dt.date | str | None = None  # exclusive
     seed: int | None = None
+    ids: tuple[int, ...] | None = None  # only these images (which of a run's images a filter lets through)
     trash: bool = False  # True lists soft-deleted images instead
     sort: Sort = "newest"
 
@@ -106,31 +107,64 @@ class Query:
         if self.seed is not None:
             clauses.append("seed = ?")
             params.append(self.seed)
+        if self.ids is not None:
+            clauses.append(f"id IN ({', '.join('?' * len(self.ids))})" if self.ids else "0")
+            params.extend(self.ids)
         return " AND ".join(clauses), params
 
     def search_only(self) -> bool:
-        """Full-text search over live images and nothing else: the case `Gallery` plans by hand."""
+        """Full-text search over live images and nothing else: `Gallery.count` answers it inside the index."""
         return bool(fts_query(self.search)) and not (self.trash or self.favorites or self.model is not None
                                                      or self.since is not None or self.until is not None
-                                                     or self.seed is not None)
+                                                     or self.seed is not None or self.ids is not None)
 
     def order(self) -> str:
-        direction = "ASC" if self.sort == "oldest" else "DESC"
-        return f"created_at {direction}, id {direction}"
+        # By the time an image came into the gallery: ids only grow, so an import appears at the top
+        # like a new picture, while its own date (`created_at`, kept from the file) stays in the record.
+        return "id ASC" if self.sort == "oldest" else "id DESC"
+
+
+SEARCH_SYNTAX = ('every word must appear (in any order, case and accents ignored, the last one as a prefix); '
+                 'OR between words finds either ("fox OR owl night"); "quoted words" match as a phrase')
+_OPERATORS = ("AND", "OR")
+MAX_TERMS = 16
 
 
 def fts_query(text: str) -> str:
-    """User text -> a safe FTS5 query: each word a quoted phrase, the last one a prefix (as you type).
+    """User text -> a safe FTS5 query (SEARCH_SYNTAX): terms are ANDed, `OR` joins its neighbours,
+    "quoted words" are one phrase, and the last bare word is a prefix (as you type).
 
-    Quoting means no user input is ever FTS syntax, so a stray `"` or `AND` cannot raise an error.
+    Each term is a quoted FTS5 string and the operators are written here, so no user input is ever
+    FTS syntax: a stray `"`, `NEAR(` or a dangling `OR` cannot raise an error.
     """
-    words = [w for w in text.replace("\0", " ").split() if _TOKEN.search(w)][:16]  # SQLite ends a string at NUL
-    if not words:
-        return ""
-    quoted = ['"' + w.replace('"', '""') + '"' for w in words]
-    if len(words[-1]) > 1:  # a one-letter prefix matches nearly everything and is slow to expand
-        quoted[-1] += "*"
-    return " AND ".join(quoted)
+    terms = [(t, phrase) for t, phrase in _terms(text) if _is_operator(t, phrase) or _TOKEN.search(t)]
+    terms = terms[:2 * MAX_TERMS]  # room for MAX_TERMS words with an operator between each two
+    last = max((k for k, (t, phrase) in enumerate(terms) if not _is_operator(t, phrase)), default=-1)
+    groups: list[list[str]] = []  # AND of ORs: `a b OR c` -> a AND (b OR c), as web searches read it
+    join_next = False
+    for k, (term, phrase) in enumerate(terms):
+        if _is_operator(term, phrase):
+            join_next = term == "OR" and bool(groups)
+            continue
+        quoted = '"' + term.replace('"', '""') + '"'
+        if k == last and not phrase and len(term) > 1:
+            quoted += "*"  # a one-letter prefix matches nearly everything and is slow to expand
+        if join_next:
+            groups[-1].append(quoted)
+        else:
+            groups.append([quoted])
+        join_next = False
+    return " AND ".join(g[0] if len(g) == 1 else "(" + " OR ".join(g) + ")" for g in groups)
+
+
+def _terms(text: str) -> list[tuple[str, bool]]:
+    """Words and "quoted phrases" (an unclosed quote runs to the end), each with whether it was quoted."""
+    return [(m.group(1).strip(), True) if m.group(1) is not None else (m.group(2), False)
+            for m in re.finditer(r'"([^"]*)"?|([^\s"]+)', text.replace("\0", " "))]  # SQLite ends a string at NUL
+
+
+def _is_operator(term: str, phrase: bool) -> bool:
+    return not phrase and term in _OPERATORS
 
 
 def utc_text(value: dt.datetime | dt.date | str | None) -> str:

@@ -151,18 +151,14 @@ class Gallery:
     # ------------------------------------------------------------------ queries
 
     def find(self, query: Query | None = None, *, offset: int = 0, limit: int = 200, **filters: Any) -> list[ImageRecord]:
-        """One page of images matching `query` (or the keyword filters of `Query`), newest first."""
+        """One page of images matching `query` (or the keyword filters of `Query`), newest first.
+
+        In id order SQLite's own plan is the fast one: the first page walks the table backwards from
+        the newest row, and a search looks its matches up by id in order (no sort of every match).
+        """
         query = query or Query(**filters)
         where, params = query.where()
-        source = "images"
-        if query.search_only():
-            matches = self._fts_count(fts_query(query.search))
-            if matches == 0:
-                return []
-            if self._walk_dates(matches, offset + limit):
-                source = "images INDEXED BY images_live_by_date"
-        rows = self._read(f"{_SELECT.replace('FROM images', 'FROM ' + source)} WHERE {where} "
-                          f"ORDER BY {query.order()} LIMIT ? OFFSET ?", [*params, limit, offset])
+        rows = self._read(f"{_SELECT} WHERE {where} ORDER BY {query.order()} LIMIT ? OFFSET ?", [*params, limit, offset])
         return [ImageRecord.from_row(row, self.data_dir) for row in rows]
 
     def count(self, query: Query | None = None, **filters: Any) -> int:
@@ -177,17 +173,6 @@ class Gallery:
             return self._fts_count(match) - int(deleted)
         where, params = query.where()
         return int(self._read(f"SELECT count(*) FROM images WHERE {where}", params)[0][0])
-
-    def _walk_dates(self, matches: int, needed: int) -> bool:
-        """Whether to find a search page by walking the date index rather than sorting the matches.
-
-        SQLite's own plan looks up and sorts every match: ~5 us each, fine for a rare word, 100+ ms
-        for one in every row. Walking the date index costs ~0.1 us per entry (needed * rows/matches
-        entries) plus ~0.3 us per match to collect them. Walk when that is cheaper: matches^2 >
-        needed * rows / 50 (measured on 100k rows; the row count is taken as the largest id).
-        """
-        rows = int(self._read("SELECT coalesce(max(id), 0) FROM images")[0][0])
-        return matches * matches * 50 > needed * rows
 
     def _fts_count(self, match: str) -> int:
         return int(self._read("SELECT count(*) FROM images_fts WHERE images_fts MATCH ?", [match])[0][0])
@@ -402,14 +387,20 @@ class Gallery:
         result = ImportResult()
         for path in importer.expand(paths, result):
             try:
-                result.append(self._add_file(path, copy=True, warnings=result.warnings))
+                image_id, added = self._add_file(path, copy=True, warnings=result.warnings)
             except StorageFullError:
                 raise
             except GalleryError as exc:
                 result.errors.append((path, str(exc)))
+                continue
+            result.append(image_id)
+            if not added:
+                result.already.append((path, image_id))
         return result
 
-    def _add_file(self, path: Path, *, copy: bool, warnings: list[tuple[Path, str]]) -> int:
+    def _add_file(self, path: Path, *, copy: bool, warnings: list[tuple[Path, str]]) -> tuple[int, bool]:
+        """Index one image file (copied into the gallery first with `copy`); returns its id and whether
+        it is new (False: the same image, byte for byte, is already in the gallery)."""
         probe = importer.probe(path)
         if probe.warning:
             warnings.append((path, probe.warning))
@@ -418,7 +409,7 @@ class Gallery:
             if copy:
                 same = self._read("SELECT id FROM images WHERE image_sha256 = ? AND deleted_at IS NULL LIMIT 1", [sha256])
                 if same:
-                    return int(same[0][0])  # already here: importing twice makes no duplicate
+                    return int(same[0][0]), False  # already here: importing twice makes no duplicate
                 created = parse_time(probe.recipe.get("created_at")) or probe.modified
                 target = files.copy_into(path, files.image_folder(self.data_dir, created.astimezone()),
                                          importer.import_name(path, created))
@@ -427,7 +418,7 @@ class Gallery:
         recipe = {**probe.recipe, "created_at": probe.recipe.get("created_at") or probe.modified.isoformat()}
         try:
             return self._insert(self._relative(target), recipe, row_values(recipe, probe.width, probe.height),
-                                sha256, replace=False)
+                                sha256, replace=False), True
         except BaseException:
             if copy:
                 files.remove_durably(target)

@@ -40,6 +40,7 @@ from studio.ui.canvas_images import (
     unreadable_reason,
 )
 from studio.ui.canvas_mask import MaskLayer, MaskSnapshot, snapshot_array
+from studio.ui.canvas_outpaint import OUTPAINT_KEY, OVERLAP, Extension, outpaint_of
 from studio.ui.canvas_preview import PreviewLayer
 from studio.ui.canvas_view import FIT_MARGIN, ZoomPanView
 
@@ -187,24 +188,49 @@ class CanvasView(ZoomPanView):
         before = (self._image, self._layer.snapshot()) if self.has_image() else (QImage(), MaskSnapshot(0, 0, None))
         self.undo_stack.push(ImageCommand(self._swap, before, (new, after), description))
 
-    def extend(self, left: int, top: int, right: int, bottom: int, fill: str | None = None, overlap: int = 16) -> None:
+    def extend(self, left: int, top: int, right: int, bottom: int, fill: str | None = None,
+               overlap: int = OVERLAP) -> None:
         """Grow the canvas for an outpaint (canvas_ops.extend_canvas): the new picture with its new
-        area prefilled and the outpaint mask, as one undoable step. Raises ValueError for bad extents."""
+        area prefilled and the outpaint mask, as one undoable step. Raises ValueError for bad extents.
+
+        Growing an extension left as it was extends its picture once by both, so the canvas stays one
+        outpaint of that picture (what the window then asks for); otherwise the mask carries over.
+        """
         src = self.image()
         if src is None:
             raise ValueError("there is no image to extend")
         fill = fill or self._extend_fill
         extents = (left, top, right, bottom)
-        canvas, mask = canvas_ops.extend_canvas(src, *extents, overlap=overlap, fill=fill,
-                                                mask=self.mask() if self.has_mask() else None)
+        mask, earlier = (self.mask() if self.has_mask() else None), (0, 0, 0, 0)
+        pending = self.outpaint()
+        if pending is not None and (pending[1].fill, pending[1].overlap) == (fill, overlap):
+            src, mask, earlier = pending[0], None, pending[1].extents
+            extents = tuple(a + b for a, b in zip(earlier, extents, strict=True))  # type: ignore[assignment]
+        canvas, new_mask = canvas_ops.extend_canvas(src, *extents, overlap=overlap, fill=fill, mask=mask)
         real = canvas_ops.snap_extents(src.size, extents)
+        added = tuple(a - b for a, b in zip(real, earlier, strict=True))
         before = (self._image, self._layer.snapshot())
         grown = as_qimage(canvas)
         if self._image.text(SOURCE_KEY):  # an outpaint is made from the picture it extends
             grown.setText(SOURCE_KEY, self._image.text(SOURCE_KEY))
-        after = (grown, snapshot_array(np.asarray(mask)))
-        text = "Extend canvas " + " ".join(f"{n}+{v}" for n, v in zip(paint.SIDES, real, strict=True) if v)
-        self.undo_stack.push(ImageCommand(self._swap, before, after, text, shift=(real[0], real[1])))
+        grown.setText(OUTPAINT_KEY, Extension(real, overlap, fill).text())
+        after = (grown, snapshot_array(np.asarray(new_mask)))
+        text = "Extend canvas " + " ".join(f"{n}+{v}" for n, v in zip(paint.SIDES, added, strict=True) if v)
+        self.undo_stack.push(ImageCommand(self._swap, before, after, text, shift=(added[0], added[1])))
+
+    def size_label(self) -> str:
+        """"W × H" over the picture's corner while its size is the point: with the Extend tool, and
+        from an extension until a generation replaces it ("" otherwise; a drag shows its own)."""
+        if not self.has_image() or (self._tool != EXTEND and Extension.of(self._image) is None):
+            return ""
+        return f"{self._image.width()} × {self._image.height()}"
+
+    def outpaint(self) -> tuple[Image.Image, Extension] | None:
+        """(the picture, extension) when the canvas holds exactly an extension of that picture, as the
+        Extend tool left it: generating from it is an outpaint of that picture. None otherwise."""
+        extension = Extension.of(self._image)
+        source = outpaint_of(self.image(), self.mask(), extension) if extension and self.has_mask() else None
+        return (source, extension) if source is not None and extension is not None else None
 
     def _swap(self, image: QImage, mask: MaskSnapshot, dx: int, dy: int) -> None:
         """Make `image` and `mask` current (used by set_image and the image commands)."""
@@ -522,6 +548,8 @@ class CanvasView(ZoomPanView):
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         if any(self._drag_extents):
             paint.draw_extend_frame(p, target, self._drag_extents, self._zoom, self.palette())
+        elif self.size_label():
+            paint.draw_label(p, target.topLeft() + QPointF(6, 6), self.size_label(), self.palette())
         if self._cursor is not None and self._painting_tool():
             paint.draw_brush_outline(p, self._cursor, self._brush_size / 2 * self._zoom, self._tool == ERASER)
         p.end()

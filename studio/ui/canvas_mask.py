@@ -127,7 +127,10 @@ class MaskLayer:
         return self._empty
 
     def to_pil(self) -> Image.Image:
-        return Image.fromarray(np.ascontiguousarray(gray_view_const(self.image)), "L")
+        # A copy: PIL shares a contiguous array's memory (a width divisible by 4 has no row padding),
+        # and the mask's memory is painted on, and freed when a new picture comes, while a queued
+        # request still holds its mask.
+        return Image.fromarray(gray_view_const(self.image).copy(), "L")
 
     def set_array(self, values: np.ndarray) -> None:
         gray_view(self.image)[:] = values

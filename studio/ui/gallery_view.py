@@ -7,10 +7,12 @@ the widget: filters, the detail pane, the actions and their shortcuts, drag out 
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, QObject, QRunnable, QSize, Qt, QThreadPool, QTimer, QUrl, Signal
+from PySide6.QtCore import (QItemSelectionModel, QModelIndex, QObject, QRunnable, QSize, Qt, QThreadPool, QTimer, QUrl,
+                            Signal)
 from PySide6.QtGui import (QAction, QDesktopServices, QDragEnterEvent, QDropEvent, QGuiApplication, QImage,
                            QKeySequence, QPalette, QPixmap, QResizeEvent, QUndoCommand, QUndoStack)
 from PySide6.QtWidgets import (QAbstractItemView, QBoxLayout, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
@@ -20,7 +22,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QBoxLayout, QCheckBox, QComboB
 
 from studio.gallery import DEFAULT_TEMPLATE, Gallery, GalleryError, ImageRecord, Query
 from studio.gallery.files import IMAGE_SUFFIXES
-from studio.gallery.records import parse_time
+from studio.gallery.records import SEARCH_SYNTAX, parse_time
 from studio.ui.thumbnails import CELL, GRID_SIZE, PAGE, GalleryModel, ThumbnailDelegate, ThumbnailLoader
 
 DETAIL_SIZE = 768  # the detail pane's image
@@ -96,7 +98,7 @@ class _DeleteCommand(QUndoCommand):
         self.panel.refresh()
         rows = self.panel.model.rowCount()
         if row >= 0 and rows:  # the image that moved into the deleted one's place, as in a file browser
-            self.panel.view.setCurrentIndex(self.panel.model.index(min(row, rows - 1)))
+            self.panel.make_current(min(row, rows - 1))
 
     def undo(self) -> None:
         try:
@@ -195,7 +197,7 @@ class GalleryPanel(QWidget):
 
     def _build(self) -> None:
         self.search = QLineEdit(placeholderText="Search prompts…", clearButtonEnabled=True)
-        self.search.setToolTip("Full-text search over prompts and negative prompts")
+        self.search.setToolTip(f"Full-text search over prompts and negative prompts: {SEARCH_SYNTAX}")
         self.search.textChanged.connect(lambda _: self._search_timer.start())
         self.favorites_only = QToolButton(text="★", checkable=True, toolTip="Show favourites only")
         self.favorites_only.toggled.connect(self._apply_filters)
@@ -205,6 +207,7 @@ class GalleryPanel(QWidget):
         self.sort.currentIndexChanged.connect(self._apply_filters)
         self.count_label = QLabel()
         self.count_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.hidden_bar = self._build_hidden_bar()
         filters = QHBoxLayout()
         filters.setContentsMargins(0, 0, 0, 0)
         filters.addWidget(self.search, 1)
@@ -236,9 +239,52 @@ class GalleryPanel(QWidget):
         layout.setSpacing(6)
         layout.addLayout(filters)
         layout.addWidget(self.count_label)
+        layout.addWidget(self.hidden_bar)
         layout.addWidget(self.splitter, 1)
         layout.addLayout(self.bars)
         layout.addWidget(self.status)
+
+    def _build_hidden_bar(self) -> QWidget:
+        """"3 new images hidden by the filter [Clear filter]": shown when a run's images do not match."""
+        self._hidden_count, self._hidden_run = 0, []
+        self.hidden_label = QLabel(wordWrap=True)
+        self.clear_filter_button = QPushButton("Clear filter")
+        self.clear_filter_button.setToolTip("Clear the search and the favourites filter, and show the new images")
+        self.clear_filter_button.clicked.connect(self.clear_filters)
+        bar = QWidget()
+        row = QHBoxLayout(bar)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.hidden_label, 1)
+        row.addWidget(self.clear_filter_button)
+        bar.setVisible(False)
+        return bar
+
+    def clear_filters(self) -> None:
+        """Show everything again, the last run's images in view."""
+        shown = self._hidden_run
+        self.search.blockSignals(True)  # no debounced search afterwards: the query changes here, once
+        self.search.clear()
+        self.search.blockSignals(False)
+        self.favorites_only.blockSignals(True)
+        self.favorites_only.setChecked(False)
+        self.favorites_only.blockSignals(False)
+        self._apply_filters()
+        self.show_new(shown)
+
+    def _note_hidden(self, image_ids: list[int]) -> None:
+        """Count a run's images the filter keeps out of the grid, and say so beside it."""
+        query = self.model.query
+        if not image_ids or not (query.search or query.favorites):
+            return
+        shown = self.gallery.count(replace(query, ids=tuple(image_ids)))
+        if shown == len(image_ids):
+            return
+        self._hidden_count += len(image_ids) - shown
+        self._hidden_run = image_ids
+        n = self._hidden_count
+        self.hidden_label.setText(f"{n} new image{'s' if n != 1 else ''} hidden by the "
+                                  f"{'search' if query.search and not query.favorites else 'filter'}")
+        self.hidden_bar.setVisible(True)
 
     def _build_grid(self) -> QListView:
         view = _Grid()
@@ -358,15 +404,23 @@ class GalleryPanel(QWidget):
         query = Query(search=self.search.text().strip(), favorites=self.favorites_only.isChecked(),
                       sort=self.sort.currentData() or "newest")
         if query != self.model.query:
+            self._hidden_count, self._hidden_run = 0, []
+            self.hidden_bar.setVisible(False)
             self.model.set_query(query)
             self._show_first()
 
     def _show_first(self) -> None:
         """Make the newest loaded image current, or tell the detail pane there is none."""
         if self.model.rowCount():
-            self.view.setCurrentIndex(self.model.index(0))
+            self.make_current(0)
         else:
             self._show(None)
+
+    def make_current(self, row: int) -> None:
+        """Select row `row` alone and show it. Not view.setCurrentIndex: that reads the keyboard, and Ctrl
+        still down from Ctrl+Z added the image to the selection (two tiles selected, both deleted next)."""
+        self.view.selectionModel().setCurrentIndex(self.model.index(row),
+                                                   QItemSelectionModel.SelectionFlag.ClearAndSelect)
 
     def _empty_message(self) -> str:
         """What the detail pane says when there is no image to show, and what to do about it."""
@@ -385,7 +439,7 @@ class GalleryPanel(QWidget):
         row = self.model.row_of(image_id)
         if row is None:
             return False
-        self.view.setCurrentIndex(self.model.index(row))
+        self.make_current(row)
         self.view.scrollTo(self.model.index(row))
         return True
 
@@ -397,6 +451,7 @@ class GalleryPanel(QWidget):
         if rows:
             self.view.scrollTo(self.model.index(min(rows)))
             self.select_image(image_ids[0])
+        self._note_hidden(image_ids)
 
     def current_record(self) -> ImageRecord | None:
         return self._current
@@ -573,8 +628,8 @@ class GalleryPanel(QWidget):
             self.status.setText(str(exc))
             return []
         problems = [f"{p.name}: {m}" for p, m in result.errors + result.warnings]
-        self.status.setText(f"Imported {len(result)} image{'s' if len(result) != 1 else ''}"
-                            + (". " + "; ".join(problems[:3]) if problems else ""))
+        summary = result.summary()
+        self.status.setText(summary[0].upper() + summary[1:] + (". " + "; ".join(problems[:3]) if problems else ""))
         self.refresh()
         if result:
             self.select_image(result[0])

@@ -58,6 +58,7 @@ class MainWindow(QMainWindow):
         self.center.addWidget(self.grid)
         self.setCentralWidget(self.center)
         self._running: dict[int, dict[str, Any]] = {}  # job id -> what it was for
+        self._grid_results: list[JobResult] = []  # the finished run the variation grid shows
         self._model_info: dict[str, Any] = {}
         self.startup_model: str = settings.get("model")  # what the app loads first (`--model` overrides)
         self._wanted_model: str | None = None  # the model generations ask for: the last one loading or loaded
@@ -114,8 +115,8 @@ class MainWindow(QMainWindow):
         self.generate_button.clicked.connect(self.generate)
         self.cancel_button.clicked.connect(self.cancel)
         self.canvas.load_failed.connect(lambda message: self.statusBar().showMessage(message, 10000))
+        self.grid.picked.connect(self._pick_variation)
         self.grid.chosen.connect(self._keep_variation)
-        self.grid.seed_chosen.connect(self._adopt_seed)
 
     def _build_gallery_dock(self) -> None:
         self.gallery_panel = None
@@ -280,7 +281,12 @@ class MainWindow(QMainWindow):
         fields = self.controls.request_fields()
         fields["model"] = self._wanted_model or self.settings.get("model")
         fields["vae"] = self._vaes().get(str(fields["model"]), "")
-        if self.canvas.has_image() and self.canvas.has_mask():
+        outpaint = self.canvas.outpaint()
+        if outpaint is not None:  # the Extend tool's picture: an outpaint of the one before, as the CLI runs it
+            source, extension = outpaint
+            fields.update(init_image=source, outpaint=extension.extents, outpaint_fill=extension.fill,
+                          outpaint_overlap=extension.overlap)
+        elif self.canvas.has_image() and self.canvas.has_mask():
             fields["init_image"] = self.canvas.image()
             fields["mask"] = self.canvas.mask()
         elif self.canvas.has_image() and self.controls.from_canvas.isChecked():
@@ -293,14 +299,16 @@ class MainWindow(QMainWindow):
     def generate(self) -> None:
         self._generate_batch(self.controls.batch.value())
 
-    def _generate_batch(self, count: int) -> None:
+    def _generate_batch(self, count: int) -> int | None:
+        """Run a batch of `count` (Ctrl+4, Ctrl+9): the Batch field says so, as it says what Generate runs."""
+        self.controls.batch.setValue(count)
         self.controls.seed.before_run()
         try:
-            request = self.build_request(batch_size=count)
+            request = self.build_request()
         except RequestError as exc:
             self.statusBar().showMessage(str(exc), 8000)
-            return
-        self.submit(request)
+            return None
+        return self.submit(request)
 
     def submit(self, request: GenerationRequest) -> int:
         # Text-to-image previews fill the preview grid (one tile, or one per variation); an inpaint
@@ -333,6 +341,7 @@ class MainWindow(QMainWindow):
         info["t0"] = time.perf_counter()
         info["started"] = True
         if info.get("grid"):
+            self._grid_results = []
             self.grid.start(info["seeds"], info["labels"], info["aspect"])
             self.center.setCurrentWidget(self.grid)
         else:
@@ -353,20 +362,20 @@ class MainWindow(QMainWindow):
             self.canvas.show_preview(previews[0], region)
 
     def _on_finished(self, job: int, results: list[JobResult]) -> None:
-        info = self._running.pop(job, {})
+        info = self._job_ended(job)
         seconds = time.perf_counter() - info.get("t0", time.perf_counter())
         self.timing_label.setText(f"{len(results)} image{'s' if len(results) > 1 else ''} in {seconds:.1f} s")
         self.progress.setValue(self.progress.maximum())
         self.progress.setFormat("Done")
-        self.last_results = results
         if info.get("grid"):
+            self._grid_results = results  # what the tiles show: picked and kept by index
             for k, result in enumerate(results):
                 self.grid.set_final(k, pil_to_qimage(result.image))
         if len(results) == 1:
             self.canvas.show_preview(None)
-            # The mask is not kept: the result should be seen unobstructed, and Ctrl+Z brings the
-            # picture and its mask back for another try.
-            self.canvas.apply_result(results[0].image, f"Generate (seed {results[0].seed})", keep_mask=False,
+            # An inpaint's mask stays on its result, so Generate again re-rolls it with another seed;
+            # Clear mask (Ctrl+Shift+M) or Ctrl+Z is one step away.
+            self.canvas.apply_result(results[0].image, f"Generate (seed {results[0].seed})",
                                      source_id=results[0].gallery_id)
             self.center.setCurrentWidget(self.canvas)
         if self.gallery_panel is not None:
@@ -375,27 +384,42 @@ class MainWindow(QMainWindow):
             self.gallery_panel.show_new([r.gallery_id for r in results if r.gallery_id is not None])
 
     def _on_failed(self, job: int, message: str) -> None:
-        if self._running.pop(job, {}).get("grid"):
+        if self._job_ended(job).get("grid"):
             self.center.setCurrentWidget(self.canvas)  # no tile will fill: show the picture, not blanks
         self.canvas.show_preview(None)
         self.progress.setFormat("Failed")
         self.statusBar().showMessage(f"Generation failed: {message}", 15000)
 
     def _on_cancelled(self, job: int) -> None:
-        info = self._running.pop(job, None)
-        if info is not None and info.get("grid") and info.get("started"):  # a queued job never showed
+        info = self._job_ended(job)
+        if info.get("grid") and info.get("started"):  # a queued job never showed
             self.grid.stop()
-        if info is not None:
+        if info:
             self.progress.setFormat("Cancelled")
             if info.get("started") and not self._running:  # a queued job would replace it at once
                 self.statusBar().showMessage("Cancelled — the last preview stays on screen", 5000)
 
+    def _pick_variation(self, index: int) -> None:
+        """A click on a tile: the seed field and the gallery name that picture. The seed counts as
+        used, so an unlocked Generate still moves on to a new one."""
+        self.controls.seed.set_seed(self.grid.seed(index))
+        self.controls.seed.mark_used()
+        self._show_in_gallery(index)
+
     def _keep_variation(self, index: int) -> None:
-        results = getattr(self, "last_results", [])
+        """A double-click on a finished tile: its picture goes on the canvas (one undo step) and its seed is kept."""
+        results = self._grid_results
         if 0 <= index < len(results):
             self.canvas.apply_result(results[index].image, f"Keep variation (seed {results[index].seed})",
                                      source_id=results[index].gallery_id)
             self.center.setCurrentWidget(self.canvas)
+            self._adopt_seed(results[index].seed)
+            self._show_in_gallery(index)
+
+    def _show_in_gallery(self, index: int) -> None:
+        results = self._grid_results
+        if self.gallery_panel is not None and 0 <= index < len(results) and results[index].gallery_id is not None:
+            self.gallery_panel.select_image(results[index].gallery_id)
 
     def _adopt_seed(self, seed: int) -> None:
         self.controls.seed.set_seed(seed)
@@ -417,13 +441,24 @@ class MainWindow(QMainWindow):
         self.generate()
 
     def _variations_of(self, recipe: dict[str, Any]) -> None:
-        """Four small changes of one image: its seed, four variation seeds. The slider goes back after,
-        so the next Generate or Regenerate is the plain seed again."""
+        """Four small changes of one image: its seed, four variation seeds. While they run, the Batch and
+        Variation fields show it; then they go back (unless changed meanwhile), so the next Generate or
+        Regenerate is the plain seed again."""
         self._reuse(recipe)
-        chosen = self.controls.variation.value()
-        self.controls.variation.setValue(max(chosen, 0.15))
-        self._generate_batch(4)
-        self.controls.variation.setValue(chosen)
+        variation, batch = self.controls.variation, self.controls.batch
+        restore = [(variation, variation.value(), max(variation.value(), 0.15)), (batch, batch.value(), 4)]
+        variation.setValue(restore[0][2])
+        job = self._generate_batch(4)
+        if job is None:
+            _put_back(restore)
+        else:
+            self._running[job]["restore"] = restore
+
+    def _job_ended(self, job: int) -> dict[str, Any]:
+        """Forget a finished, failed or cancelled job; what it was for comes back."""
+        info = self._running.pop(job, {})
+        _put_back(info.get("restore", []))
+        return info
 
     # ------------------------------------------------------------------ model
 
@@ -621,13 +656,21 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
 
+def _put_back(fields: list[tuple[Any, float, float]]) -> None:
+    """(widget, value before, value set): each widget that still shows the value set gets its own back."""
+    for widget, before, shown in fields:
+        if widget.value() == shown:
+            widget.setValue(before)
+
+
 def _picture_aspect(request: GenerationRequest) -> float:
-    """Width / height of what `request` makes: its size, else its start image's, else square (a
-    model's native size is square)."""
+    """Width / height of what `request` makes: its size, else its start image's (extended, for an
+    outpaint), else square (a model's native size is square)."""
     if request.width and request.height:
         return request.width / request.height
     if request.init_image is not None:
-        return request.init_image.width / request.init_image.height
+        left, top, right, bottom = request.outpaint or (0, 0, 0, 0)
+        return (request.init_image.width + left + right) / (request.init_image.height + top + bottom)
     return 1.0
 
 

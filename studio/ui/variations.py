@@ -1,10 +1,16 @@
-"""A grid of N live previews (seed variations); click a tile to keep that image, double-click to adopt its seed."""
+"""A grid of N live previews (seed variations): click a tile to pick it, double-click to keep it.
+
+A pick only selects (the window shows the tile's seed and its gallery image); keeping puts the image on
+the canvas. The grid gives way to the canvas only on the release that ends a double-click: that release
+is still the grid's (it holds the mouse since the press), so no part of a click on a tile ever reaches
+the canvas, where it would paint on the mask.
+"""
 
 from __future__ import annotations
 
 import math
 
-from PySide6.QtCore import QPoint, QRectF, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QPoint, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
@@ -16,8 +22,8 @@ GAP = 8.0  # between tiles
 class VariationGrid(QWidget):
     """Tiles laid out in a near-square grid; each shows its latest preview, then its final image."""
 
-    chosen = Signal(int)  # keep this image (canvas + gallery)
-    seed_chosen = Signal(int)  # make this tile's seed the new seed
+    picked = Signal(int)  # a click: tile k is the one in view (its seed, its gallery image)
+    chosen = Signal(int)  # a double-click: keep tile k's image (canvas) and its seed
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -27,10 +33,12 @@ class VariationGrid(QWidget):
         self._stopped = False
         self._final: list[bool] = []
         self._hover = -1
+        self._picked = -1
+        self._keep_on_release = -1  # the tile a double-click landed on, kept when its button comes up
         self._aspect = 1.0  # width / height of the pictures being made
         self.setMouseTracking(True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.setToolTip("Click a variation to keep it; double-click to use its seed")
+        self.setToolTip("Click a variation to pick its seed; double-click to keep it on the canvas")
 
     def start(self, seeds: list[int], labels: list[str] | None = None, aspect: float = 1.0) -> None:
         """One tile per seed, captioned "seed N" unless `labels` says more (a variation seed), shaped
@@ -41,6 +49,7 @@ class VariationGrid(QWidget):
         self._images = [None] * len(seeds)
         self._final = [False] * len(seeds)
         self._stopped = False
+        self._picked = -1
         self.update()
 
     def stop(self) -> None:
@@ -56,6 +65,13 @@ class VariationGrid(QWidget):
 
     def count(self) -> int:
         return len(self._seeds)
+
+    def seed(self, index: int) -> int:
+        return self._seeds[index]
+
+    def picked_index(self) -> int:
+        """The tile last clicked, -1 for none."""
+        return self._picked
 
     def set_previews(self, images: list[QImage]) -> None:
         for k, img in enumerate(images[: len(self._images)]):
@@ -111,8 +127,7 @@ class VariationGrid(QWidget):
                 p.fillRect(rect, pal.base())
             else:
                 p.drawImage(rect, img)
-            pen = QPen(pal.highlight().color() if k == self._hover else pal.mid().color(), 2 if k == self._hover else 1)
-            p.setPen(pen)
+            p.setPen(self._frame_pen(k))
             p.drawRect(rect)
             label = self.label(k)
             box = p.fontMetrics().boundingRect(label).adjusted(-6, -3, 6, 3)
@@ -121,18 +136,37 @@ class VariationGrid(QWidget):
             p.setPen(pal.brightText().color())
             p.drawText(box, Qt.AlignmentFlag.AlignCenter, label)
 
+    def _frame_pen(self, k: int) -> QPen:
+        """The picked tile wears a thick highlight ring, the one under the mouse a thin one."""
+        pal = self.palette()
+        if k == self._picked:
+            return QPen(pal.highlight().color(), 4)
+        return QPen(pal.highlight().color(), 2) if k == self._hover else QPen(pal.mid().color(), 1)
+
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
-        hover = self.index_at(event.position().x(), event.position().y())
+        self._set_hover(self.index_at(event.position().x(), event.position().y()))
+
+    def leaveEvent(self, event: QEvent) -> None:  # noqa: N802
+        self._set_hover(-1)
+
+    def _set_hover(self, hover: int) -> None:
         if hover != self._hover:
             self._hover = hover
             self.update()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if event.button() != Qt.MouseButton.LeftButton:
+            return
         k = self.index_at(event.position().x(), event.position().y())
-        if k >= 0 and event.button() == Qt.MouseButton.LeftButton and self._final[k]:
+        keep, self._keep_on_release = self._keep_on_release, -1
+        if k >= 0 and k == keep:
             self.chosen.emit(k)
+        elif k >= 0:
+            self._picked = k
+            self.update()
+            self.picked.emit(k)
 
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         k = self.index_at(event.position().x(), event.position().y())
-        if k >= 0:
-            self.seed_chosen.emit(self._seeds[k])
+        if event.button() == Qt.MouseButton.LeftButton and k >= 0 and self._final[k]:
+            self._keep_on_release = k
