@@ -470,3 +470,36 @@ def test_an_outpaint_made_in_the_window_is_recorded_and_replays_as_one(qtbot, ma
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as painted:
         w.generate()
     assert painted.args[1][0].recipe["mode"] == "inpaint"
+
+
+def test_regenerate_runs_the_whole_recipe_not_the_controls_and_the_canvas(qtbot, make_window):
+    """An inpaint regenerated from the gallery: the same mask and init image (kept by the gallery), steps and
+    inpaint settings, whatever the controls and the canvas hold now; identical pixels."""
+    import numpy as np
+    from PySide6.QtCore import QPointF
+
+    w = make_window()
+    w.controls.seed.set_seed(5)
+    w.controls.seed.lock.setChecked(True)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000):
+        w.generate()
+    start, end = (w.canvas.map_from_image(QPointF(x, 12)).toPoint() for x in (6, 26))
+    qtbot.mousePress(w.canvas, Qt.MouseButton.LeftButton, pos=start)
+    qtbot.mouseMove(w.canvas, end)
+    qtbot.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, pos=end)
+    w.controls.mask_feather.setValue(3)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as made:
+        w.generate()
+    first = made.args[1][0]
+    assert first.recipe["mode"] == "inpaint" and first.gallery_id is not None
+    recipe = w.gallery.get(first.gallery_id).recipe()
+    w.canvas.clear_mask()
+    w.controls.steps.setValue(7)
+    w.controls.mask_feather.setValue(0)
+    with qtbot.waitSignal(w.backend.finished, timeout=60_000) as again:
+        w._regenerate(recipe)
+    second = again.args[1][0]
+    assert (second.recipe["mode"], second.recipe["steps"], second.recipe["mask_feather"]) == ("inpaint", 3, 3)
+    assert second.recipe["mask_hash"] == first.recipe["mask_hash"]
+    assert np.array_equal(np.asarray(first.image), np.asarray(second.image))
+    assert w.controls.steps.value() == 3  # the controls show what ran

@@ -276,6 +276,11 @@ def snap8(value: int) -> int:
     return max(8, int(value / 8 + 0.5) * 8)  # half up: 100 -> 104
 
 
+def variation_seed_for(seed: int) -> int:
+    """The variation seed the window pairs with a seed (its own variations are seed + 1000 + k)."""
+    return (seed + 1000) % (SEED_MAX + 1)
+
+
 def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from studio.recipe.request import SCHEDULERS, SEED_MAX, knobs
+from studio.recipe.request import SCHEDULERS, SEED_MAX, knobs, variation_seed_for
 from studio.ui.settings import Settings
 
 # SDXL's training buckets (about a megapixel each), the sizes SDXL models draw best at.
@@ -303,7 +303,7 @@ class GenerationControls(QWidget):
             prompt=self.prompt.toPlainText().strip(), negative_prompt=self.negative.toPlainText().strip(),
             steps=int(self.steps.value()), cfg=self.cfg.value(), seed=seed, width=width, height=height,
             scheduler=self.scheduler.currentText(), strength=self.strength.value(), batch_size=self.batch.value(),
-            variation_seed=(seed + 1000) % (SEED_MAX + 1) if strength > 0 else None, variation_strength=strength,
+            variation_seed=variation_seed_for(seed) if strength > 0 else None, variation_strength=strength,
             mask_grow=self.mask_grow.value(), mask_feather=self.mask_feather.value(),
             inpaint_area=self.inpaint_area.currentData(), padding=self.padding.value(),
             outpaint_fill=self.outpaint_fill.currentText(),

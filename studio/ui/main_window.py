@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from studio.engine.models import DEFAULT_CFG
-from studio.recipe.request import GenerationRequest, RequestError
+from studio.recipe.request import GenerationRequest, RequestError, variation_seed_for
 from studio.resources import BUILTIN_MODEL_NAME
 from studio.ui.canvas_images import pil_to_qimage
 from studio.ui.controls import GenerationControls
@@ -426,33 +426,70 @@ class MainWindow(QMainWindow):
         self.controls.seed.lock.setChecked(True)
         self.statusBar().showMessage(f"Seed set to {seed} (locked)", 4000)
 
-    def _reuse(self, recipe: dict[str, Any]) -> None:
-        """Reuse a recipe's settings; its LoRAs are looked up by hash where this library names them otherwise."""
+    def _reuse(self, recipe: dict[str, Any]) -> dict[str, Any]:
+        """Reuse a recipe's settings; its LoRAs are looked up by hash where this library names them otherwise.
+        Returns the recipe as it is reused."""
         from studio.engine.library import match_loras
 
         if recipe.get("loras"):
             recipe = {**recipe, "prompt": match_loras(str(recipe.get("prompt") or ""), recipe["loras"],
                                                       self.library_panel.items)}
         self.controls.apply_recipe(recipe)
+        return recipe
+
+    def _request_of(self, recipe: dict[str, Any]) -> GenerationRequest | None:
+        """The request that made a gallery picture, whole: model, inpaint settings, variation, its init image
+        and mask (kept by the gallery); None, with the reason in the status bar, when it cannot run again."""
+        from studio.recipe.request import from_recipe
+
+        inputs = {}
+        for what, key in (("init image", "init_image_hash"), ("mask", "mask_hash")):
+            digest = recipe.get(key)
+            inputs[what] = self.gallery.input_image(digest) if digest and self.gallery is not None else None
+            if digest and inputs[what] is None:
+                self.statusBar().showMessage(f"The {what} this picture was made from is no longer kept in the "
+                                             "gallery: open it on the canvas and generate from there", 10000)
+                return None
+        model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
+        if not (model.get("name") or model.get("path")) and self._model_info:
+            recipe = {**recipe, "model": {"name": self._model_info["ref"]}}  # a recipe naming none: this one
+        try:
+            request = from_recipe(recipe, inputs["init image"], inputs["mask"])
+            return request.item(min(int(recipe.get("batch_index") or 0), request.batch_size - 1)).validate()
+        except (RequestError, TypeError, ValueError) as exc:
+            self.statusBar().showMessage(f"This picture cannot be made again: {exc}", 10000)
+            return None
 
     def _regenerate(self, recipe: dict[str, Any]) -> None:
-        self._reuse(recipe)
-        self.controls.seed.lock.setChecked(True)
-        self.generate()
+        """The picture again from its whole recipe (not from the controls and the canvas): the same model,
+        inpaint settings, variation and input images; the controls show its settings."""
+        request = self._request_of(self._reuse(recipe))
+        if request is not None:
+            self.controls.seed.lock.setChecked(True)
+            self.submit(request)
 
     def _variations_of(self, recipe: dict[str, Any]) -> None:
-        """Four small changes of one image: its seed, four variation seeds. While they run, the Batch and
-        Variation fields show it; then they go back (unless changed meanwhile), so the next Generate or
-        Regenerate is the plain seed again."""
-        self._reuse(recipe)
+        """Four small changes of one picture: its whole recipe, four variation seeds. While they run, the
+        Batch and Variation fields show it; then they go back (unless changed meanwhile), so the next
+        Generate is the plain seed again."""
+        from dataclasses import replace
+
+        request = self._request_of(self._reuse(recipe))
+        if request is None:
+            return
         variation, batch = self.controls.variation, self.controls.batch
-        restore = [(variation, variation.value(), max(variation.value(), 0.15)), (batch, batch.value(), 4)]
-        variation.setValue(restore[0][2])
-        job = self._generate_batch(4)
-        if job is None:
+        strength = max(request.variation_strength, 0.15)
+        restore = [(variation, variation.value(), strength), (batch, batch.value(), 4)]
+        variation.setValue(strength)
+        batch.setValue(4)
+        try:
+            varied = replace(request, batch_size=4, variation_strength=strength,
+                             variation_seed=variation_seed_for(request.seed)).validate()
+        except RequestError as exc:
+            self.statusBar().showMessage(str(exc), 8000)
             _put_back(restore)
-        else:
-            self._running[job]["restore"] = restore
+            return
+        self._running[self.submit(varied)]["restore"] = restore
 
     def _job_ended(self, job: int) -> dict[str, Any]:
         """Forget a finished, failed or cancelled job; what it was for comes back."""
