@@ -356,7 +356,7 @@ def write_config(arch: Architecture, folder: Path) -> Path:
     _merge(folder / "vae" / "config.json", {**arch.vae, "sample_size": arch.native_size})
     for k, text in enumerate(arch.text_encoders):
         _merge(folder / ("text_encoder" if k == 0 else f"text_encoder_{k + 1}") / "config.json", text)
-    scheduler = {"prediction_type": arch.prediction.value}
+    scheduler: dict[str, Any] = {"prediction_type": arch.prediction.value}
     if arch.zero_terminal_snr:
         scheduler["rescale_betas_zero_snr"] = True
     _merge(folder / "scheduler" / "scheduler_config.json", scheduler)

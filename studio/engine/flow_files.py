@@ -422,7 +422,7 @@ def _source_width(part: Part, source: Source) -> int:
 def build(arch: FlowArchitecture, path: Path, found: Found, dtype: Any) -> Any:
     """The diffusers pipeline for `arch` from its transformer file and the parts found."""
     import diffusers
-    from transformers import T5TokenizerFast
+    from transformers import T5TokenizerFast  # type: ignore[attr-defined]  # exported lazily
 
     family = arch.family.value
     transformer = _transformer(arch, path, dtype)

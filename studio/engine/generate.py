@@ -182,7 +182,8 @@ class Engine:
             if run.on_step is not None:
                 total, now = p.num_timesteps, time.perf_counter()
                 shown: list[Any] = []
-                if run.preview and (now - run.last_preview >= run.preview_interval or i + 1 == total):
+                if run.preview and self.rgb_map is not None and (
+                        now - run.last_preview >= run.preview_interval or i + 1 == total):
                     run.last_preview = now
                     x0 = capture.x0 if capture.x0 is not None else tensors["latents"]
                     if model.flux:  # FLUX keeps its latents packed 2x2 into tokens

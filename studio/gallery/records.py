@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from studio.recipe.request import section
+
 Sort = Literal["newest", "oldest"]  # by the time an image came into the gallery
 
 COLUMNS = ("id", "path", "width", "height", "created_at", "model_name", "model_hash", "mode", "prompt",
@@ -204,7 +206,7 @@ def _typed(value: Any, kind: type) -> Any:
 
 def row_values(recipe: Mapping[str, Any], width: int, height: int) -> dict[str, Any]:
     """The indexed columns of a row, taken from a (validated) recipe; absent fields become NULL."""
-    model = recipe.get("model") if isinstance(recipe.get("model"), Mapping) else {}
+    model = section(recipe, "model")
     return {
         "width": width, "height": height,
         "model_name": _typed(model.get("name"), str), "model_hash": _typed(model.get("hash"), str),

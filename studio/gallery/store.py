@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -28,7 +29,7 @@ from typing import Any
 from PIL import Image
 
 from studio.recipe import metadata
-from studio.recipe.request import SCHEMA, image_hash, png_bytes
+from studio.recipe.request import SCHEMA, png_bytes
 from studio.gallery import files, importer, schema
 from studio.gallery.errors import DamagedError, GalleryError, NotFoundError, StorageFullError, translate, translated
 from studio.gallery.importer import ImportResult
@@ -228,7 +229,7 @@ class Gallery:
     def keep_input(self, image: Image.Image) -> str:
         """Keep an input image (init, mask) under inputs/<content hash>.png, once; return the hash."""
         data = png_bytes(image)
-        digest = image_hash(image)
+        digest = hashlib.sha256(data).hexdigest()[:16]  # image_hash's rule, on the bytes kept
         target = files.input_path(self.data_dir, digest)
         if not target.is_file():
             with translated("keep the input image"):

@@ -27,6 +27,7 @@ from PIL import Image, PngImagePlugin
 from studio.images import unreadable_reason
 from studio.recipe import samplers
 from studio.recipe.errors import StudioError
+from studio.recipe.request import section
 
 MAX_CHUNK = 1 << 20          # no honest recipe comes close to 1 MB of text
 MAX_CHUNKS_SCANNED = 1_000_000  # a bound on the chunk walk (each step advances >= 12 bytes anyway)
@@ -146,7 +147,7 @@ def format_parameters(recipe: Mapping[str, Any]) -> str:
         fields.append(("Seed", recipe["seed"]))
     if recipe.get("width") and recipe.get("height"):
         fields.append(("Size", f"{recipe['width']}x{recipe['height']}"))
-    model = recipe.get("model") if isinstance(recipe.get("model"), Mapping) else {}
+    model = section(recipe, "model")
     if model.get("hash"):
         fields.append(("Model hash", model["hash"]))
     if model.get("name"):
@@ -434,7 +435,7 @@ def _exif_text(image: Image.Image) -> dict[str, str]:
 
 
 def _image_text(image: Image.Image) -> dict[str, str]:
-    info: dict[str, Any] = dict(image.info)
+    info: dict[str, Any] = {str(k): v for k, v in image.info.items()}
     if image.format == "PNG" and hasattr(image, "text"):
         try:  # chunks after the image data only show up in `text`, which decodes the image
             info.update({k: v for k, v in image.text.items() if k not in info})
@@ -461,7 +462,7 @@ def read_text_chunks(source: Image.Image | str | os.PathLike[str] | bytes) -> di
     try:
         stream: BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
     except OSError as exc:
-        raise MetadataError(f"cannot read {source}: {exc.strerror or exc}") from None
+        raise MetadataError(f"cannot read {source!s}: {exc.strerror or exc}") from None
     with stream:
         if stream.read(8) == _PNG_SIGNATURE:
             stream.seek(0)
@@ -529,7 +530,7 @@ def _comfy_input(graph: dict[str, Any], value: Any, want: tuple[str, ...], depth
 def _comfy_text(graph: dict[str, Any], link: Any) -> str:
     """Text of the CLIPTextEncode nodes feeding a conditioning input (through combine/apply nodes)."""
     texts: list[str] = []
-    queue, seen = [link], set()
+    queue, seen = [link], set[str]()
     while queue and len(seen) < 200:
         current = queue.pop(0)
         if not (isinstance(current, list) and len(current) == 2) or str(current[0]) in seen:
@@ -608,7 +609,7 @@ def _from_invokeai(texts: dict[str, str]) -> dict[str, Any]:
     }
     strength = meta.get("strength")
     if _is_num(strength) and meta.get("generation_mode", "txt2img") != "txt2img":
-        out["strength"], out["mode"] = float(strength), "img2img"
+        out["strength"], out["mode"] = float(strength), "img2img"  # type: ignore[arg-type]  # _is_num checked it
     if isinstance(meta.get("scheduler"), str) and out["scheduler"] is None:
         out["extra"] = {"scheduler": meta["scheduler"]}
     _fit_seeds(out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -190,7 +191,7 @@ def from_recipe(recipe: dict[str, Any], init_image: Image.Image | None = None,
     caller's to give (a recipe keeps their hashes)."""
     recipe = migrate(recipe)
     values = {name: recipe[name] for name in knobs() if recipe.get(name) is not None and name not in ("model", "vae")}
-    extra = recipe.get("extra") if isinstance(recipe.get("extra"), dict) else {}
+    extra = section(recipe, "extra")
     for key in ("seed", "variation_seed"):  # another tool's 64-bit seed, folded the same way every time
         original = str(extra.get(f"original_{key}", ""))
         if key not in values and original.isdigit():
@@ -205,20 +206,26 @@ def from_recipe(recipe: dict[str, Any], init_image: Image.Image | None = None,
             values["seed"] = (values["seed"] - index) % (SEED_MAX + 1)
     if recipe.get("outpaint"):
         values["outpaint"] = tuple(recipe["outpaint"])
-    model = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
+    model = section(recipe, "model")
     if model.get("path") and Path(model["path"]).exists():
         values["model"] = model["path"]
     elif model.get("name"):
         values["model"] = model["name"]
-    vae = recipe.get("vae") if isinstance(recipe.get("vae"), dict) else None
-    if vae and vae.get("name"):
+    vae = section(recipe, "vae")
+    if vae.get("name"):
         values["vae"] = Path(vae["name"]).stem  # the engine records the file's name; the library finds its stem
-    backend = recipe.get("backend") if isinstance(recipe.get("backend"), dict) else {}
+    backend = section(recipe, "backend")
     if backend.get("kind") in BACKENDS:  # a replay goes back to the same kind of backend
         values["backend"] = backend["kind"]
     if isinstance(recipe.get("parent_id"), int):
         values["parent_id"] = recipe["parent_id"]
     return GenerationRequest(**values, init_image=init_image, mask=mask)
+
+
+def section(recipe: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """A recipe's nested object (`model`, `vae`, `backend`, `extra`), or {} when it is absent or not an object."""
+    value = recipe.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def migrate(recipe: dict[str, Any]) -> dict[str, Any]:
