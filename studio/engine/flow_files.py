@@ -564,7 +564,7 @@ def read_tensors(path: Path, prefix: str, dtype: Any, skip: tuple[str, ...] = ()
     return out
 
 
-class _Lazy(dict):  # type: ignore[type-arg]
+class _Lazy(dict):
     """A safetensors file's tensors by name, each read when asked for (so a part costs only its own size)."""
 
     def __init__(self, handle: Any) -> None:
