@@ -1,0 +1,129 @@
+"""Upscalers: ESRGAN-family files through spandrel, tiled so any size fits, and Lanczos."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio.engine import upscale
+from studio.errors import ModelError
+
+
+def _tiny_esrgan(path, seed: int = 0):
+    """A random 4x ESRGAN built through spandrel's own architecture class (1 block, 8 features),
+    saved as a state dict in the original ESRGAN key layout (model.0.weight, model.1.sub.0.RDB1...)."""
+    import torch
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    torch.manual_seed(seed)
+    net = ESRGAN(num_filters=8, num_blocks=1, scale=4)
+    state = net.state_dict()
+    assert "model.1.sub.0.RDB1.conv1.0.weight" in state  # the original layout, not BasicSR's
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
+def _picture(width: int, height: int) -> Image.Image:
+    rng = np.random.default_rng(1)
+    noise = Image.fromarray((rng.random((height // 4, width // 4, 3)) * 255).astype(np.uint8))
+    return noise.resize((width, height), Image.Resampling.BICUBIC)  # smooth shapes, like a picture
+
+
+@pytest.fixture(scope="module")
+def tiny_upscaler(tmp_path_factory):
+    return upscale.load_model(_tiny_esrgan(tmp_path_factory.mktemp("esrgan") / "4x-tiny.pth"))
+
+
+def test_a_file_loads_through_spandrel_as_a_4x_esrgan(tiny_upscaler):
+    assert tiny_upscaler.scale == 4
+    assert tiny_upscaler.descriptor.architecture.name == "ESRGAN"
+    assert tiny_upscaler.name == "4x-tiny"
+
+
+def test_tiled_and_untiled_give_the_same_pixels_within_one_level(tiny_upscaler):
+    picture = _picture(120, 88)
+    whole = np.asarray(upscale.run_tiled(picture, tiny_upscaler, tile=1024)).astype(int)
+    ticks: list[tuple[int, int]] = []
+    tiled = np.asarray(upscale.run_tiled(picture, tiny_upscaler, tile=64, overlap=16,
+                                         on_progress=lambda d, n: ticks.append((d, n)))).astype(int)
+    assert whole.shape == tiled.shape == (88 * 4, 120 * 4, 3)
+    # Tolerance: one level of 255, where the cross-fade mixes two tiles' float results.
+    assert np.abs(whole - tiled).max() <= 1
+    assert ticks[-1] == (len(ticks), len(ticks)) and len(ticks) == 6  # 3 x 2 tiles, each reported
+    # The comparison can fail: tiles butted together without overlap show their seams.
+    seamed = np.asarray(upscale.run_tiled(picture, tiny_upscaler, tile=64, overlap=0)).astype(int)
+    assert np.abs(whole - seamed).max() > 3
+
+
+def test_safetensors_file_gives_the_same_picture_as_the_pth(tiny_upscaler, tmp_path):
+    other = upscale.load_model(_tiny_esrgan(tmp_path / "4x-tiny.safetensors"))
+    picture = _picture(32, 24)
+    assert np.array_equal(np.asarray(upscale.run_tiled(picture, other)),
+                          np.asarray(upscale.run_tiled(picture, tiny_upscaler)))
+
+
+def test_upscale_reaches_any_size_with_the_model_then_lanczos(tiny_upscaler):
+    picture = _picture(40, 24)
+    out = upscale.upscale(picture, (100, 60), tiny_upscaler)
+    assert out.size == (100, 60)
+    lanczos = upscale.upscale(picture, (100, 60))
+    assert lanczos.size == (100, 60)
+    assert np.abs(np.asarray(out).astype(int) - np.asarray(lanczos).astype(int)).mean() > 1  # the model ran
+
+
+def test_cancel_stops_between_tiles(tiny_upscaler):
+    calls = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(upscale.UpscaleCancelled):
+        upscale.run_tiled(_picture(200, 64), tiny_upscaler, tile=64, overlap=16, should_stop=stop)
+    assert len(calls) == 3
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_a_pickle_that_needs_code_is_refused_with_the_reason(tmp_path, capsys):
+    import torch
+
+    path = tmp_path / "4x-evil.pth"
+    torch.save({"model.0.weight": torch.zeros(1), "hook": _Payload()}, path)
+    with pytest.raises(ModelError, match="loading it would run code"):
+        upscale.load_model(path)
+    assert "code ran" not in capsys.readouterr().out
+
+
+def test_weights_of_no_known_architecture_are_refused(tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    path = tmp_path / "not-an-upscaler.safetensors"
+    save_file({"foo.weight": torch.zeros(2, 2)}, str(path))
+    with pytest.raises(ModelError, match="not an upscaler architecture"):
+        upscale.load_model(path)
+
+
+def test_auto_tile_shrinks_with_memory_and_stays_in_bounds(tiny_upscaler):
+    big = upscale.auto_tile(tiny_upscaler, free_bytes=64 << 30)
+    small = upscale.auto_tile(tiny_upscaler, free_bytes=256 << 20)
+    assert big == upscale.MAX_TILE and upscale.MIN_TILE <= small < big and small % 32 == 0
+    assert upscale.auto_tile(tiny_upscaler, free_bytes=0) == upscale.MIN_TILE
+
+
+def test_tile_starts_cover_the_side_and_end_flush():
+    assert upscale.tile_starts(100, 128, 32) == [0]
+    starts = upscale.tile_starts(300, 128, 32)
+    assert starts[0] == 0 and starts[-1] == 300 - 128
+    assert all(b - a <= 128 - 32 for a, b in zip(starts, starts[1:]))
