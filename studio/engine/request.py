@@ -52,6 +52,12 @@ class GenerationRequest:
     model: str = "builtin"
     vae: str = ""  # a VAE from the model library (name or path) in place of the model's own; "" keeps its own
     parent_id: int | None = None
+    # Hires fix (A1111's two passes): draw at the first size, upscale by hires_scale with hires_upscaler,
+    # then repaint at that size as image-to-image with hires_denoise for hires_steps (0: as many as `steps`).
+    hires_scale: float | None = None  # None: off
+    hires_steps: int = 0
+    hires_denoise: float = 0.5  # ComfyUI's hires example; A1111's 0.7 redraws the small model's shapes
+    hires_upscaler: str = "Lanczos"  # studio.engine.upscale.LANCZOS, or an upscaler of the model library
 
     @property
     def mode(self) -> Mode:
@@ -117,13 +123,32 @@ class GenerationRequest:
                    "outpaint takes four pixel counts LEFT,TOP,RIGHT,BOTTOM, none negative, not all zero")
             _check(self.outpaint_fill in FILLS, f"outpaint fill must be one of: {', '.join(FILLS)}")
             _check(0 <= self.outpaint_overlap <= 256, f"outpaint overlap must be 0..256 px (got {self.outpaint_overlap})")
+        if self.hires_scale is not None:
+            self._validate_hires()
         return self
+
+    def _validate_hires(self) -> None:
+        from studio.engine.hires import MAX_SCALE, pass_steps
+
+        scale, denoise = self.hires_scale or 0.0, self.hires_denoise
+        _check(1.0 <= scale <= MAX_SCALE, f"hires scale must be between 1 and {MAX_SCALE:g} (got {scale:g})")
+        _check(self.mode == "txt2img", "hires fix works in text-to-image (for a picture you have, use Upscale)")
+        _check(0 <= self.hires_steps <= 150, f"hires steps must be between 0 and 150 (got {self.hires_steps})")
+        _check(0.0 < denoise <= 1.0, f"hires denoise must be above 0 and at most 1 (got {denoise:g})")
+        _check(bool(self.hires_upscaler.strip()), "name a hires upscaler (Lanczos, or one from the model library)")
+        steps = pass_steps(self.hires_steps or self.steps, denoise)
+        _check(steps <= 150, f"{self.hires_steps or self.steps} hires steps at denoise {denoise:g} take {steps} "
+               "scheduler steps, more than 150: raise the denoise or lower the hires steps")
+        for name, value in (("width", self.width), ("height", self.height)):
+            if value is not None:
+                _check(value * scale <= 4096, f"hires fix would make the {name} {int(value * scale)} px; "
+                       "the most is 4096")
 
 
 # The recipe fields that replay as they are (images are not stored in a recipe, only their hashes).
 RECIPE_FIELDS = ("prompt", "negative_prompt", "steps", "cfg", "seed", "width", "height", "scheduler", "strength",
                  "variation_seed", "variation_strength", "mask_grow", "mask_feather", "inpaint_area", "padding",
-                 "outpaint_fill", "outpaint_overlap")
+                 "outpaint_fill", "outpaint_overlap", "hires_scale", "hires_steps", "hires_denoise", "hires_upscaler")
 
 
 def fields_from_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
