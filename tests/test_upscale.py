@@ -122,8 +122,11 @@ def test_auto_tile_shrinks_with_memory_and_stays_in_bounds(tiny_upscaler):
     assert upscale.auto_tile(tiny_upscaler, free_bytes=0) == upscale.MIN_TILE
 
 
-def test_tile_starts_cover_the_side_and_end_flush():
-    assert upscale.tile_starts(100, 128, 32) == [0]
-    starts = upscale.tile_starts(300, 128, 32)
-    assert starts[0] == 0 and starts[-1] == 300 - 128
-    assert all(b - a <= 128 - 32 for a, b in zip(starts, starts[1:]))
+@pytest.mark.parametrize(("length", "max_tile", "overlap"), [(1024, 512, 32), (300, 128, 32), (4096, 480, 32),
+                                                             (129, 128, 32), (88, 64, 16)])
+def test_tile_layout_covers_the_side_with_the_overlap_and_few_pixels_twice(length, max_tile, overlap):
+    tile, starts = upscale.tile_layout(length, max_tile, overlap)
+    assert tile <= max_tile and starts[0] == 0 and starts[-1] + tile == length
+    assert all(overlap <= a + tile - b for a, b in zip(starts, starts[1:]))  # neighbours share >= overlap
+    assert len(starts) * tile <= length + len(starts) * (overlap + 1)  # no tile larger than it needs be
+    assert upscale.tile_layout(100, 128, 32) == (100, [0])

@@ -31,7 +31,7 @@ def _write_model(path: Path, blocks: int) -> None:
     torch.save(ESRGAN(num_filters=64, num_blocks=blocks, scale=4).state_dict(), path)
 
 
-def _child(model_path: str, size: int, tiled: bool, device: str) -> dict[str, Any]:
+def _child(model_path: str, size: int, tiled: bool, device: str, budget: int | None) -> dict[str, Any]:
     """One measured run (in its own process): seconds, peak bytes, the tile used."""
     import resource
 
@@ -45,7 +45,7 @@ def _child(model_path: str, size: int, tiled: bool, device: str) -> dict[str, An
     axis = np.linspace(0.0, 1.0, size, dtype=np.float32)
     x, y = np.meshgrid(axis, axis)
     picture = Image.fromarray((np.stack([x, y, 0.5 + 0.5 * np.sin(12 * (x + y))], -1) * 255).astype(np.uint8))
-    tile = upscale.auto_tile(model) if tiled else size
+    tile = upscale.auto_tile(model, budget) if tiled else size
     if model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
@@ -61,9 +61,9 @@ def _child(model_path: str, size: int, tiled: bool, device: str) -> dict[str, An
             "device": model.device.type}
 
 
-def _run_child(model_path: Path, size: int, tiled: bool, device: str) -> dict[str, Any]:
+def _run_child(model_path: Path, size: int, tiled: bool, device: str, budget_gb: float | None) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "studio.bench", "upscale", "--child", str(model_path), "--size", str(size),
-           "--device", device] + (["--tiled"] if tiled else [])
+           "--device", device] + (["--tiled"] if tiled else []) + (["--budget-gb", str(budget_gb)] if budget_gb else [])
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the {'tiled' if tiled else 'whole'} run failed: {done.stderr.strip()[-400:]}")
@@ -85,6 +85,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--size", type=int, default=1024, help="input side in px (output: 4x)")
     parser.add_argument("--blocks", type=int, default=23, help="RRDB blocks (23: the full architecture)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--budget-gb", type=float, help="choose the tile for this much free memory (default: "
+                        "what the device has), to see the tiling a smaller machine would get")
     parser.add_argument("--skip-whole", action="store_true", help="only the tiled run")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -96,14 +98,16 @@ def main(argv: list[str]) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.child:
-        print(json.dumps(_child(args.child, args.size, args.tiled, device)))
+        budget = int(args.budget_gb * 2**30) if args.budget_gb else None
+        print(json.dumps(_child(args.child, args.size, args.tiled, device, budget)))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         model_path = Path(tmp) / f"4x-esrgan-{args.blocks}b.pth"
         _write_model(model_path, args.blocks)
         rows: dict[str, Any] = {"input_px": args.size, "output_px": 4 * args.size, "blocks": args.blocks,
-                                "device": device, "file_bytes": os.path.getsize(model_path)}
-        tiled = _run_child(model_path, args.size, True, device)
+                                "device": device, "file_bytes": os.path.getsize(model_path),
+                                "budget_gb": args.budget_gb or "free memory"}
+        tiled = _run_child(model_path, args.size, True, device, args.budget_gb)
         rows.update({"tile_px": tiled["tile"], "tiled_s": tiled["seconds"], "tiled_peak_bytes": tiled["peak_bytes"]})
         if not args.skip_whole:
             need, have = _whole_estimate(model_path, args.size, device)
@@ -115,9 +119,9 @@ def main(argv: list[str]) -> int:
                 print(f"untiled {args.size} px would need about {need * (args.size // whole_size) ** 2 / 2**30:.1f} GB "
                       f"(there are {have / 2**30:.1f} GB): measuring untiled at {whole_size} px instead",
                       file=sys.stderr)
-            whole = _run_child(model_path, whole_size, False, device)
+            whole = _run_child(model_path, whole_size, False, device, None)
             if whole_size != args.size:  # the tiled run at the same size, to compare like with like
-                same = _run_child(model_path, whole_size, True, device)
+                same = _run_child(model_path, whole_size, True, device, args.budget_gb)
                 rows.update({"tiled_at_whole_size_s": same["seconds"], "tiled_at_whole_size_peak_bytes":
                              same["peak_bytes"], "tile_at_whole_size_px": same["tile"]})
             rows.update({"whole_input_px": whole_size, "whole_s": whole["seconds"],

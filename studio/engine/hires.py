@@ -12,19 +12,16 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from studio.engine import upscale
-from studio.engine.request import GenerationRequest, GenerationResult, RequestError, StepInfo
+from studio.engine.enlarge import load_upscaler, upscaler_path
+from studio.engine.request import GenerationRequest, GenerationResult, StepInfo
 
 if TYPE_CHECKING:
     from studio.engine.generate import Engine, StepCallback, StopCheck
-
-MAX_SCALE = 8.0
-_LATENT = "latent"  # A1111's "Latent (...)" upscalers work on latents, which this engine does not
 
 
 def pass_steps(steps: int, denoise: float, flow: bool = False) -> int:
@@ -73,7 +70,7 @@ def _one(engine: Engine, request: GenerationRequest, item: tuple[int, int], upsc
     [low] = engine.generate(first, on_step=first_step if on_step else None, should_stop=should_stop,
                             preview=preview, preview_interval=preview_interval, preview_all=preview_all)
     size = target_size(low.image.width, low.image.height, request.hires_scale or 1.0)
-    upscaler = _load(engine, upscaler_file)
+    upscaler = load_upscaler(engine, upscaler_file)
     try:
         big = upscale.upscale(low.image, size, upscaler, should_stop=should_stop)
     except upscale.UpscaleCancelled:
@@ -111,39 +108,3 @@ def _report(on_step: StepCallback | None, info: StepInfo, before: int, total: in
         return
     on_step(replace(info, step=before + info.step, total=total, item=item[0], items=item[1],
                     elapsed=time.perf_counter() - start))
-
-
-def upscaler_path(engine: Engine, name: str) -> Path | None:
-    """An upscaler file by name (its stem in the model library) or path; None for Lanczos; else an error
-    that says what there is."""
-    from studio.engine.library import ItemKind
-
-    if name.strip().lower() == upscale.LANCZOS.lower():
-        return None
-    if name.strip().lower().startswith(_LATENT):
-        raise RequestError(f"the {name!r} upscaler works on latents, which Studio does not do: choose Lanczos "
-                           "or an upscaler file from the model library")
-    path = Path(name).expanduser()
-    return path if path.is_file() else engine.library.find(ItemKind.UPSCALER, name).path
-
-
-def _load(engine: Engine, path: Path | None) -> upscale.UpscaleModel | None:
-    """The upscaler on the model's device (kept loaded for the next picture)."""
-    if path is None:
-        return None
-    return engine.upscalers.get(path, engine.model.device if engine.model is not None else "cpu")
-
-
-def upscale_image(engine: Engine, image: Image.Image, scale: float, upscaler_name: str,
-                  on_progress: upscale.ProgressCallback | None = None,
-                  should_stop: StopCheck | None = None) -> Image.Image:
-    """A picture brought to `scale` times its size with the named upscaler (the Upscale command)."""
-    from studio.engine.generate import Cancelled
-
-    model = _load(engine, upscaler_path(engine, upscaler_name))
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    try:
-        return upscale.upscale(image, size, model, on_progress=on_progress, should_stop=should_stop)
-    except upscale.UpscaleCancelled:
-        raise Cancelled() from None
-

@@ -166,7 +166,7 @@ def format_parameters(recipe: Mapping[str, Any]) -> str:
         fields.append(("Model", model["name"]))
     if recipe.get("strength") is not None and recipe.get("mode", "img2img") != "txt2img":
         fields.append(("Denoising strength", _number_text(recipe["strength"])))
-    fields += _hires_fields(recipe)
+    fields += _hires_fields(recipe) + _postprocess_fields(recipe)
     if recipe.get("variation_seed") is not None and recipe.get("variation_strength"):
         fields.append(("Variation seed", recipe["variation_seed"]))
         fields.append(("Variation seed strength", _number_text(recipe["variation_strength"])))
@@ -199,6 +199,14 @@ def _hires_fields(recipe: Mapping[str, Any]) -> list[tuple[str, Any]]:
     if recipe.get("hires_upscaler"):
         fields.append(("Hires upscaler", recipe["hires_upscaler"]))
     return fields
+
+
+def _postprocess_fields(recipe: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """An upscaled copy, as A1111's Extras tab writes one."""
+    done = recipe.get("upscale") if isinstance(recipe.get("upscale"), Mapping) else None
+    if not done:
+        return []
+    return [("Postprocess upscale by", _number_text(done["scale"])), ("Postprocess upscaler", done["upscaler"])]
 
 
 def _split_params(line: str) -> list[tuple[str, str]]:

@@ -128,7 +128,8 @@ class GenerationRequest:
         return self
 
     def _validate_hires(self) -> None:
-        from studio.engine.hires import MAX_SCALE, pass_steps
+        from studio.engine.enlarge import MAX_SCALE
+        from studio.engine.hires import pass_steps
 
         scale, denoise = self.hires_scale or 0.0, self.hires_denoise
         _check(1.0 <= scale <= MAX_SCALE, f"hires scale must be between 1 and {MAX_SCALE:g} (got {scale:g})")

@@ -160,13 +160,15 @@ def _half_dtypes() -> tuple[Any, ...]:
     return (torch.float16, torch.bfloat16)
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Where tiles start along one side: evenly stepped, the last one flush with the far edge."""
-    if length <= tile:
-        return [0]
-    step = tile - overlap
-    starts = list(range(0, length - tile, step))
-    return starts + [length - tile]
+def tile_layout(length: int, max_tile: int, overlap: int) -> tuple[int, list[int]]:
+    """The tile side and where tiles start along one side: as few tiles as fit with `overlap`, made just
+    large enough to cover it (1024 px at most 512 a tile: three of 363, not three of 512) and evenly spaced."""
+    if length <= max_tile:
+        return length, [0]
+    count = math.ceil((length - overlap) / (max_tile - overlap))
+    tile = min(max_tile, math.ceil((length + (count - 1) * overlap) / count))
+    step = (length - tile) / (count - 1)
+    return tile, [round(k * step) for k in range(count)]
 
 
 def _ramp(size: int, before: int, after: int, margin: int) -> np.ndarray:
@@ -192,7 +194,8 @@ def run_tiled(image: Image.Image, model: UpscaleModel, tile: int | None = None, 
     tile = tile or auto_tile(model)
     overlap = min(overlap, tile // 2)
     scale = model.scale
-    xs, ys = tile_starts(width, tile, overlap), tile_starts(height, tile, overlap)
+    tile_w, xs = tile_layout(width, tile, overlap)
+    tile_h, ys = tile_layout(height, tile, overlap)
     out = np.zeros((height * scale, width * scale, 3), dtype=np.float32)
     total_weight = np.zeros((height * scale, width * scale, 1), dtype=np.float32)
     descriptor = model.descriptor
@@ -201,7 +204,7 @@ def run_tiled(image: Image.Image, model: UpscaleModel, tile: int | None = None, 
         for x0 in xs:
             if should_stop is not None and should_stop():
                 raise UpscaleCancelled()
-            x1, y1 = min(x0 + tile, width), min(y0 + tile, height)
+            x1, y1 = x0 + tile_w, y0 + tile_h
             patch = torch.from_numpy(np.ascontiguousarray(rgb[y0:y1, x0:x1].transpose(2, 0, 1)))[None]
             with torch.inference_mode():
                 result = descriptor(patch.to(descriptor.device, descriptor.dtype))
