@@ -21,7 +21,8 @@ DEFAULTS = {f.name: f.default for f in fields(GenerationRequest)}
 FIELD_OF = {"negative": "negative_prompt", "batch": "batch_size"}
 REQUEST_OPTIONS = ("prompt", "negative", "steps", "cfg", "seed", "width", "height", "scheduler", "model", "vae",
                    "strength", "mask_grow", "mask_feather", "inpaint_area", "padding", "outpaint", "outpaint_fill",
-                   "outpaint_overlap", "batch", "variation_seed", "variation_strength")
+                   "outpaint_overlap", "batch", "variation_seed", "variation_strength", "hires_scale", "hires_steps",
+                   "hires_denoise", "hires_upscaler")
 
 
 class CLIError(Exception):
@@ -78,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "variation strength the seed and variation seeds v, v+1, ...)")
     gen.add_argument("--variation-seed", type=int, default=keep)
     gen.add_argument("--variation-strength", type=float, default=keep)
+    gen.add_argument("--hires-scale", type=float, default=keep, help="hires fix: draw at the model's size, then "
+                     "upscale by this factor and repaint (A1111's Hires upscale)")
+    gen.add_argument("--hires-steps", type=int, default=keep, help="steps of the hires pass (default: as many as --steps)")
+    gen.add_argument("--hires-denoise", type=float, default=keep,
+                     help=f"how much the hires pass repaints (default {DEFAULTS['hires_denoise']})")
+    gen.add_argument("--hires-upscaler", default=keep, help=f"Lanczos, or an upscaler of the model library "
+                     f"(`studio models --kind upscaler`; default {DEFAULTS['hires_upscaler']})")
     gen.add_argument("--out", type=Path, help="file or folder to write the PNG(s) to")
     gen.add_argument("--no-gallery", action="store_true", help="do not keep the images in the gallery")
     gen.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
@@ -117,12 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", parents=[common], help="show the recipe stored in an image")
     info.add_argument("image", type=Path)
     info.add_argument("--json", action="store_true")
+    from studio import cli_more
+
+    cli_more.add_parsers(sub, common, gen)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"generate": cmd_generate, "gallery": cmd_gallery, "models": cmd_models, "info": cmd_info}
+    from studio import cli_more
+
+    handlers = {"generate": cmd_generate, "gallery": cmd_gallery, "models": cmd_models, "info": cmd_info,
+                "upscale": cli_more.cmd_upscale, "grid": cli_more.cmd_grid}
     if args.command is None:
         print("studio: error: no command; `studio` alone starts the app, `studio --help` lists the commands",
               file=sys.stderr)
