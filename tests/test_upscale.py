@@ -130,3 +130,25 @@ def test_tile_layout_covers_the_side_with_the_overlap_and_few_pixels_twice(lengt
     assert all(overlap <= a + tile - b for a, b in zip(starts, starts[1:]))  # neighbours share >= overlap
     assert len(starts) * tile <= length + len(starts) * (overlap + 1)  # no tile larger than it needs be
     assert upscale.tile_layout(100, 128, 32) == (100, [0])
+
+
+def test_the_new_engine_modules_import_no_qt():
+    import subprocess
+    import sys
+
+    code = ("import sys, studio.engine.upscale, studio.engine.enlarge, studio.engine.hires, studio.engine.grid; "
+            "print('PySide6' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_upscale_bench_reports_tiled_and_whole_figures(capsys):
+    import json
+
+    from studio.bench import upscale as bench
+
+    assert bench.main(["--size", "96", "--blocks", "1", "--budget-gb", "0.01", "--device", "cpu", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rows["output_px"] == 384 and rows["tile_px"] == upscale.MIN_TILE
+    for key in ("tiled_s", "whole_s", "tiled_peak_bytes", "whole_peak_bytes"):
+        assert rows[key] > 0, key
