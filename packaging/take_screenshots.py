@@ -21,6 +21,13 @@ It writes, into OUTDIR:
     flux-single-file.png            a FLUX transformer file opened with CLIP-L, T5 and VAE from a ComfyUI
                                     models folder (tiny random weights: the picture is noise; the window
                                     shows FLUX's knobs and where each part came from)
+    hires-fix.png                   a 64 px picture and the same seed brought to 256 px by hires fix, side
+                                    by side in the gallery's before/after view
+    grid-cfg-seed.png               the comparison grid dialog: CFG 1, 2, 4 x seeds 1..4, every cell done
+    grid-cfg-seed-image.png         the labelled grid image that run saved in the gallery
+
+`--only hires,grid` takes just the named shots (library, variations, outpaint, gallery, held-out, flux,
+hires, grid).
 
 and prints each file with the generation time the app reported. It exits 1 when the model does not
 load or a generation fails.
@@ -53,6 +60,9 @@ EXTEND_PX = 32  # per side: a 64 px picture becomes 128 x 64, half of it outpain
 NIGHT = "a night landscape with mountains and a lake"
 ORANGE = "a large orange circle in the center, blue background"
 PURPLE = "a large purple star on the left, orange background"
+HIRES_PROMPT = "a day landscape with mountains and a lake"
+HIRES_DENOISE = 0.3  # the built-in model keeps its 64 px shapes at 0.3 and adds its own texture above it
+GRID_PROMPT = "a large red triangle at the bottom, white background"
 # The gallery shot's images: (prompt, first seed), four each. The last batch is landscapes, so the
 # variation grid beside the gallery shows what its search finds.
 GALLERY_BATCHES = (
@@ -357,16 +367,86 @@ def shot_flux(window: MainWindow, out: Path, home: Path) -> None:
     report(save(window, out, "flux-single-file.png"), timing)
 
 
-def take_all(window: MainWindow, out: Path, home: Path) -> None:
-    shot_library(window, out, home)
-    shot_variations(window, out)
-    shot_outpaint(window, out)
-    shot_gallery(window, out)
-    if window.gallery_panel is not None:
-        search(window.gallery_panel, "")  # the last two show the whole gallery, newest selected
-    shot_held_out_pair(window, out)
-    shot_held_out_orange(window, out)
-    shot_flux(window, out, home)
+def shot_hires(window: MainWindow, out: Path) -> None:
+    """One seed at the model's 64 px, then with hires fix x4 (256 px); the two compared in the gallery."""
+    set_recipe(window, HIRES_PROMPT, seed=5)
+    hires = window.controls.hires
+    hires.setChecked(False)
+    print(f"  64 px: {generate(window)}", flush=True)
+    hires.setChecked(True)
+    hires.scale.setValue(4.0)
+    hires.steps.setValue(10)
+    hires.denoise.setValue(HIRES_DENOISE)
+    timing = generate(window)
+    hires.setChecked(False)
+    panel = window.gallery_panel
+    if panel is None:
+        raise ShotError("the window has no gallery")
+    search(panel, "")
+    selection = panel.view.selectionModel()
+    panel.view.setCurrentIndex(panel.model.index(0))
+    selection.select(panel.model.index(1), selection.SelectionFlag.Select)
+    extras = getattr(window, "gallery_extras", None)
+    if extras is None or not extras.open_compare():
+        raise ShotError(f"the compare view did not open: {panel.status.text()}")
+    extras.compare.view.set_split(0.5)
+    report(save(window, out, "hires-fix.png"), f"hires fix 64 -> 256 px: {timing}")
+    extras.close_compare()
+
+
+def shot_grid(window: MainWindow, out: Path) -> None:
+    """A CFG x seed comparison grid run from its dialog, every cell finished."""
+    from studio.ui.extras import open_grid_dialog
+
+    set_recipe(window, GRID_PROMPT, seed=1)
+    dialog = open_grid_dialog(window)
+    dialog.resize(760, 720)
+    dialog.rows[0][0].setCurrentText("cfg")
+    dialog.rows[0][1].setText("1, 2, 4")
+    dialog.rows[1][0].setCurrentText("seed")
+    dialog.rows[1][1].setText("1..4")
+    b = window.backend
+    name, args = wait_first({"finished": b.finished, "failed": b.failed}, trigger=dialog.run_button.click)
+    if name == "failed":
+        raise ShotError(f"the grid failed: {args[1]}")
+    wait_until(lambda: all(dialog.tiles.image(k) is not None for k in range(dialog.tiles.count())), "the tiles")
+    pause(SETTLE_MS)
+    path = out / "grid-cfg-seed.png"
+    if not dialog.grab().save(str(path)):
+        raise ShotError(f"could not write {path}")
+    grid = args[1][0]
+    grid.image.save(out / "grid-cfg-seed-image.png")
+    report(path, f"{len(args[1]) - 1} cells in {grid.recipe['seconds']:.1f} s; the grid image "
+                 f"{grid.image.width}x{grid.image.height}")
+    dialog.close()
+
+
+SHOTS = ("library", "variations", "outpaint", "gallery", "held-out", "flux", "hires", "grid")
+
+
+def take_all(window: MainWindow, out: Path, home: Path, only: set[str] | None = None) -> None:
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
+    if wanted("library"):
+        shot_library(window, out, home)
+    if wanted("variations"):
+        shot_variations(window, out)
+    if wanted("outpaint"):
+        shot_outpaint(window, out)
+    if wanted("gallery"):
+        shot_gallery(window, out)
+        if window.gallery_panel is not None:
+            search(window.gallery_panel, "")  # the next shots show the whole gallery, newest selected
+    if wanted("held-out"):
+        shot_held_out_pair(window, out)
+        shot_held_out_orange(window, out)
+    if wanted("hires"):
+        shot_hires(window, out)
+    if wanted("grid"):
+        shot_grid(window, out)
+    if wanted("flux"):  # last: it loads another model
+        shot_flux(window, out, home)
 
 
 def close(window: MainWindow) -> None:
@@ -387,7 +467,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("outdir", type=Path, help="folder for the PNG files (created if missing)")
     parser.add_argument("--model", help="model name or folder (default: the app's default, the built-in model)")
+    parser.add_argument("--only", help=f"comma-separated shots to take, of: {', '.join(SHOTS)}")
     args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
+    if only and not only <= set(SHOTS):
+        parser.error(f"unknown shot(s): {', '.join(sorted(only - set(SHOTS)))}")
     args.outdir.mkdir(parents=True, exist_ok=True)
     _app = start_app()  # held for the whole run
     began = time.perf_counter()
@@ -395,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         window = open_window(Path(home), args.model)
         try:
             load_model(window)
-            take_all(window, args.outdir, Path(home))
+            take_all(window, args.outdir, Path(home), only)
         except ShotError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

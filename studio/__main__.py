@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-COMMANDS = {"generate", "gallery", "models", "info"}
+COMMANDS = {"generate", "gallery", "models", "info", "upscale", "grid"}
 OPTIONS_WITH_VALUES = {"--data-dir", "--device", "--model"}  # the app's and the CLI's global options
 
 

@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         limits = f"{_plain(k.low)}..{_plain(k.high)}" if k.low is not None and k.high is not None else ""
         text = "; ".join(t for t in (k.help, limits, f"default: {shown}" if shown is not None else "") if t)
         gen.add_argument("--" + OPTION_OF.get(name, name).replace("_", "-"), dest=OPTION_OF.get(name, name),
-                         type=type(default) if default is not None else int, choices=k.choices or None,
+                         type=type(default) if default is not None else float if k.step % 1 else int,
+                         choices=k.choices or None,
                          default=keep, help=text)
     gen.add_argument("--init", type=Path, help="start image (img2img, inpaint, outpaint)")
     gen.add_argument("--mask", type=Path, help="mask image: white = repaint")
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", parents=[common], help="show the recipe stored in an image")
     info.add_argument("image", type=Path)
     info.add_argument("--json", action="store_true")
+    from studio import cli_more
+
+    cli_more.add_parsers(sub, common, gen)
     return parser
 
 
@@ -128,8 +132,10 @@ def _plain(number: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from studio import cli_more
+
     handlers = {"generate": cmd_generate, "gallery": cmd_gallery, "models": cmd_models, "info": cmd_info,
-                "servers": cmd_servers}
+                "servers": cmd_servers, "upscale": cli_more.cmd_upscale, "grid": cli_more.cmd_grid}
     if args.command is None:
         print("studio: error: no command; `studio` alone starts the app, `studio --help` lists the commands",
               file=sys.stderr)

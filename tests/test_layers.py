@@ -12,7 +12,7 @@ import studio
 
 ROOT = Path(studio.__file__).parent
 # Lower number = lower layer. Utilities every layer may use sit at the bottom with the recipe.
-LAYERS = {"recipe": 0, "paths": 0, "resources": 0, "images": 0, "gallery": 1, "engine": 2, "backends": 3, "cli": 4, "ui": 5}
+LAYERS = {"recipe": 0, "paths": 0, "resources": 0, "images": 0, "gallery": 1, "engine": 2, "backends": 3, "cli": 4, "ui": 5, "cli_more": 4}
 TOOLS = {"bench", "builtin", "eval_builtin", "train_builtin", "__main__", "__init__"}  # above every layer
 NO_QT = {"recipe", "gallery", "engine", "backends", "cli"}
 NO_TORCH = {"recipe", "gallery"}

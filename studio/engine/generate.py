@@ -24,6 +24,7 @@ from studio.engine.networks import AppliedLora, Networks
 from studio.engine.preview import LatentRGBMap, choose_map, latent_to_rgb
 from studio.recipe.request import GenerationRequest, GenerationResult, RequestError, StepInfo, snap8, to_recipe
 from studio.engine.schedulers import make_scheduler
+from studio.engine.upscale import UpscalerCache
 from studio.paths import cache_dir
 
 StepCallback = Callable[[StepInfo], None]
@@ -63,6 +64,7 @@ class Engine:
         self.rgb_map: LatentRGBMap | None = None
         self.networks = Networks()
         self.library = LibraryIndex(data_dir)  # LoRAs, VAEs and embeddings by name, scanned now and then
+        self.upscalers = UpscalerCache()  # the last upscaler file used (hires fix, Upscale)
 
     # ------------------------------------------------------------------ loading
 
@@ -131,6 +133,10 @@ class Engine:
         caller that can only show ~20 frames a second does not pay for more.
         """
         request.validate()
+        if request.hires_scale is not None:  # two passes, each of them a generate() of its own
+            from studio.engine import hires
+
+            return hires.generate(self, request, on_step, should_stop, preview, preview_interval, preview_all)
         model = self._ensure_loaded(request.model)
         job = self._prepare(request, model)
         job.prompt, tags = prompts.split_loras(request.prompt)

@@ -83,6 +83,10 @@ _FIELDS: dict[str, Callable[[Any], bool]] = {
     "parent_id": _opt(lambda v: _is_int(v) and v > 0), "extra": _opt(lambda v: isinstance(v, dict)),
     "vae": _opt(lambda v: isinstance(v, dict) and isinstance(v.get("name"), str)),
     "backend": _opt(lambda v: isinstance(v, dict) and isinstance(v.get("kind"), str)),
+    "hires_scale": _opt(lambda v: _is_num(v) and 0 < v <= 64), "hires_steps": _opt(lambda v: _is_int(v) and 0 <= v <= 10_000),
+    "hires_denoise": _opt(_is_num), "hires_upscaler": _opt(lambda v: isinstance(v, str)),
+    "upscale": _opt(lambda v: isinstance(v, dict) and isinstance(v.get("upscaler"), str) and _is_num(v.get("scale"))),
+    "grid": _opt(lambda v: isinstance(v, dict)),
     "loras": _opt(lambda v: isinstance(v, list) and all(isinstance(x, dict) and isinstance(x.get("name"), str)
                                                        for x in v)),
 }
@@ -154,6 +158,7 @@ def format_parameters(recipe: Mapping[str, Any]) -> str:
         fields.append(("Model", model["name"]))
     if recipe.get("strength") is not None and recipe.get("mode", "img2img") != "txt2img":
         fields.append(("Denoising strength", _number_text(recipe["strength"])))
+    fields += _hires_fields(recipe) + _postprocess_fields(recipe)
     if recipe.get("variation_seed") is not None and recipe.get("variation_strength"):
         fields.append(("Variation seed", recipe["variation_seed"]))
         fields.append(("Variation seed strength", _number_text(recipe["variation_strength"])))
@@ -170,6 +175,30 @@ def format_parameters(recipe: Mapping[str, Any]) -> str:
         text += f"\nNegative prompt: {negative}"
     # A1111 strips the whole text, so an empty prompt starts straight with the parameters line.
     return f"{text}\n{params}".strip()
+
+
+def _hires_fields(recipe: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Hires fix as A1111 writes it: the second pass's denoise, its scale, steps (when not 0: "as many as
+    the first pass") and upscaler."""
+    if not recipe.get("hires_scale"):
+        return []
+    fields: list[tuple[str, Any]] = []
+    if recipe.get("hires_denoise") is not None:
+        fields.append(("Denoising strength", _number_text(recipe["hires_denoise"])))
+    fields.append(("Hires upscale", _number_text(recipe["hires_scale"])))
+    if recipe.get("hires_steps"):
+        fields.append(("Hires steps", recipe["hires_steps"]))
+    if recipe.get("hires_upscaler"):
+        fields.append(("Hires upscaler", recipe["hires_upscaler"]))
+    return fields
+
+
+def _postprocess_fields(recipe: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """An upscaled copy, as A1111's Extras tab writes one."""
+    done = recipe.get("upscale") if isinstance(recipe.get("upscale"), Mapping) else None
+    if not done:
+        return []
+    return [("Postprocess upscale by", _number_text(done["scale"])), ("Postprocess upscaler", done["upscaler"])]
 
 
 def _split_params(line: str) -> list[tuple[str, str]]:
@@ -296,9 +325,15 @@ def _apply_params(out: dict[str, Any], params: dict[str, str]) -> None:
         out["model"] = {"name": params.pop("Model", None), "hash": params.pop("Model hash", None), "path": None}
     if "Denoising strength" in params:
         strength = _to_float("Denoising strength", take("Denoising strength"))
-        # Hires fix also writes a denoising strength; that image is still a txt2img one.
-        if not any(k.startswith("Hires") for k in params):
+        # Hires fix also writes a denoising strength: its second pass's; that image is still a txt2img one.
+        if "Hires upscale" in params:
+            out["hires_denoise"] = strength
+        elif not any(k.startswith("Hires") for k in params):
             out["strength"], out["mode"] = strength, "img2img"
+    if "Hires upscale" in params:
+        out["hires_scale"] = _to_float("Hires upscale", take("Hires upscale"))
+        out["hires_steps"] = _to_int("Hires steps", params.pop("Hires steps", "0"), 0, 10_000)
+        out["hires_upscaler"] = params.pop("Hires upscaler", "Latent")  # A1111's default when none is written
     if "Variation seed" in params:
         out["variation_seed"] = _to_int("Variation seed", take("Variation seed"), 0, 2**64 - 1)
         out["variation_strength"] = _to_float("Variation seed strength", params.pop("Variation seed strength", "0"))

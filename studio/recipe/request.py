@@ -24,7 +24,8 @@ Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
 SEED_MAX = 2**32 - 1
 SCHEDULERS = samplers.NAMES
 FILLS = ("edge", "blur", "noise", "none")
-BACKENDS = ("", "local", "comfyui")  # studio.backends.BackendKind's values, and "" for the default
+BACKENDS = ("", "local", "comfyui")
+HIRES_MAX_SCALE = 8.0  # hires fix and Upscale enlarge at most this much at once  # studio.backends.BackendKind's values, and "" for the default
 _PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
 # Both prompts are stored in each image's metadata, whose readers accept 1 MB per text chunk
 # (metadata.MAX_CHUNK): half of it leaves room for the rest of the recipe. About 500,000 letters.
@@ -98,6 +99,17 @@ class GenerationRequest:
     vae: str = knob("", "VAE", help="a VAE from the library in place of the model's own")  # "" keeps its own
     parent_id: int | None = None
     backend: str = ""  # where it runs: "local", "comfyui" (ComfyUI servers), or "" for the default (Regenerate keeps it)
+    # Hires fix (A1111's two passes): draw at the first size, upscale by hires_scale with hires_upscaler,
+    # then repaint at that size as image-to-image with hires_denoise for hires_steps (0: as many as `steps`).
+    hires_scale: float | None = knob(None, "Hires upscale", noun="hires scale", low=1.0, high=HIRES_MAX_SCALE,
+                                     step=0.25, help="hires fix: draw at the model's size, then upscale by this "
+                                     "factor and repaint (A1111's Hires upscale; default: off)")
+    hires_steps: int = knob(0, "Hires steps", low=0, high=150, help="steps of the hires pass (0: as many as --steps)")
+    # ComfyUI's hires example; A1111's 0.7 redraws the small model's shapes.
+    hires_denoise: float = knob(0.5, "Hires denoise", low=0.0, high=1.0, low_open=True, step=0.01,
+                                help="how much the hires pass repaints")
+    hires_upscaler: str = knob("Lanczos", "Hires upscaler",
+                               help="Lanczos, or an upscaler of the model library (`studio models --kind upscaler`)")
 
     @property
     def mode(self) -> Mode:
@@ -154,14 +166,39 @@ class GenerationRequest:
             _check(self.mask.size == self.init_image.size,  # type: ignore[union-attr]
                    f"the mask is {self.mask.size[0]}x{self.mask.size[1]} but the image is "
                    f"{self.init_image.size[0]}x{self.init_image.size[1]}")  # type: ignore[union-attr]
+        if self.hires_scale is not None:
+            self._validate_hires()
         if self.outpaint is not None:
             _check(self.init_image is not None, "outpainting needs an image to extend (give --init)")
             _check(len(self.outpaint) == 4 and all(v >= 0 for v in self.outpaint) and any(self.outpaint),
                    "outpaint takes four pixel counts LEFT,TOP,RIGHT,BOTTOM, none negative, not all zero")
         return self
 
+    def _validate_hires(self) -> None:
+        """What the hires fields' ranges cannot say alone (each range is checked with the others above)."""
+        scale, denoise = self.hires_scale or 0.0, self.hires_denoise
+        _check(self.mode == "txt2img", "hires fix works in text-to-image (for a picture you have, use Upscale)")
+        _check(bool(self.hires_upscaler.strip()), "name a hires upscaler (Lanczos, or one from the model library)")
+        steps = pass_steps(self.hires_steps or self.steps, denoise)
+        _check(steps <= 150, f"{self.hires_steps or self.steps} hires steps at denoise {denoise:g} take {steps} "
+               "scheduler steps, more than 150: raise the denoise or lower the hires steps")
+        for name, value in (("width", self.width), ("height", self.height)):
+            if value is not None:
+                _check(value * scale <= 4096, f"hires fix would make the {name} {int(value * scale)} px; "
+                       "the most is 4096")
+
 
 SCHEMA = 2  # 2: the request's own width/height for only-masked inpaint; `backend`; written by to_recipe()
+
+
+def pass_steps(steps: int, denoise: float, flow: bool = False) -> int:
+    """Scheduler steps N for which image-to-image at `denoise` runs exactly `steps` denoising steps, as
+    A1111 and ComfyUI run the hires steps asked for. diffusers runs int(N x denoise) of N for SD models and
+    N - int(N - N x denoise) for the flow models (FLUX, SD 3); the search follows its own float arithmetic."""
+    n = steps
+    while (n - int(max(n - n * denoise, 0)) if flow else min(int(n * denoise), n)) < steps:
+        n += 1
+    return n
 
 
 def to_recipe(request: GenerationRequest, index: int = 0) -> dict[str, Any]:

@@ -223,6 +223,10 @@ class GenerationControls(QWidget):
         main.addLayout(form)
         self.mask_group = self._mask_group()
         main.addWidget(self.mask_group)
+        from studio.ui.hires_group import HiresGroup
+
+        self.hires = HiresGroup()
+        main.addWidget(self.hires)
         main.addStretch(1)
 
     def _mask_group(self) -> QGroupBox:
@@ -307,6 +311,7 @@ class GenerationControls(QWidget):
             mask_grow=self.mask_grow.value(), mask_feather=self.mask_feather.value(),
             inpaint_area=self.inpaint_area.currentData(), padding=self.padding.value(),
             outpaint_fill=self.outpaint_fill.currentText(),
+            **self.hires.fields(),
         )
 
     def apply_recipe(self, recipe: dict[str, Any], seed_only: bool = False) -> None:
@@ -316,6 +321,7 @@ class GenerationControls(QWidget):
             self.seed.lock.setChecked(True)  # reusing a seed means keeping it
         if seed_only:
             return
+        self.hires.apply_recipe(recipe)
         self.prompt.setPlainText(str(recipe.get("prompt") or ""))
         self.negative.setPlainText(str(recipe.get("negative_prompt") or ""))
         for key, widget in (("steps", self.steps), ("cfg", self.cfg), ("strength", self.strength)):

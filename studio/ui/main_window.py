@@ -75,6 +75,9 @@ class MainWindow(QMainWindow):
         self.canvas_toolbar = CanvasToolBar(self.canvas, self.controls)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.canvas_toolbar)
         self._build_actions()
+        from studio.ui import extras
+
+        extras.install(self)  # Upscale, comparison grids, before/after
         self._connect_backend()
         self.controls.load(settings)
         self._restore_geometry()

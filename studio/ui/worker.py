@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,16 @@ PREVIEW_INTERVAL = 0.05  # seconds: at most ~20 previews a second are made and r
 class Job:
     """One unit of work for the backend: a generation, or a model load."""
 
-    kind: str  # "generate" or "load"
+    kind: str  # "generate", "load" or "task"
     request: GenerationRequest | None = None
     model: str = ""
     memory: str | None = None  # the memory preset to load under (a change reloads even the current model)
     save: bool = True
     sequential: bool = False
     preview_all: bool = False  # a preview for every batch item (the variation grid)
+    # A "task" runs task(engine, on_step, should_stop) -> results on the worker (Upscale, grids);
+    # each result is saved with the parent its recipe names.
+    task: Callable[[Any, Callable[[StepInfo], None], Callable[[], bool]], list[Any]] | None = None
     id: int = field(default_factory=itertools.count(1).__next__)
 
 
@@ -102,6 +106,9 @@ class Backend(QObject):
                  preview_all: bool = False) -> int:
         return self.submit(Job("generate", request=request, save=save, sequential=sequential,
                                preview_all=preview_all))
+
+    def run_task(self, task: Callable[[Any, Callable[[StepInfo], None], Callable[[], bool]], list[Any]]) -> int:
+        return self.submit(Job("task", task=task))
 
     def cancel_current(self) -> None:
         self._cancel.set()
@@ -202,7 +209,6 @@ class _BackendThread(QThread):
         from studio.recipe.errors import describe
 
         b = self.backend
-        assert job.request is not None
         b.started.emit(job.id)
 
         def on_step(info: StepInfo) -> None:
@@ -211,12 +217,16 @@ class _BackendThread(QThread):
                         info.region)
 
         try:
-            from studio.backends.choose import backend_for
+            if job.task is not None:
+                results = job.task(self.engine, on_step, self._stop)
+            else:
+                from studio.backends.choose import backend_for
 
-            backend, request = backend_for(job.request, self.engine, self.data_dir)
-            results = backend.generate(request, on_step=on_step, should_stop=self._stop, on_notice=b.notice.emit,
-                                       sequential=job.sequential, preview_all=job.preview_all,
-                                       preview_interval=PREVIEW_INTERVAL)
+                assert job.request is not None
+                backend, request = backend_for(job.request, self.engine, self.data_dir)
+                results = backend.generate(request, on_step=on_step, should_stop=self._stop, on_notice=b.notice.emit,
+                                           sequential=job.sequential, preview_all=job.preview_all,
+                                           preview_interval=PREVIEW_INTERVAL)
             out = [self._keep(job, r) for r in results]
         except Cancelled:
             b.cancelled.emit(job.id)
@@ -233,7 +243,8 @@ class _BackendThread(QThread):
                 from studio.gallery import Gallery
 
                 self.gallery = Gallery(self.data_dir)  # this thread's own connection
-            kept.gallery_id = self.gallery.save(result.image, result.recipe, parent_id=job.request.parent_id,
-                                                inputs=(job.request.init_image, job.request.mask))
+            parent = job.request.parent_id if job.request is not None else result.recipe.get("parent_id")
+            inputs = (job.request.init_image, job.request.mask) if job.request is not None else ()
+            kept.gallery_id = self.gallery.save(result.image, result.recipe, parent_id=parent, inputs=inputs)
             kept.path = str(self.gallery.get(kept.gallery_id).file)
         return kept
