@@ -19,6 +19,7 @@ import os
 import struct
 import zlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -135,72 +136,6 @@ def _quote(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",\n:") else text
 
 
-def format_parameters(recipe: Mapping[str, Any]) -> str:
-    """The AUTOMATIC1111 `parameters` text for a recipe (keys only when they apply)."""
-    fields: list[tuple[str, Any]] = []
-    if recipe.get("steps") is not None:
-        fields.append(("Steps", recipe["steps"]))
-    sampler = samplers.BY_NAME.get(recipe.get("scheduler") or "")
-    if sampler:
-        fields.append(("Sampler", sampler.a1111))
-        if sampler.a1111_schedule:
-            fields.append(("Schedule type", sampler.a1111_schedule))
-    if recipe.get("cfg") is not None:
-        fields.append(("CFG scale", _number_text(recipe["cfg"])))
-    if recipe.get("seed") is not None:
-        fields.append(("Seed", recipe["seed"]))
-    if recipe.get("width") and recipe.get("height"):
-        fields.append(("Size", f"{recipe['width']}x{recipe['height']}"))
-    model = section(recipe, "model")
-    if model.get("hash"):
-        fields.append(("Model hash", model["hash"]))
-    if model.get("name"):
-        fields.append(("Model", model["name"]))
-    if recipe.get("strength") is not None and recipe.get("mode", "img2img") != "txt2img":
-        fields.append(("Denoising strength", _number_text(recipe["strength"])))
-    fields += _hires_fields(recipe) + _postprocess_fields(recipe)
-    if recipe.get("variation_seed") is not None and recipe.get("variation_strength"):
-        fields.append(("Variation seed", recipe["variation_seed"]))
-        fields.append(("Variation seed strength", _number_text(recipe["variation_strength"])))
-    vae = recipe.get("vae") if isinstance(recipe.get("vae"), Mapping) else None
-    if vae:
-        fields += [("VAE hash", vae.get("hash")), ("VAE", vae.get("name"))]
-    loras = [lora for lora in recipe.get("loras") or [] if lora.get("name") and lora.get("hash")]
-    if loras:
-        fields.append(("Lora hashes", ", ".join(f"{lora['name']}: {lora['hash']}" for lora in loras)))
-    params = ", ".join(f"{key}: {_quote(value)}" for key, value in fields)
-    negative = recipe.get("negative_prompt") or ""
-    text = str(recipe.get("prompt") or "")
-    if negative:
-        text += f"\nNegative prompt: {negative}"
-    # A1111 strips the whole text, so an empty prompt starts straight with the parameters line.
-    return f"{text}\n{params}".strip()
-
-
-def _hires_fields(recipe: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """Hires fix as A1111 writes it: the second pass's denoise, its scale, steps (when not 0: "as many as
-    the first pass") and upscaler."""
-    if not recipe.get("hires_scale"):
-        return []
-    fields: list[tuple[str, Any]] = []
-    if recipe.get("hires_denoise") is not None:
-        fields.append(("Denoising strength", _number_text(recipe["hires_denoise"])))
-    fields.append(("Hires upscale", _number_text(recipe["hires_scale"])))
-    if recipe.get("hires_steps"):
-        fields.append(("Hires steps", recipe["hires_steps"]))
-    if recipe.get("hires_upscaler"):
-        fields.append(("Hires upscaler", recipe["hires_upscaler"]))
-    return fields
-
-
-def _postprocess_fields(recipe: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """An upscaled copy, as A1111's Extras tab writes one."""
-    done = recipe.get("upscale") if isinstance(recipe.get("upscale"), Mapping) else None
-    if not done:
-        return []
-    return [("Postprocess upscale by", _number_text(done["scale"])), ("Postprocess upscaler", done["upscaler"])]
-
-
 def _split_params(line: str) -> list[tuple[str, str]]:
     """Split `key: value, key: "quoted, value", ...` in linear time (A1111's regex can backtrack)."""
     pairs: list[tuple[str, str]] = []
@@ -305,44 +240,176 @@ def parse_parameters(text: str) -> dict[str, Any]:
     return out
 
 
-def _apply_params(out: dict[str, Any], params: dict[str, str]) -> None:
-    take = params.pop
-    if "Steps" in params:
-        out["steps"] = _to_int("Steps", take("Steps"), 1, 10_000)
-    if "CFG scale" in params:
-        out["cfg"] = _to_float("CFG scale", take("CFG scale"))
-    if "Seed" in params:
-        out["seed"] = _to_int("Seed", take("Seed"), 0, 2**64 - 1)
-    if "Size" in params:
-        width, _, height = take("Size").partition("x")
-        out["width"], out["height"] = _to_int("Size", width, 1, 65_535), _to_int("Size", height, 1, 65_535)
+@dataclass(frozen=True)
+class A1111Keys:
+    """One group of keys of the A1111 `parameters` line: how a recipe writes them and how they read back
+    (`read` pops its keys from the parsed pairs). `KEYS` lists the groups in the order A1111 writes them."""
+
+    names: tuple[str, ...]
+    write: Callable[[Mapping[str, Any]], list[tuple[str, Any]]]
+    read: Callable[[dict[str, str], dict[str, Any]], None]
+
+
+def _scalar(name: str, field: str, parse: Callable[[str, str], Any], show: Callable[[Any], Any] = str) -> A1111Keys:
+    def write(r: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        return [(name, show(r[field]))] if r.get(field) is not None else []
+
+    def read(params: dict[str, str], out: dict[str, Any]) -> None:
+        if name in params:
+            out[field] = parse(name, params.pop(name))
+
+    return A1111Keys((name,), write, read)
+
+
+def _ints(low: int, high: int) -> Callable[[str, str], int]:
+    return lambda key, value: _to_int(key, value, low, high)
+
+
+def _write_sampler(r: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    sampler = samplers.BY_NAME.get(r.get("scheduler") or "")
+    if sampler is None:
+        return []
+    return [("Sampler", sampler.a1111)] + ([("Schedule type", sampler.a1111_schedule)] if sampler.a1111_schedule else [])
+
+
+def _read_sampler(params: dict[str, str], out: dict[str, Any]) -> None:
     if "Sampler" in params:
         scheduler = samplers.from_a1111(params["Sampler"], params.get("Schedule type", ""))
-        if scheduler:
+        if scheduler:  # another tool's sampler Studio does not have stays in `extra`, as it was written
             out["scheduler"] = scheduler
-            take("Sampler"), params.pop("Schedule type", None)
+            params.pop("Sampler"), params.pop("Schedule type", None)
+
+
+def _write_size(r: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    return [("Size", f"{r['width']}x{r['height']}")] if r.get("width") and r.get("height") else []
+
+
+def _read_size(params: dict[str, str], out: dict[str, Any]) -> None:
+    if "Size" in params:
+        width, _, height = params.pop("Size").partition("x")
+        out["width"], out["height"] = _to_int("Size", width, 1, 65_535), _to_int("Size", height, 1, 65_535)
+
+
+def _write_model(r: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    model = section(r, "model")
+    return [(key, model[field]) for key, field in (("Model hash", "hash"), ("Model", "name")) if model.get(field)]
+
+
+def _read_model(params: dict[str, str], out: dict[str, Any]) -> None:
     if "Model" in params or "Model hash" in params:
         out["model"] = {"name": params.pop("Model", None), "hash": params.pop("Model hash", None), "path": None}
+
+
+def _write_strength(r: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    if r.get("hires_scale"):  # hires fix writes its second pass's denoise under this key
+        return [("Denoising strength", _number_text(r["hires_denoise"]))] if r.get("hires_denoise") is not None else []
+    if r.get("strength") is not None and r.get("mode", "img2img") != "txt2img":
+        return [("Denoising strength", _number_text(r["strength"]))]
+    return []
+
+
+def _read_strength(params: dict[str, str], out: dict[str, Any]) -> None:
     if "Denoising strength" in params:
-        strength = _to_float("Denoising strength", take("Denoising strength"))
+        strength = _to_float("Denoising strength", params.pop("Denoising strength"))
         # Hires fix also writes a denoising strength: its second pass's; that image is still a txt2img one.
         if "Hires upscale" in params:
             out["hires_denoise"] = strength
         elif not any(k.startswith("Hires") for k in params):
             out["strength"], out["mode"] = strength, "img2img"
+
+
+def _write_hires(r: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Hires fix as A1111 writes it: its scale, steps (when not 0: "as many as the first pass"), upscaler."""
+    if not r.get("hires_scale"):
+        return []
+    return ([("Hires upscale", _number_text(r["hires_scale"]))]
+            + ([("Hires steps", r["hires_steps"])] if r.get("hires_steps") else [])
+            + ([("Hires upscaler", r["hires_upscaler"])] if r.get("hires_upscaler") else []))
+
+
+def _read_hires(params: dict[str, str], out: dict[str, Any]) -> None:
     if "Hires upscale" in params:
-        out["hires_scale"] = _to_float("Hires upscale", take("Hires upscale"))
+        out["hires_scale"] = _to_float("Hires upscale", params.pop("Hires upscale"))
         out["hires_steps"] = _to_int("Hires steps", params.pop("Hires steps", "0"), 0, 10_000)
         out["hires_upscaler"] = params.pop("Hires upscaler", "Latent")  # A1111's default when none is written
+
+
+def _write_postprocess(r: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """An upscaled copy, as A1111's Extras tab writes one (read back into `extra`, as A1111's own)."""
+    done = section(r, "upscale")
+    if not done:
+        return []
+    return [("Postprocess upscale by", _number_text(done["scale"])), ("Postprocess upscaler", done["upscaler"])]
+
+
+def _write_variation(r: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    if r.get("variation_seed") is None or not r.get("variation_strength"):
+        return []
+    return [("Variation seed", r["variation_seed"]), ("Variation seed strength", _number_text(r["variation_strength"]))]
+
+
+def _read_variation(params: dict[str, str], out: dict[str, Any]) -> None:
     if "Variation seed" in params:
-        out["variation_seed"] = _to_int("Variation seed", take("Variation seed"), 0, 2**64 - 1)
+        out["variation_seed"] = _to_int("Variation seed", params.pop("Variation seed"), 0, 2**64 - 1)
         out["variation_strength"] = _to_float("Variation seed strength", params.pop("Variation seed strength", "0"))
+
+
+def _write_vae(r: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    vae = section(r, "vae")
+    return [("VAE hash", vae.get("hash")), ("VAE", vae.get("name"))] if vae else []
+
+
+def _read_vae(params: dict[str, str], out: dict[str, Any]) -> None:
     if "VAE" in params:
-        out["vae"] = {"name": take("VAE"), "hash": params.pop("VAE hash", None)}
+        out["vae"] = {"name": params.pop("VAE"), "hash": params.pop("VAE hash", None)}
+
+
+def _write_loras(r: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    loras = [lora for lora in r.get("loras") or [] if lora.get("name") and lora.get("hash")]
+    return [("Lora hashes", ", ".join(f"{lora['name']}: {lora['hash']}" for lora in loras))] if loras else []
+
+
+def _read_loras(params: dict[str, str], out: dict[str, Any]) -> None:
     if "Lora hashes" in params:
-        pairs = (item.rpartition(":") for item in take("Lora hashes").split(","))
+        pairs = (item.rpartition(":") for item in params.pop("Lora hashes").split(","))
         out["loras"] = [{"name": name.strip(), "hash": digest.strip(), "weight": None}
                         for name, _, digest in pairs if name.strip()]
+
+
+def _nothing(params: dict[str, str], out: dict[str, Any]) -> None:
+    """Keys Studio writes but keeps, when read back, as A1111 text in `extra` (Postprocess …)."""
+
+
+KEYS: tuple[A1111Keys, ...] = (
+    _scalar("Steps", "steps", _ints(1, 10_000)),
+    A1111Keys(("Sampler", "Schedule type"), _write_sampler, _read_sampler),
+    _scalar("CFG scale", "cfg", _to_float, _number_text),
+    _scalar("Seed", "seed", _ints(0, 2**64 - 1)),
+    A1111Keys(("Size",), _write_size, _read_size),
+    A1111Keys(("Model hash", "Model"), _write_model, _read_model),
+    A1111Keys(("Denoising strength",), _write_strength, _read_strength),
+    A1111Keys(("Hires upscale", "Hires steps", "Hires upscaler"), _write_hires, _read_hires),
+    A1111Keys(("Postprocess upscale by", "Postprocess upscaler"), _write_postprocess, _nothing),
+    A1111Keys(("Variation seed", "Variation seed strength"), _write_variation, _read_variation),
+    A1111Keys(("VAE hash", "VAE"), _write_vae, _read_vae),
+    A1111Keys(("Lora hashes",), _write_loras, _read_loras),
+)
+
+
+def format_parameters(recipe: Mapping[str, Any]) -> str:
+    """The AUTOMATIC1111 `parameters` text for a recipe (keys only when they apply)."""
+    params = ", ".join(f"{key}: {_quote(value)}" for keys in KEYS for key, value in keys.write(recipe))
+    negative = recipe.get("negative_prompt") or ""
+    text = str(recipe.get("prompt") or "")
+    if negative:
+        text += f"\nNegative prompt: {negative}"
+    # A1111 strips the whole text, so an empty prompt starts straight with the parameters line.
+    return f"{text}\n{params}".strip()
+
+
+def _apply_params(out: dict[str, Any], params: dict[str, str]) -> None:
+    for keys in KEYS:
+        keys.read(params, out)
     out.setdefault("mode", "txt2img")
     if params:
         out["extra"] = params
