@@ -120,9 +120,9 @@ class UpscalerCache:
         wanted = torch.device(device)
         current = self._model
         if current is None or current.path != path or current.device.type != wanted.type:
-            self._model = None  # free the old one first
-            self._model = load_model(path, wanted)
-        return self._model
+            self._model = current = None  # free the old one first
+            self._model = current = load_model(path, wanted)
+        return current
 
 
 # ---------------------------------------------------------------------------------- tiling
