@@ -154,7 +154,7 @@ def load_model(window: MainWindow) -> None:
     """Start the backend and load the model, as the app does once its window is on screen."""
     b = window.backend
     name, args = wait_first({"loaded": b.model_loaded, "failed": b.model_failed},
-                            trigger=lambda: (b.start(), window.load_model(window.startup_model)),
+                            trigger=lambda: (b.start(), window.models.load(window.startup_model)),
                             timeout_s=LOAD_TIMEOUT_S)
     if name == "failed":  # the app would fall back to the built-in model: not what was asked for
         raise ShotError(f"the model {window.startup_model!r} did not load: {args[0]}")
@@ -191,8 +191,8 @@ def generate(window: MainWindow, on_step: Callable[[int, int, list], bool] | Non
     def until(name: str, args: tuple) -> bool:
         if name != "step" or on_step is None:
             return True  # the end of the run, whatever it was
-        _job, step, total, _elapsed, previews, _region = args
-        return on_step(step, total, previews)
+        _job, progress = args
+        return on_step(progress.step, progress.total, progress.previews)
 
     signals = {"finished": b.finished, "failed": b.failed, "cancelled": b.cancelled}
     if on_step is not None:
@@ -210,7 +210,7 @@ def finish(window: MainWindow) -> str:
 
 def _ended(window: MainWindow, name: str, args: tuple) -> str:
     if name == "failed":
-        raise ShotError(f"generation failed: {args[1]}")
+        raise ShotError(f"generation failed: {args[0].error}")
     if name == "cancelled":
         raise ShotError("generation was cancelled")
     return window.timing_label.text()  # "4 images in 3.6 s": the main window set it before we ran
@@ -361,7 +361,7 @@ def shot_flux(window: MainWindow, out: Path, home: Path) -> None:
     wait_first({"changed": window.library_panel.changed}, trigger=lambda: window.library_panel.add_folder(folder))
     window.library_dock.raise_()
     wait_first({"loaded": window.backend.model_loaded, "failed": window.backend.model_failed},
-               trigger=lambda: window.load_model(str(paths["transformer"])))
+               trigger=lambda: window.models.load(str(paths["transformer"])))
     set_recipe(window, "a yellow star over a calm sea at dusk", seed=3, cfg=3.5, steps=4)
     timing = generate(window)
     report(save(window, out, "flux-single-file.png"), timing)
@@ -408,7 +408,7 @@ def shot_grid(window: MainWindow, out: Path) -> None:
     b = window.backend
     name, args = wait_first({"finished": b.finished, "failed": b.failed}, trigger=dialog.run_button.click)
     if name == "failed":
-        raise ShotError(f"the grid failed: {args[1]}")
+        raise ShotError(f"the grid failed: {args[0].error}")
     wait_until(lambda: all(dialog.tiles.image(k) is not None for k in range(dialog.tiles.count())), "the tiles")
     pause(SETTLE_MS)
     path = out / "grid-cfg-seed.png"

@@ -265,13 +265,13 @@ def test_the_gui_worker_runs_jobs_on_the_default_servers_and_keeps_them(qtbot, c
     try:
         with qtbot.waitSignal(worker.finished, timeout=300_000) as finished:
             worker.generate(request(batch_size=2, seed=7))
-        results = finished.args[1]
+        results = finished.args[0].results
         assert [r.seed for r in results] == [7, 8]
         assert all(r.gallery_id is not None and r.recipe["backend"]["kind"] == "comfyui" for r in results)
-        assert any(images for *_, images, _region in steps)  # preview frames reached the GUI as QImages
+        assert any(progress.previews for _job, progress in steps)  # preview frames reached the GUI as QImages
         # A replay asks for its own kind of backend: "local" runs here even with the servers as default.
         with qtbot.waitSignal(worker.failed, timeout=60_000) as failed:
             worker.generate(request(backend="local"))
-        assert "studio-tiny-sd15" in failed.args[1]  # the local engine looked for the server's checkpoint
+        assert "studio-tiny-sd15" in failed.args[0].error  # the local engine looked for the server's checkpoint
     finally:
         assert worker.shutdown()

@@ -98,7 +98,7 @@ def test_upscale_of_a_gallery_image_lands_as_its_child(qtbot, make_window, monke
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as done:
         qtbot.mouseClick(w.gallery_panel.use_bar.widgetForAction(w.gallery_panel.actions_by_name["upscale"]),
                          Qt.MouseButton.LeftButton)
-    [result] = done.args[1]
+    [result] = done.args[0].results
     record = w.gallery.get(result.gallery_id)
     assert (record.width, record.height) == (64, 64) and record.parent_id == first
     assert record.recipe()["upscale"]["scale"] == 2.0 and record.recipe()["seed"] == 5
@@ -117,7 +117,7 @@ def test_the_grid_dialog_runs_one_job_with_a_tile_per_cell_and_a_click_keeps_one
     before = w.gallery.count()
     with qtbot.waitSignal(w.backend.finished, timeout=120_000) as done:
         qtbot.mouseClick(dialog.run_button, Qt.MouseButton.LeftButton)
-    results = done.args[1]
+    results = done.args[0].results
     assert len(results) == 5 and w.gallery.count() == before + 5  # the grid image and its 4 cells
     assert dialog.tiles.count() == 4 and dialog.tiles.columns == 2
     qtbot.waitUntil(lambda: all(dialog.tiles.image(k) is not None for k in range(4)))

@@ -91,11 +91,11 @@ def test_the_worker_reports_out_of_memory_and_serves_the_next_job(qtbot, tiny_mo
     monkeypatch.setattr(unet, "forward", failing)
     with qtbot.waitSignal(backend.failed, timeout=60_000) as failed:
         backend.generate(_request(tiny_model))
-    assert "ran out of memory" in failed.args[1] and "Error" not in failed.args[1]
+    assert "ran out of memory" in failed.args[0].error and "Error" not in failed.args[0].error
     monkeypatch.setattr(unet, "forward", failing.real)
     with qtbot.waitSignal(backend.finished, timeout=60_000) as finished:
         backend.generate(_request(tiny_model))
-    assert Path(finished.args[1][0].path).is_file()
+    assert Path(finished.args[0].results[0].path).is_file()
     assert backend.shutdown()
 
 
@@ -121,11 +121,11 @@ class _Chaos:
         self.qtbot.addWidget(window)
         window.backend.finished.connect(self._finished)
         window.backend.start()
-        window.load_model(str(self.model))
+        window.models.load(str(self.model))
         self.window, self.windows = window, self.windows + 1
 
-    def _finished(self, _job: int, results: list) -> None:
-        for result in results:
+    def _finished(self, job) -> None:  # noqa: ANN001 - a studio.ui.jobs.Job
+        for result in job.results:
             if result.gallery_id is not None:
                 self.saved[result.gallery_id] = result.path
 
@@ -135,8 +135,8 @@ class _Chaos:
     def _cancel_at_step(self, step: int) -> None:
         backend = self.window.backend
 
-        def maybe(_job, i, *_rest) -> None:  # noqa: ANN001
-            if i >= step:
+        def maybe(_job, progress) -> None:  # noqa: ANN001
+            if progress.step >= step:
                 backend.cancel_current()
                 backend.step.disconnect(maybe)
 
@@ -165,7 +165,7 @@ class _Chaos:
         elif kind == "cancel-load":
             memory = "low" if self.window.settings.get("memory") != "low" else "high"  # a change really reloads
             self.window.settings.set("memory", memory)
-            self.window.load_model(str(self.model))
+            self.window.models.load(str(self.model))
             if self.rng.random() < 0.5:
                 backend.cancel_current()
             else:

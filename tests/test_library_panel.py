@@ -61,22 +61,22 @@ def test_library_panel_adds_a_folder_lists_it_and_double_clicks_do_what_they_say
     window.controls.prompt.setPlainText("a red circle")
     _double_click(qtbot, panel.tree, lora)
     assert window.controls.prompt.toPlainText() == "a red circle, <lora:inkwash:1>"
-    window._fill_model_menu()
-    names = [a.text() for a in window.model_menu.actions()]
+    window.models.fill_menu()
+    names = [a.text() for a in window.models.menu.actions()]
     assert "dreamy  (SD 1.x)" in names and any(n.startswith("studio-shapes") for n in names)
     loads = []
     backend.load_model = lambda model, memory=None: loads.append((model, memory))  # no real load needed here
     dreamy = _row(panel, "dreamy")
     _double_click(qtbot, panel.tree, dreamy)
     assert loads == [(str(models / "Stable-diffusion" / "dreamy.safetensors"), "auto")]
-    memory = next(a.menu() for a in window.model_menu.actions() if a.text() == "Memory")
+    memory = next(a.menu() for a in window.models.menu.actions() if a.text() == "Memory")
     low = next(a for a in memory.actions() if a.text().startswith("Low"))
-    window._model_info = {"ref": "builtin"}
+    window.models.info = {"ref": "builtin"}
     low.trigger()
     assert window.settings.get("memory") == "low" and loads[-1] == ("builtin", "low")
     qtbot.waitUntil(lambda: all(i.hash for i in panel.items if i.kind is not library.ItemKind.DIFFUSERS),
                     timeout=60_000)  # hashed in the background, then cached
-    window._model_info = {}
+    window.models.info = {}
     window.close()
 
 

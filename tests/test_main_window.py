@@ -113,7 +113,7 @@ def test_generate_button_puts_the_result_on_the_canvas_and_in_the_gallery(qtbot,
     w.controls.seed.lock.setChecked(True)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as done:
         qtbot.mouseClick(w.generate_button, Qt.MouseButton.LeftButton)
-    result = done.args[1][0]
+    result = done.args[0].results[0]
     assert result.seed == 99 and result.recipe["prompt"] == "a blue square"
     assert w.canvas.has_image() and w.canvas.image().size == (32, 32)
     assert w.center.currentWidget() is w.canvas
@@ -129,17 +129,17 @@ def test_ctrl_enter_generates_and_an_unlocked_seed_moves_on(qtbot, make_window):
     w.controls.seed.lock.setChecked(False)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as done:
         w.generate_action.trigger()
-    assert done.args[1][0].seed == 5
+    assert done.args[0].results[0].seed == 5
     assert w.controls.seed.seed() == 5  # the field names the picture on screen
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as again:
         w.generate_action.trigger()
-    new_seed = again.args[1][0].seed
+    new_seed = again.args[0].results[0].seed
     assert new_seed != 5 and w.controls.seed.seed() == new_seed  # the next click gave a new picture
     w.controls.seed.step(-1)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as stepped:
         w.generate_action.trigger()
-    assert stepped.args[1][0].seed == new_seed - 1  # a stepped-to seed is used as it is
-    assert w.gallery_panel.current_record().id == stepped.args[1][0].gallery_id  # the newest result is shown
+    assert stepped.args[0].results[0].seed == new_seed - 1  # a stepped-to seed is used as it is
+    assert w.gallery_panel.current_record().id == stepped.args[0].results[0].gallery_id  # the newest result is shown
     assert "Ctrl+Return" in w.generate_action.toolTip() or "Ctrl+Enter" in w.generate_action.toolTip()
     assert "&" not in w.generate_action.toolTip()  # the menu's mnemonic marker is not shown
     text = w.shortcuts_text()  # the F1 dialog, after a run put a step on the undo stack
@@ -157,7 +157,7 @@ def test_escape_cancels_and_keeps_the_last_preview(qtbot, make_window):
     w.controls.steps.setValue(150)
     w.controls.set_size(256, 256)  # seconds long, so the run is surely still going when Esc arrives
     with qtbot.waitSignal(w.backend.step, timeout=60_000):
-        w.generate()
+        w.generation.generate()
     with qtbot.waitSignal(w.backend.cancelled, timeout=60_000):
         w.cancel_action.trigger()
     assert w.progress.format() == "Cancelled"
@@ -180,8 +180,8 @@ def test_variations_a_click_picks_a_tile_and_a_double_click_keeps_it(qtbot, make
     w.controls.seed.set_seed(40)
     w.controls.seed.lock.setChecked(False)
     with qtbot.waitSignal(w.backend.finished, timeout=120_000) as done:
-        w._generate_batch(4)
-    results = done.args[1]
+        w.generation.generate_batch(4)
+    results = done.args[0].results
     assert [r.seed for r in results] == [40, 41, 42, 43]
     assert w.center.currentWidget() is w.grid and w.grid.count() == 4
     assert all(w.grid.image(k) is not None for k in range(4))
@@ -210,13 +210,13 @@ def test_an_unlocked_seed_picked_from_the_grid_moves_on_at_the_next_generate(qtb
     w.controls.seed.set_seed(40)
     w.controls.seed.lock.setChecked(False)
     with qtbot.waitSignal(w.backend.finished, timeout=120_000):
-        w._generate_batch(4)
+        w.generation.generate_batch(4)
     qtbot.mouseClick(w.grid, Qt.MouseButton.LeftButton, pos=w.grid.tile_rect(1).center().toPoint())
     assert w.controls.seed.seed() == 41
     w.controls.batch.setValue(1)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as again:
-        w.generate()
-    assert again.args[1][0].seed not in (40, 41, 42, 43)  # a new picture, as after any run
+        w.generation.generate()
+    assert again.args[0].results[0].seed not in (40, 41, 42, 43)  # a new picture, as after any run
 
 
 def test_variations_of_a_gallery_image_keep_its_seed_and_leave_the_slider_as_it_was(qtbot, make_window):
@@ -225,9 +225,9 @@ def test_variations_of_a_gallery_image_keep_its_seed_and_leave_the_slider_as_it_
     recipe = {"prompt": "a red star", "seed": 45, "steps": 3, "cfg": 7.0}
     with qtbot.waitSignal(w.backend.finished, timeout=120_000) as done:
         with qtbot.waitSignal(w.backend.step, timeout=60_000):
-            w._variations_of(recipe)
+            w.generation.variations_of(recipe)
         assert (w.controls.batch.value(), w.controls.variation.value()) == (4, 0.15)  # the fields say what runs
-    results = done.args[1]
+    results = done.args[0].results
     assert [r.seed for r in results] == [45] * 4
     assert [r.recipe["variation_seed"] for r in results] == [1045, 1046, 1047, 1048]
     assert w.controls.variation.value() == 0.0  # the next Generate or Regenerate is the plain seed again
@@ -243,7 +243,7 @@ def test_the_batch_field_shows_the_batch_that_runs(qtbot, make_window):
         with qtbot.waitSignal(w.backend.step, timeout=60_000):
             qtbot.keyClick(w, Qt.Key.Key_4, Qt.KeyboardModifier.ControlModifier)
         assert w.controls.batch.value() == 4
-    assert len(done.args[1]) == 4 and w.controls.batch.value() == 4 and "Ctrl+4" in four.toolTip()
+    assert len(done.args[0].results) == 4 and w.controls.batch.value() == 4 and "Ctrl+4" in four.toolTip()
 
 
 def test_an_outpaint_of_a_result_is_saved_as_made_from_it(qtbot, make_window):
@@ -251,22 +251,22 @@ def test_an_outpaint_of_a_result_is_saved_as_made_from_it(qtbot, make_window):
     w.controls.seed.set_seed(8)
     w.controls.seed.lock.setChecked(True)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as first:
-        w.generate()
-    origin = first.args[1][0].gallery_id
+        w.generation.generate()
+    origin = first.args[0].results[0].gallery_id
     assert w.canvas.source_id() == origin
     w.canvas.extend(0, 0, 8, 0)
     assert w.canvas.source_id() == origin  # the extended picture is still made from it
     w.controls.strength.setValue(0.75)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as grown:
         with qtbot.waitSignal(w.backend.step, timeout=60_000):
-            w.generate()
+            w.generation.generate()
         assert "(0.75 × 3)" in w.progress.format()  # why an inpaint runs fewer steps than asked
-    child = grown.args[1][0]
+    child = grown.args[0].results[0]
     assert child.recipe["mode"] != "txt2img" and w.gallery.get(child.gallery_id).parent_id == origin
     assert [r.id for r in w.gallery.children(origin)] == [child.gallery_id]
     w.canvas.undo_stack.undo()  # back to the extended picture: still linked
     assert w.canvas.source_id() == origin
-    w.canvas.set_image(first.args[1][0].image)  # a picture from elsewhere has no source
+    w.canvas.set_image(first.args[0].results[0].image)  # a picture from elsewhere has no source
     assert w.canvas.source_id() is None
     assert w.gallery_panel.select_image(origin)
     w.gallery_panel.actions_by_name["send_to_canvas"].trigger()  # "To canvas" opens the gallery's file
@@ -277,7 +277,7 @@ def test_closing_during_a_run_joins_the_backend(qtbot, make_window):
     w = make_window()
     w.controls.steps.setValue(100)
     with qtbot.waitSignal(w.backend.step, timeout=60_000):
-        w.generate()
+        w.generation.generate()
     w.close()
     assert w.backend._thread.isFinished()
 
@@ -311,7 +311,7 @@ def test_reuse_settings_fills_the_controls(qtbot, make_window):
 def test_a_bad_request_is_explained_in_the_status_bar(qtbot, make_window):
     w = make_window()
     w.controls.set_size(100, 64)  # not a multiple of 8
-    w.generate()
+    w.generation.generate()
     assert "multiple of 8" in w.statusBar().currentMessage()
     assert not w.backend.busy()
 
@@ -322,14 +322,14 @@ def test_a_folder_that_fails_to_load_leaves_the_working_model_in_use(qtbot, make
     bad.mkdir()
     (bad / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
     with qtbot.waitSignal(w.backend.model_failed, timeout=60_000) as failed:
-        w.load_model(str(bad))
+        w.models.load(str(bad))
     assert "lists no components" in failed.args[0]
     assert w.settings.get("model") == str(tiny_model)  # the next start opens the working model
     assert w.statusBar().currentMessage().startswith("Still using")
     assert "No model" not in w.model_label.text() and w.progress.format() == "Ready"
     w.controls.seed.set_seed(3)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000):
-        w.generate()  # on the model that still works, not another try at the broken folder
+        w.generation.generate()  # on the model that still works, not another try at the broken folder
     assert w.canvas.has_image()
 
 
@@ -345,7 +345,7 @@ def test_a_first_model_that_fails_falls_back_to_the_built_in_one(qtbot, data_dir
     qtbot.addWidget(w)
     w.backend.start()
     with qtbot.waitSignal(w.backend.model_loaded, timeout=120_000) as loaded:
-        w.load_model(w.startup_model)
+        w.models.load(w.startup_model)
     assert loaded.args[0]["name"] == "studio-shapes" and w.settings.get("model") == "builtin"
     assert w.statusBar().currentMessage().endswith("opened the built-in model instead")
     assert "no model named or at" in w.statusBar().currentMessage()
@@ -354,42 +354,42 @@ def test_a_first_model_that_fails_falls_back_to_the_built_in_one(qtbot, data_dir
 
 def test_a_model_s_suggested_guidance_is_adopted_unless_the_designer_chose_their_own(make_window):
     w = make_window()
-    info = dict(w._model_info)
+    info = dict(w.models.info)
     assert w.controls.cfg.value() == 7.0  # the tiny model suggests nothing
-    w._on_model_loaded({**info, "name": "small", "suggested_cfg": 3.0})
+    w.models.on_loaded({**info, "name": "small", "suggested_cfg": 3.0})
     assert w.controls.cfg.value() == 3.0 and "small suggests" in w.statusBar().currentMessage()
-    w._on_model_loaded({**info, "name": "plain", "suggested_cfg": None})
+    w.models.on_loaded({**info, "name": "plain", "suggested_cfg": None})
     assert w.controls.cfg.value() == 7.0  # what the window set for the last model is undone
-    w._on_model_loaded({**info, "name": "odd", "suggested_cfg": 2.25})  # the control rounds it
-    w._on_model_loaded({**info, "name": "plain", "suggested_cfg": None})
+    w.models.on_loaded({**info, "name": "odd", "suggested_cfg": 2.25})  # the control rounds it
+    w.models.on_loaded({**info, "name": "plain", "suggested_cfg": None})
     assert w.controls.cfg.value() == 7.0  # the rounded value was still recognised as the window's
     w.controls.cfg.setValue(4.5)
-    w._on_model_loaded({**info, "name": "small", "suggested_cfg": 3.0})
+    w.models.on_loaded({**info, "name": "small", "suggested_cfg": 3.0})
     assert w.controls.cfg.value() == 4.5  # the designer's own value stays
 
 
 def test_a_guidance_restored_at_start_that_equals_the_suggestion_is_the_window_s_to_undo(make_window):
     w = make_window()
-    info = dict(w._model_info)
+    info = dict(w.models.info)
     w.controls.cfg.setValue(3.0)  # as settings restore it after a session with the small model
-    w._on_model_loaded({**info, "name": "small", "suggested_cfg": 3.0})
-    w._on_model_loaded({**info, "name": "plain", "suggested_cfg": None})
+    w.models.on_loaded({**info, "name": "small", "suggested_cfg": 3.0})
+    w.models.on_loaded({**info, "name": "plain", "suggested_cfg": None})
     assert w.controls.cfg.value() == 7.0
 
 
 def test_flux_schnell_s_four_steps_are_adopted_and_given_back_with_its_guidance_greyed(make_window):
     w = make_window()
-    info = dict(w._model_info)
+    info = dict(w.models.info)
     w.controls.steps.setValue(20)  # the usual default (the test window starts at a few steps, for speed)
-    w._on_model_loaded({**info, "name": "flux1-schnell", "family": "FLUX.1 schnell", "suggested_cfg": 1.0,
+    w.models.on_loaded({**info, "name": "flux1-schnell", "family": "FLUX.1 schnell", "suggested_cfg": 1.0,
                         "suggested_steps": 4})
     assert w.controls.steps.value() == 4 and not w.controls.cfg.isEnabled()
     assert w.controls.cfg_label.text() == "FLUX guidance" and not w.controls.negative.isEnabled()
-    w._on_model_loaded({**info, "name": "flux1-dev", "family": "FLUX.1 dev", "suggested_cfg": 3.5,
+    w.models.on_loaded({**info, "name": "flux1-dev", "family": "FLUX.1 dev", "suggested_cfg": 3.5,
                         "suggested_steps": None})
     assert w.controls.steps.value() == 20 and w.controls.cfg.isEnabled() and w.controls.cfg.value() == 3.5
     w.controls.steps.setValue(12)
-    w._on_model_loaded({**info, "name": "flux1-schnell", "family": "FLUX.1 schnell", "suggested_cfg": 1.0,
+    w.models.on_loaded({**info, "name": "flux1-schnell", "family": "FLUX.1 schnell", "suggested_cfg": 1.0,
                         "suggested_steps": 4})
     assert w.controls.steps.value() == 12  # the designer's own count stays
 
@@ -403,7 +403,7 @@ def test_an_inpaint_keeps_its_mask_so_another_seed_re_rolls_it(qtbot, make_windo
     w.controls.seed.set_seed(3)
     w.controls.seed.lock.setChecked(True)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000):
-        w.generate()
+        w.generation.generate()
     w.canvas.set_brush_size(8)
     start, end = (w.canvas.map_from_image(QPointF(x, 16)).toPoint() for x in (8, 24))
     qtbot.mousePress(w.canvas, Qt.MouseButton.LeftButton, pos=start)
@@ -412,13 +412,13 @@ def test_an_inpaint_keeps_its_mask_so_another_seed_re_rolls_it(qtbot, make_windo
     painted = w.canvas.mask()
     assert w.canvas.has_mask()
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as first:
-        w.generate()
-    assert first.args[1][0].recipe["mode"] == "inpaint"
+        w.generation.generate()
+    assert first.args[0].results[0].recipe["mode"] == "inpaint"
     assert w.canvas.has_mask() and w.canvas.mask().tobytes() == painted.tobytes()  # still there
     w.controls.seed.set_seed(4)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as again:
-        w.generate()
-    recipe = again.args[1][0].recipe
+        w.generation.generate()
+    recipe = again.args[0].results[0].recipe
     assert (recipe["mode"], recipe["seed"], recipe["mask_hash"]) == ("inpaint", 4, image_hash(painted))
     steps = w.canvas.undo_stack.count()
     w.canvas.clear_mask()  # the designer clears it when done, and that undoes too
@@ -439,8 +439,8 @@ def test_an_outpaint_made_in_the_window_is_recorded_and_replays_as_one(qtbot, ma
     w.controls.seed.set_seed(21)
     w.controls.seed.lock.setChecked(True)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as first:
-        w.generate()
-    origin = first.args[1][0]
+        w.generation.generate()
+    origin = first.args[0].results[0]
     qtbot.keyClick(w.canvas, Qt.Key.Key_X)
     assert w.canvas.tool() == "extend"
     right, middle = int(w.canvas.image_rect().right()), int(w.canvas.image_rect().center().y())
@@ -450,8 +450,8 @@ def test_an_outpaint_made_in_the_window_is_recorded_and_replays_as_one(qtbot, ma
     qtbot.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, pos=beyond)
     assert w.canvas.image().size == (48, 32)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as grown:
-        w.generate()
-    child = grown.args[1][0]
+        w.generation.generate()
+    child = grown.args[0].results[0]
     assert child.recipe["mode"] == "outpaint" and child.recipe["outpaint"] == [0, 0, 16, 0]
     record = w.gallery.get(child.gallery_id)
     assert record.mode == "outpaint" and record.parent_id == origin.gallery_id and child.image.size == (48, 32)
@@ -468,8 +468,8 @@ def test_an_outpaint_made_in_the_window_is_recorded_and_replays_as_one(qtbot, ma
     qtbot.mousePress(w.canvas, Qt.MouseButton.LeftButton, pos=centre)
     qtbot.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, pos=centre)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as painted:
-        w.generate()
-    assert painted.args[1][0].recipe["mode"] == "inpaint"
+        w.generation.generate()
+    assert painted.args[0].results[0].recipe["mode"] == "inpaint"
 
 
 def test_regenerate_runs_the_whole_recipe_not_the_controls_and_the_canvas(qtbot, make_window):
@@ -482,23 +482,23 @@ def test_regenerate_runs_the_whole_recipe_not_the_controls_and_the_canvas(qtbot,
     w.controls.seed.set_seed(5)
     w.controls.seed.lock.setChecked(True)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000):
-        w.generate()
+        w.generation.generate()
     start, end = (w.canvas.map_from_image(QPointF(x, 12)).toPoint() for x in (6, 26))
     qtbot.mousePress(w.canvas, Qt.MouseButton.LeftButton, pos=start)
     qtbot.mouseMove(w.canvas, end)
     qtbot.mouseRelease(w.canvas, Qt.MouseButton.LeftButton, pos=end)
     w.controls.mask_feather.setValue(3)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as made:
-        w.generate()
-    first = made.args[1][0]
+        w.generation.generate()
+    first = made.args[0].results[0]
     assert first.recipe["mode"] == "inpaint" and first.gallery_id is not None
     recipe = w.gallery.get(first.gallery_id).recipe()
     w.canvas.clear_mask()
     w.controls.steps.setValue(7)
     w.controls.mask_feather.setValue(0)
     with qtbot.waitSignal(w.backend.finished, timeout=60_000) as again:
-        w._regenerate(recipe)
-    second = again.args[1][0]
+        w.generation.regenerate(recipe)
+    second = again.args[0].results[0]
     assert (second.recipe["mode"], second.recipe["steps"], second.recipe["mask_feather"]) == ("inpaint", 3, 3)
     assert second.recipe["mask_hash"] == first.recipe["mask_hash"]
     assert np.array_equal(np.asarray(first.image), np.asarray(second.image))

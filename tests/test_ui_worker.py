@@ -39,11 +39,12 @@ def test_generate_emits_steps_with_previews_then_results_saved_to_the_gallery(qt
     with qtbot.waitSignal(backend.finished, timeout=60_000) as finished:
         job = backend.generate(req())
     assert started == [job] and finished.args[0] == job
-    results = finished.args[1]
+    results = finished.args[0].results
     assert len(results) == 1 and results[0].seed == 11 and results[0].gallery_id is not None
     assert results[0].image.size == (32, 32)
-    assert steps and steps[-1][1] == steps[-1][2] == 3  # the final step always reaches the GUI
-    assert not steps[-1][4][0].isNull() and steps[-1][4][0].width() == 16
+    last = steps[-1][1]
+    assert steps and last.step == last.total == 3  # the final step always reaches the GUI
+    assert not last.previews[0].isNull() and last.previews[0].width() == 16
 
 
 def test_cancel_mid_run_reports_cancelled_and_no_result(qtbot, backend):
@@ -60,7 +61,7 @@ def test_cancel_mid_run_reports_cancelled_and_no_result(qtbot, backend):
 def test_clear_queue_drops_waiting_jobs(qtbot, backend):
     cancelled, finished = [], []
     backend.cancelled.connect(cancelled.append)
-    backend.finished.connect(lambda job, results: finished.append(job))
+    backend.finished.connect(finished.append)
     with qtbot.waitSignal(backend.started, timeout=60_000):
         first = backend.generate(req(steps=6))
     waiting = [backend.generate(req(seed=s)) for s in (1, 2)]
@@ -76,7 +77,7 @@ def test_failures_are_reported_and_the_worker_lives_on(qtbot, backend):
     bad = req(init_image=Image.new("RGB", (32, 32)), mask=Image.new("L", (32, 32), 0))  # empty mask
     with qtbot.waitSignal(backend.failed, timeout=60_000) as failed:
         backend.generate(bad)
-    assert "mask" in failed.args[1].lower()
+    assert "mask" in failed.args[0].error.lower()
     with qtbot.waitSignal(backend.model_failed, timeout=60_000) as model_failed:
         backend.load_model("/no/such/model")
     assert "no model named or at" in model_failed.args[0]
@@ -92,3 +93,38 @@ def test_shutdown_during_a_run_cancels_and_joins(qtbot, tiny_model, data_dir):
         b.generate(req(steps=100))
     assert b.shutdown(timeout_ms=30_000)
     assert b._thread.isFinished()
+
+
+def test_each_job_goes_through_its_states_in_order_and_the_signals_carry_it(qtbot, backend):
+    from PIL import Image
+
+    from studio.ui.jobs import JobKind, JobState
+
+    seen = []  # (signal, the job, its state as that signal's slot sees it)
+    for name in ("started", "finished", "failed", "cancelled"):
+        getattr(backend, name).connect(lambda job, name=name: seen.append((name, job, job.state)))
+    backend.step.connect(lambda job, progress: seen.append(("step", job, job.state)))
+    made = backend.generate(req())
+    broken = backend.generate(req(init_image=Image.new("RGB", (32, 32)), mask=Image.new("L", (32, 32), 0)))
+    stopped = backend.generate(req(steps=150, width=256, height=256))
+    dropped = backend.generate(req(seed=3))
+    assert {made.state, broken.state, stopped.state, dropped.state} == {JobState.QUEUED}
+    assert made.kind is JobKind.GENERATE and backend.queued() == 4
+    backend.started.connect(lambda job: job is stopped and backend.clear_queue())  # `dropped` never runs
+    backend.step.connect(lambda job, progress: job is stopped and backend.cancel_current())
+    with qtbot.waitSignal(backend.idle, timeout=60_000):
+        pass
+
+    def story(job):
+        return [(name, state) for name, j, state in seen if j is job and name != "step"]
+
+    assert story(made) == [("started", JobState.RUNNING), ("finished", JobState.FINISHED)]
+    steps = [state for name, j, state in seen if j is made and name == "step"]
+    assert steps and set(steps) == {JobState.RUNNING}
+    assert len(made.results) == 1 and made.results[0].gallery_id is not None and made.error == ""
+    assert story(broken) == [("started", JobState.RUNNING), ("failed", JobState.FAILED)]
+    assert "mask" in broken.error.lower() and broken.results == []
+    assert story(stopped) == [("started", JobState.RUNNING), ("cancelled", JobState.CANCELLED)]
+    assert stopped.results == [] and stopped.started_at is not None
+    assert story(dropped) == [("cancelled", JobState.CANCELLED)] and dropped.started_at is None
+    assert backend.current is None and backend.queued() == 0

@@ -358,3 +358,5 @@ class GenerationResult:
     seed: int
     recipe: dict[str, Any]
     seconds: float
+    gallery_id: int | None = None  # set by whoever keeps it in the gallery (the GUI's worker)
+    path: str | None = None  # the gallery's file for it

@@ -140,6 +140,6 @@ def run_app(argv: list[str]) -> int:
     for path in args.images:  # "Open with Studio" passes files (the .desktop entry's %F)
         window.open_image(path)
     # torch and diffusers load on the backend thread once the window is on screen.
-    QTimer.singleShot(0, lambda: (window.backend.start(), window.load_model(window.startup_model),
+    QTimer.singleShot(0, lambda: (window.backend.start(), window.models.load(window.startup_model),
                                   window.library_panel.rescan()))
     return app.exec()

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QGridLayout, QHBoxLayout, QLa
 
 from studio.engine.grid import AxisKind, GridSpec, parse_axis
 from studio.recipe.request import RequestError
+from studio.ui.jobs import Job
 from studio.ui.variations import VariationGrid
 
 NONE = "—"
@@ -51,7 +52,7 @@ class GridDialog(QDialog):
         self.window_ = window
         self.setWindowTitle("Comparison grid")
         self.resize(720, 640)
-        self.job: int | None = None
+        self.job: Job | None = None
         self.results: list[Any] = []
         self.rows: list[tuple[QComboBox, QLineEdit]] = []
         axes = QGridLayout()
@@ -85,8 +86,8 @@ class GridDialog(QDialog):
         self.relay.done.connect(self.tiles.set_final)
         backend = window.backend
         backend.finished.connect(self._finished)
-        backend.failed.connect(lambda job, text: job == self.job and self.message.setText(f"Failed: {text}"))
-        backend.cancelled.connect(lambda job: job == self.job and self.tiles.stop())
+        backend.failed.connect(lambda job: job is self.job and self.message.setText(f"Failed: {job.error}"))
+        backend.cancelled.connect(lambda job: job is self.job and self.tiles.stop())
 
     @staticmethod
     def _example(text: str, values: QLineEdit) -> None:
@@ -97,7 +98,7 @@ class GridDialog(QDialog):
         """The grid the dialog describes, on the Generate panel's current request."""
         axes = [parse_axis(f"{kind.currentText()}={values.text()}") for kind, values in self.rows
                 if kind.currentText() != NONE]
-        return GridSpec(self.window_.build_request(batch_size=1), axes)
+        return GridSpec(self.window_.generation.build_request(batch_size=1), axes)
 
     def run(self) -> None:
         try:
@@ -124,9 +125,9 @@ class GridDialog(QDialog):
         previews[index] = image
         self.tiles.set_previews(previews)
 
-    def _finished(self, job: int, results: list[Any]) -> None:
-        if job == self.job:
-            self.results = results[1:]  # results[0] is the labelled grid image
+    def _finished(self, job: Job) -> None:
+        if job is self.job:
+            self.results = job.results[1:]  # results[0] is the labelled grid image
             self.message.setText(f"Done: the grid and its {len(self.results)} cells are in the gallery")
 
     def _keep(self, index: int) -> None:
