@@ -14,9 +14,9 @@ from typing import Any
 from studio import __version__
 from studio.engine.library import ItemKind
 from studio.engine.memory import MemoryPreset
+from studio.gallery.records import SEARCH_SYNTAX
 from studio.recipe.errors import StudioError
 from studio.recipe.request import SEED_MAX, GenerationRequest, RequestError, from_recipe, knobs
-from studio.gallery.records import SEARCH_SYNTAX
 
 DEFAULTS = {f.name: f.default for f in fields(GenerationRequest)}
 # Request field -> CLI option (argparse dest), where the names differ.
@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="images each --server runs at once (default 1)")
     gen.add_argument("--local", action="store_true",
                      help="run on this computer even when the default backend (or --from's picture) is a server")
-    gen.add_argument("--allow-pickle", action="store_true", help="let a diffusers folder load .bin (pickle) weights: this can run code from the files")
+    gen.add_argument("--allow-pickle", action="store_true",
+                     help="let a diffusers folder load .bin (pickle) weights: this can run code from the files")
     gen.add_argument("--json", action="store_true", help="one JSON object per image on stdout: path, seed, width, "
                      "height, model, gallery_id, seconds (this image's share: a batch is made together, so each "
                      "image gets batch_seconds / batch_size), batch_seconds, batch_size, batch_index")
@@ -234,15 +235,16 @@ def _inputs_of(recipe: dict[str, Any], args: argparse.Namespace) -> tuple[Any, A
         given = getattr(args, what)
         found[what] = gallery.input_image(digest) if digest and given is None else None
         if digest and given is None and found[what] is None:
-            raise CLIError(f"that picture was made by {recipe.get('mode')} from {'a mask' if what == 'mask' else 'an input image'} "
+            source = "a mask" if what == "mask" else "an input image"
+            raise CLIError(f"that picture was made by {recipe.get('mode')} from {source} "
                            f"the gallery no longer keeps (inputs/{digest}.png): give it again with --{what}")
     return found["init"], found["mask"]
 
 
 def _recipe_of(source: str, data_dir_option: str | None) -> dict[str, Any]:
     """The recipe in a PNG, or of a gallery image by id."""
-    from studio.recipe.metadata import read_recipe
     from studio.paths import data_dir
+    from studio.recipe.metadata import read_recipe
 
     if Path(source).is_file():
         _open_image(Path(source), "--from")
@@ -318,9 +320,9 @@ def _local_backend(args: argparse.Namespace, home: Path) -> Any:
 def cmd_generate(args: argparse.Namespace) -> int:
     from studio.backends import BackendKind
     from studio.backends.pool import JobIncomplete
-    from studio.recipe.metadata import encode_png
     from studio.gallery.files import atomic_write
     from studio.paths import data_dir
+    from studio.recipe.metadata import encode_png
 
     if args.no_gallery and args.out is None:
         raise CLIError("nothing would be kept: give --out, or drop --no-gallery")

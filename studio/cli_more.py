@@ -41,8 +41,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from studio.cli import CLIError, _open_gallery, _open_image
     from studio.engine import Engine
     from studio.engine.enlarge import upscale_picture
-    from studio.recipe.metadata import MetadataError, read_recipe
     from studio.paths import data_dir
+    from studio.recipe.metadata import MetadataError, read_recipe
 
     if args.no_gallery and args.out is None:
         raise CLIError("nothing would be kept: give --out, or drop --no-gallery")
@@ -58,7 +58,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         record = _open_gallery(home).get(int(args.source))
         path, recipe, parent_id = record.file, record.recipe(), record.id
     else:
-        raise CLIError(f"upscale takes a gallery id (`studio gallery list`) or an image file; {args.source!r} is neither")
+        raise CLIError(f"upscale takes a gallery id (`studio gallery list`) or an image file; {args.source!r} "
+                       "is neither")
     image = _open_image(path, "the picture")
     engine = Engine(device=args.device, data_dir=home)
     result = upscale_picture(engine, image, args.scale, args.upscaler, recipe, parent_id, tile=args.tile)
@@ -70,8 +71,8 @@ def _keep(args: argparse.Namespace, home: Path, result: Any, parent_id: int | No
           gallery: Any = None, out: Path | None = None) -> int | None:
     """Save to the gallery (unless --no-gallery) and to --out; print one line (or JSON object)."""
     from studio.cli import _open_gallery
-    from studio.recipe.metadata import encode_png
     from studio.gallery.files import atomic_write
+    from studio.recipe.metadata import encode_png
 
     gallery_id, path = None, None
     if not args.no_gallery:

@@ -12,7 +12,8 @@ from studio.resources import BUILTIN_MODEL
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m studio.train_builtin", description=__doc__)
-    parser.add_argument("--work", type=Path, default=Path("work/builtin"), help="checkpoints and data (resumes from here)")
+    parser.add_argument("--work", type=Path, default=Path("work/builtin"),
+                        help="checkpoints and data (resumes from here)")
     parser.add_argument("--out", type=Path, default=BUILTIN_MODEL, help="where the pipeline folder goes")
     parser.add_argument("--export-only", action="store_true",
                         help="write the pipeline folder from the latest checkpoints and stop")

@@ -155,8 +155,8 @@ UNUSUAL: dict[str, Callable[[Path], Path]] = {
 # ----------------------------------------------------------------------------------- model files
 
 def truncated_safetensors(folder: Path) -> Path:
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     whole = folder / "whole.safetensors"
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3)}, str(whole))
@@ -174,8 +174,8 @@ def png_named_safetensors(folder: Path) -> Path:
 
 def wrong_architecture(folder: Path) -> Path:
     """A real safetensors file of something else (an image classifier's layers)."""
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     path = folder / "classifier.safetensors"
     save_file({"conv1.weight": torch.zeros(8, 3, 3, 3), "fc.weight": torch.zeros(10, 8)}, str(path))

@@ -13,8 +13,8 @@ import pytest
 
 from studio.builtin import judge, world
 from studio.engine import Engine, GenerationRequest
-from studio.recipe.request import SCHEDULERS
 from studio.engine.models import list_models, resolve
+from studio.recipe.request import SCHEDULERS
 from studio.resources import BUILTIN_MODEL, BUILTIN_MODEL_NAME
 
 pytestmark = pytest.mark.builtin

@@ -149,7 +149,8 @@ def test_sdxl_runs_every_mode_with_previews(engine, files):
     steps: list = []
     engine.load(str(files["sdxl"]))
     first = engine.generate(request(files["sdxl"]), on_step=steps.append)[0]
-    assert len(steps) == 3 and steps[-1].preview is not None and steps[-1].preview.shape == (32, 32, 3)  # one pixel per latent
+    assert len(steps) == 3 and steps[-1].preview is not None
+    assert steps[-1].preview.shape == (32, 32, 3)  # one pixel per latent
     again = engine.generate(request(files["sdxl"]))[0]
     assert np.array_equal(pixels(first.image), pixels(again.image))
     other = engine.generate(request(files["sdxl"], seed=6))[0]
@@ -220,7 +221,8 @@ def test_bad_files_are_refused_with_the_reason_and_the_model_stays(tmp_path, fil
     save_file({"encoder.layer1.weight": torch.zeros(2), "head.fc.bias": torch.zeros(2)}, str(other))
     empty = tmp_path / "empty.safetensors"
     empty.write_bytes(b"")
-    cases = [(cut, "cut short"), (not_model, "not a safetensors file"), (flux, "damaged FLUX transformer file: it lacks img_in.weight"),
+    cases = [(cut, "cut short"), (not_model, "not a safetensors file"),
+             (flux, "damaged FLUX transformer file: it lacks img_in.weight"),
              (lora, "LoRA weights"), (other, "2 tensors named encoder, head"), (empty, "empty or cut short")]
     for path, reason in cases:
         with pytest.raises(ModelError, match=reason):

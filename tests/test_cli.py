@@ -35,7 +35,8 @@ def test_generate_writes_a_png_whose_recipe_info_reads_back(capsys, gen_args, tm
     assert Image.open(out_file).size == (32, 32)
     code, out, _ = run(capsys, "info", str(out_file), "--json")
     recipe = json.loads(out)
-    assert (recipe["prompt"], recipe["negative_prompt"], recipe["seed"], recipe["cfg"]) == ("a red cat", "blue", 1234, 6.5)
+    assert (recipe["prompt"], recipe["negative_prompt"], recipe["seed"], recipe["cfg"]) == \
+        ("a red cat", "blue", 1234, 6.5)
     assert recipe["scheduler"] == "Euler a" and recipe["steps"] == 2
     code, out, _ = run(capsys, "info", str(out_file))
     assert "Negative prompt: blue" in out and "Seed: 1234" in out and "Sampler: Euler a" in out

@@ -205,7 +205,8 @@ def test_slerp_endpoints_and_norm():
     (dict(batch_size=0), "batch size must be between 1 and 16"),
     (dict(strength=0.0), "strength must be above 0"),
     (dict(mask=Image.new("L", (8, 8))), "a mask needs an image to repaint"),
-    (dict(init_image=Image.new("RGB", (64, 48)), mask=Image.new("L", (64, 64))), "the mask is 64x64 but the image is 64x48"),
+    (dict(init_image=Image.new("RGB", (64, 48)), mask=Image.new("L", (64, 64))),
+     "the mask is 64x64 but the image is 64x48"),
     (dict(init_image=Image.new("RGB", (64, 64)), outpaint=(0, 0, 0, 0)), "outpaint takes four pixel counts"),
 ])
 def test_validation_gives_precise_messages(fields, message):

@@ -128,7 +128,8 @@ def test_sd35_file_with_clips_inside_takes_an_fp8_t5_from_the_library(tmp_path):
     parts = files.sd3_components(files.sd3_configs())
     (tmp_path / "models" / "checkpoints").mkdir(parents=True)
     (tmp_path / "models" / "text_encoders").mkdir()
-    save(files.sd3_state_dict(parts, ("clip_l", "clip_g")), tmp_path / "models" / "checkpoints" / "sd3.5_medium.safetensors")
+    save(files.sd3_state_dict(parts, ("clip_l", "clip_g")),
+         tmp_path / "models" / "checkpoints" / "sd3.5_medium.safetensors")
     save(files.t5_tensors(parts["t5"]), tmp_path / "models" / "text_encoders" / "t5xxl_fp8_e4m3fn.safetensors",
          torch.float8_e4m3fn)
     data = tmp_path / "data"

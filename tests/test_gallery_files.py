@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, PngImagePlugin
 
-from studio.recipe import metadata
 from studio.gallery import Gallery, GalleryError, NotFoundError
 from studio.gallery.files import sanitize_name
+from studio.recipe import metadata
 from tests.test_gallery_store import recipe, save
 from tests.test_metadata import comfy_graph, png_with_chunks
 
@@ -55,8 +55,10 @@ def test_import_each_format(gallery: Gallery, tmp_path: Path) -> None:
     assert studio_row["prompt"] == "a studio squirrel" and studio_row["seed"] == 31337
     assert (rows[1].prompt, rows[1].seed, rows[1].steps, rows[1].cfg, rows[1].model_name) == \
         ("a misty forest, volumetric light", 1234, 28, 6.0, "forest-model")
-    assert (rows[2].prompt, rows[2].seed, rows[2].scheduler) == ("a red fox in snow\nwatercolor", 123456, "DPM++ 2M Karras")
-    assert (rows[3].prompt, rows[3].seed, rows[3].scheduler, rows[3].model_name) == ("an invoked castle", 55, "Euler a", "inv-model")
+    assert (rows[2].prompt, rows[2].seed, rows[2].scheduler) == ("a red fox in snow\nwatercolor", 123456,
+                                                                 "DPM++ 2M Karras")
+    assert (rows[3].prompt, rows[3].seed, rows[3].scheduler, rows[3].model_name) == \
+        ("an invoked castle", 55, "Euler a", "inv-model")
     assert rows[4].prompt == "" and rows[4].seed is None and rows[4].width == 24
     for row, source in zip(rows, [studio_png, a1111, comfy, invoke, bare]):
         assert row.file.read_bytes() == source.read_bytes()  # a copy, byte for byte
@@ -88,7 +90,8 @@ def test_import_folder_skips_broken_files_and_duplicates(gallery: Gallery, tmp_p
 
 def test_import_with_hostile_metadata_keeps_the_pixels(gallery: Gallery, tmp_path: Path) -> None:
     hostile = tmp_path / "hostile.png"
-    hostile.write_bytes(png_with_chunks([(b"tEXt", b'studio\0{"schema": 1, "prompt": "x", "negative_prompt": "", "steps": [1]}')]))
+    hostile.write_bytes(png_with_chunks([(b"tEXt",
+                                          b'studio\0{"schema": 1, "prompt": "x", "negative_prompt": "", "steps": [1]}')]))
     result = gallery.import_paths([hostile])
     assert len(result) == 1 and result.errors == []
     assert len(result.warnings) == 1 and "metadata ignored" in result.warnings[0][1]

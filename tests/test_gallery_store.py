@@ -14,19 +14,21 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from studio.recipe import metadata
 from studio.gallery import Gallery, GalleryError, LockedError, NotFoundError, Query, StorageFullError, files, schema
+from studio.recipe import metadata
 
 
 def recipe(prompt: str = "a red fox", seed: int = 1, **changes: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"schema": 1, "app": "studio", "mode": "txt2img", "prompt": prompt, "negative_prompt": "blurry",
+    out: dict[str, Any] = {"schema": 1, "app": "studio", "mode": "txt2img", "prompt": prompt,
+                           "negative_prompt": "blurry",
                            "steps": 20, "cfg": 7.0, "seed": seed, "scheduler": "Euler a",
                            "model": {"name": "studio-shapes", "hash": "abc1234567", "path": "/m"}}
     out.update(changes)
     return out
 
 
-def save(gallery: Gallery, prompt: str = "a red fox", seed: int = 1, parent_id: int | None = None, **changes: Any) -> int:
+def save(gallery: Gallery, prompt: str = "a red fox", seed: int = 1, parent_id: int | None = None,
+         **changes: Any) -> int:
     image = Image.new("RGB", (16, 16), (seed % 256, 80, 160))
     return gallery.save(image, recipe(prompt, seed, **changes), parent_id=parent_id)
 
@@ -116,7 +118,8 @@ def fts_ok(gallery: Gallery) -> None:
 
 
 def test_full_text_index_follows_updates_and_deletes(gallery: Gallery) -> None:
-    fox, owl, cat = save(gallery, "a red fox"), save(gallery, "an owl at night"), save(gallery, "a cat", negative_prompt="fox")
+    fox, owl = save(gallery, "a red fox"), save(gallery, "an owl at night")
+    cat = save(gallery, "a cat", negative_prompt="fox")
     assert ids(gallery.find(search="fox")) == [cat, fox]  # negative prompts are searched too
     with gallery.transaction() as conn:
         conn.execute("UPDATE images SET prompt = 'a grey wolf' WHERE id = ?", (fox,))
@@ -131,7 +134,8 @@ def test_full_text_index_follows_updates_and_deletes(gallery: Gallery) -> None:
     fts_ok(gallery)
 
 
-@pytest.mark.parametrize("text", ['"', 'fox"', "AND", "OR fox", "fox OR", "OR", "fox OR OR", '"red', 'fox " OR', "fox\0owl", '"fox\0',
+@pytest.mark.parametrize("text",
+                         ['"', 'fox"', "AND", "OR fox", "fox OR", "OR", "fox OR OR", '"red', 'fox " OR', "fox\0owl", '"fox\0',
                                   "NEAR(", "fox*", "(", "-fox", "^", "a:b", "'; DROP TABLE images; --"])
 def test_search_text_is_never_syntax(gallery: Gallery, text: str) -> None:
     save(gallery, "a red fox")
@@ -197,7 +201,8 @@ def test_search_pages_come_in_the_order_images_were_added(gallery: Gallery) -> N
                          (f"images/{i}.png", created, prompt, "2024-02-01T00:00:00.000000Z" if i % 11 == 0 else None))
             rows.append((i + 1, prompt, i % 11 == 0))
     for text in ("castle", "storm", "castle storm"):
-        expected = [i for i, prompt, deleted in reversed(rows) if all(w in prompt for w in text.split()) and not deleted]
+        expected = [i for i, prompt,
+                    deleted in reversed(rows) if all(w in prompt for w in text.split()) and not deleted]
         assert ids(gallery.find(search=text, limit=1000)) == expected
         assert ids(gallery.find(search=text, offset=5, limit=20)) == expected[5:25]
         assert ids(gallery.find(search=text, sort="oldest", limit=1000)) == expected[::-1]

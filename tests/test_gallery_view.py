@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent, QPixmap
-from PIL import Image
 
 from studio.bench.gallery import fill_synthetic
-from studio.recipe import metadata
 from studio.gallery import Gallery
+from studio.recipe import metadata
 from studio.ui import gallery_view
 from studio.ui.gallery_view import GalleryPanel
 from studio.ui.thumbnails import MissingRole

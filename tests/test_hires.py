@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from studio.engine import Cancelled, GenerationRequest, RequestError
-from studio.recipe.request import pass_steps
 from studio.recipe.metadata import format_parameters, parse_parameters, read_recipe
-from studio.recipe.request import from_recipe
+from studio.recipe.request import from_recipe, pass_steps
 
 
 def pixels(image) -> np.ndarray:

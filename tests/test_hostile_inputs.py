@@ -20,8 +20,8 @@ import pytest
 from PIL import Image
 
 from studio.cli import main
-from studio.recipe.request import GenerationRequest, RequestError
 from studio.gallery import Gallery
+from studio.recipe.request import GenerationRequest, RequestError
 from tests import hostile
 from tests.hostile import BROKEN, BROKEN_REASON, MODELS, UNUSUAL, assert_clear
 
@@ -462,7 +462,8 @@ def test_a_really_full_disk_keeps_every_saved_image(capsys, small_disk, tiny_mod
         with Gallery(home) as gallery:
             try:
                 saved.append(gallery.save(Image.fromarray(np.random.default_rng(attempt).integers(
-                    0, 255, (64, 64, 3), dtype=np.uint8)), {"schema": 1, "prompt": f"noise {attempt}", "seed": attempt}))
+                    0, 255, (64, 64, 3), dtype=np.uint8)), {"schema": 1, "prompt": f"noise {attempt}",
+                                                            "seed": attempt}))
             except Exception as exc:  # noqa: BLE001 - checked below
                 failure = exc
                 break

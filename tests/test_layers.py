@@ -12,7 +12,8 @@ import studio
 
 ROOT = Path(studio.__file__).parent
 # Lower number = lower layer. Utilities every layer may use sit at the bottom with the recipe.
-LAYERS = {"recipe": 0, "paths": 0, "resources": 0, "images": 0, "gallery": 1, "engine": 2, "backends": 3, "cli": 4, "ui": 5, "cli_more": 4}
+LAYERS = {"recipe": 0, "paths": 0, "resources": 0, "images": 0, "gallery": 1, "engine": 2, "backends": 3, "cli": 4,
+          "ui": 5, "cli_more": 4}
 TOOLS = {"bench", "builtin", "eval_builtin", "train_builtin", "__main__", "__init__"}  # above every layer
 NO_QT = {"recipe", "gallery", "engine", "backends", "cli"}
 NO_TORCH = {"recipe", "gallery"}
@@ -34,7 +35,8 @@ def _imports(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             found.append((node.lineno, base))
             if base == "studio":  # `from studio import engine` names a layer; `__version__` does not
                 found += [(node.lineno, f"studio.{a.name}") for a in node.names

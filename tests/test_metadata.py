@@ -154,7 +154,8 @@ def test_studio_recipe_round_trips_exactly(tmp_path) -> None:
 
 
 def test_broken_studio_chunk_falls_back_to_parameters() -> None:
-    data = png_with_info(studio="{not json", parameters="a cat\nSteps: 12, Sampler: Euler, CFG scale: 5, Seed: 9, Size: 16x16")
+    data = png_with_info(studio="{not json",
+                         parameters="a cat\nSteps: 12, Sampler: Euler, CFG scale: 5, Seed: 9, Size: 16x16")
     got = read_recipe(data)
     assert got is not None and got["source"] == "a1111" and got["steps"] == 12 and got["prompt"] == "a cat"
 
@@ -202,8 +203,10 @@ def test_comfyui_advanced_sampler_and_cycles_do_not_hang() -> None:
     graph["3"] = {"class_type": "KSamplerAdvanced", "inputs": {
         "noise_seed": 77, "steps": 10, "cfg": 8, "sampler_name": "euler", "scheduler": "normal",
         "positive": ["20", 0], "negative": ["7", 0], "latent_image": ["5", 0], "model": ["4", 0]}}
-    graph["20"] = {"class_type": "ConditioningConcat", "inputs": {"conditioning_to": ["21", 0], "conditioning_from": ["6", 0]}}
-    graph["21"] = {"class_type": "ConditioningConcat", "inputs": {"conditioning_to": ["20", 0], "conditioning_from": ["20", 0]}}
+    graph["20"] = {"class_type": "ConditioningConcat",
+                   "inputs": {"conditioning_to": ["21", 0], "conditioning_from": ["6", 0]}}
+    graph["21"] = {"class_type": "ConditioningConcat",
+                   "inputs": {"conditioning_to": ["20", 0], "conditioning_from": ["20", 0]}}
     got = read_recipe(png_with_info(prompt=json.dumps(graph)))
     assert got is not None and got["seed"] == 77 and got["scheduler"] == "Euler" and got["prompt"] == "a red fox in snow"
 
@@ -258,7 +261,8 @@ HOSTILE = {
     "A1111 steps abc": [(b"tEXt", b"parameters\0cat\nSteps: abc, Sampler: Euler, CFG scale: 7, Seed: 1")],
     "A1111 size nonsense": [(b"tEXt", b"parameters\0cat\nSteps: 5, Size: 99999999999x2, Seed: 1")],
     "comfy not a graph": [(b"tEXt", b'prompt\0"just a string"')],
-    "comfy wrong types": [(b"tEXt", b'prompt\0{"1": {"class_type": "KSampler", "inputs": {"steps": "many", "seed": [1]}}}')],
+    "comfy wrong types": [(b"tEXt",
+                           b'prompt\0{"1": {"class_type": "KSampler", "inputs": {"steps": "many", "seed": [1]}}}')],
     "invokeai wrong types": [(b"tEXt", b'invokeai_metadata\0{"positive_prompt": 5, "seed": "x"}')],
 }
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
 from studio.recipe import metadata
-from studio.recipe.request import SCHEMA
 from studio.recipe.errors import StudioError
+from studio.recipe.request import SCHEMA
 
 FUZZ = settings(max_examples=int(os.environ.get("STUDIO_FUZZ_EXAMPLES", "150")), deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

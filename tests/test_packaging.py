@@ -129,7 +129,8 @@ def _validator(tool: str, package: str) -> str:
 def test_desktop_entry_passes_desktop_file_validate():
     import subprocess
 
-    done = subprocess.run([_validator("desktop-file-validate", "desktop-file-utils"), str(PACKAGING / "studio.desktop")],
+    done = subprocess.run([_validator("desktop-file-validate", "desktop-file-utils"),
+                           str(PACKAGING / "studio.desktop")],
                           capture_output=True, text=True)
     assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), done.stdout + done.stderr
 

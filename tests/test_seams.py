@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
-
 from studio.bench import seams
-from studio.engine import GenerationRequest, canvas_ops
 
 TINY_GRID = ["--images", "1", "--steps", "2", "--device", "cpu", "--fills", "edge", "--overlaps", "8,16",
              "--strengths", "1.0", "--paddings", "8", "--feathers", "0,4"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -106,8 +105,8 @@ def test_a_pickle_that_needs_code_is_refused_with_the_reason(tmp_path, capsys):
 
 
 def test_weights_of_no_known_architecture_are_refused(tmp_path):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     path = tmp_path / "not-an-upscaler.safetensors"
     save_file({"foo.weight": torch.zeros(2, 2)}, str(path))

@@ -11,8 +11,8 @@ import enum
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from studio.recipe.request import GenerationRequest, GenerationResult, StepInfo
 from studio.recipe.errors import StudioError
+from studio.recipe.request import GenerationRequest, GenerationResult, StepInfo
 
 StepCallback = Callable[[StepInfo], None]
 StopCheck = Callable[[], bool]

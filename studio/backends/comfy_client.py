@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import ssl
 import urllib.error
 import urllib.parse
@@ -83,7 +82,7 @@ class ComfyClient:
         except urllib.error.HTTPError as exc:
             raise ServerError(f"{self.url}{path}: the server answered {exc.code} {exc.reason}"
                               f"{_error_detail(exc)}") from None
-        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError, OSError) as exc:
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ServerGone(f"{self.url}: cannot reach the server ({reason})") from None
         if len(body) > limit:

@@ -21,8 +21,8 @@ from studio.backends.comfy_client import ComfyClient
 from studio.backends.comfy_graph import OUTPUT_NODE, GraphInputs, build_graph
 from studio.engine import prompts
 from studio.engine.generate import Cancelled, PreparedJob, prepare_inputs
-from studio.recipe.request import GenerationRequest, GenerationResult, RequestError, StepInfo, to_recipe
 from studio.recipe import samplers
+from studio.recipe.request import GenerationRequest, GenerationResult, RequestError, StepInfo, to_recipe
 
 NATIVE_SIZE = 512      # the size of a text-to-image with no size given: what an SD 1.x checkpoint is made for
 IDLE_TIMEOUT = 120.0   # seconds without a word from the server before a job is given up

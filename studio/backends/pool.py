@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from studio.backends.base import (BackendKind, NoticeCallback, ServerError, ServerGone, StepCallback, StopCheck)
+from studio.backends.base import BackendKind, NoticeCallback, ServerError, ServerGone, StepCallback, StopCheck
 from studio.backends.comfy_client import ComfyClient, ServerConfig
 from studio.backends.comfy_run import IDLE_TIMEOUT, POLL, ServerInfo, check_request, read_server_info, run_item
 from studio.engine.generate import Cancelled

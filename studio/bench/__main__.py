@@ -12,7 +12,7 @@ HELPERS = {"checkpoint_files", "comfyui_server"}  # modules the benchmarks and t
 
 
 def main() -> int:
-    names = sorted(m.name for m in pkgutil.iter_modules(studio.bench.__path__) 
+    names = sorted(m.name for m in pkgutil.iter_modules(studio.bench.__path__)
                    if not m.name.startswith("_") and m.name not in HELPERS)
     if len(sys.argv) < 2 or sys.argv[1] not in names:
         print(f"usage: python -m studio.bench {{{','.join(names)}}} [--json] [options]", file=sys.stderr)

@@ -326,7 +326,8 @@ def kohya_lora(family: str, unet: Any, texts: list[Any], rank: int = 4, scale: f
 
 
 def embedding(family: str, texts: list[Any], vectors: int = 2, seed: int = 2) -> dict[str, Any]:
-    """A textual-inversion embedding as A1111 saves it in .safetensors: `emb_params`, or `clip_l` + `clip_g` for SDXL."""
+    """A textual-inversion embedding as A1111 saves it in .safetensors: `emb_params`, or `clip_l` + `clip_g`
+    for SDXL."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)

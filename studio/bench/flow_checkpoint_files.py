@@ -208,7 +208,8 @@ def write_flux_files(root: Path, components: dict[str, Any], name: str = "flux1-
     }
 
 
-def sd3_state_dict(components: dict[str, Any], encoders: tuple[str, ...] = ("clip_l", "clip_g", "t5")) -> dict[str, Any]:
+def sd3_state_dict(components: dict[str, Any],
+                   encoders: tuple[str, ...] = ("clip_l", "clip_g", "t5")) -> dict[str, Any]:
     """An SD 3.x single file's tensors: the MMDiT, the VAE and the text encoders named in `encoders`."""
     state = sd3_transformer_tensors(components["transformer"])
     state.update(vae_tensors(components["vae"], "first_stage_model."))

@@ -61,7 +61,8 @@ def fill_synthetic(gallery: Gallery, count: int, seed: int = 0) -> None:
     models = ["studio-shapes", "sd15", "dreamshaper", "realistic"]
     sql = ("INSERT INTO images (path, width, height, created_at, model_name, model_hash, mode, prompt, "
            "negative_prompt, seed, steps, cfg, scheduler, favorite, recipe_json) "
-           "VALUES (?, 512, 512, ?, ?, '0123456789', 'txt2img', ?, 'blurry, low quality', ?, 20, 7.0, 'Euler a', ?, '{}')")
+           "VALUES (?, 512, 512, ?, ?, '0123456789', 'txt2img', ?, 'blurry, low quality', ?, 20, 7.0, 'Euler a', "
+           "?, '{}')")
     done = 0
     while done < count:
         batch = []
@@ -125,8 +126,8 @@ def _search(gallery: Gallery, queries: int) -> dict[str, Any]:
     page_s, count_s = [], []
     for text in texts:
         query = Query(search=text)
-        page_s.append(_timed(lambda: gallery.find(query, limit=PAGE))[0])
-        count_s.append(_timed(lambda: gallery.count(query))[0])
+        page_s.append(_timed(lambda q=query: gallery.find(q, limit=PAGE))[0])
+        count_s.append(_timed(lambda q=query: gallery.count(q))[0])
     return {"search_queries": len(texts),
             "search_page_median_s": round(statistics.median(page_s), 5), "search_page_max_s": round(max(page_s), 5),
             "search_count_median_s": round(statistics.median(count_s), 5), "search_count_max_s": round(max(count_s), 5)}

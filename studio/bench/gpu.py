@@ -180,7 +180,6 @@ def build_pipeline(arch: str, scale: int = 1, device: str = "cpu", dtype: Any = 
 
     The weights are created on the device itself (fast on a GPU), in float32, then cast.
     """
-    import studio.engine.models  # noqa: F401  (quiet, offline diffusers: sets its environment first)
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -191,6 +190,8 @@ def build_pipeline(arch: str, scale: int = 1, device: str = "cpu", dtype: Any = 
         UNet2DConditionModel,
     )
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    import studio.engine.models  # noqa: F401  (quiet, offline diffusers: sets its environment first)
 
     cfg = configs(arch, scale)
     tokenizer = _tokenizer(cfg["text_encoder"]["max_position_embeddings"])

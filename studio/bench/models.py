@@ -30,7 +30,6 @@ from typing import Any
 
 from studio.bench import report
 
-
 FLOW = ("flux", "sd35")
 
 
@@ -93,7 +92,8 @@ def _random(shapes: Shapes) -> dict[str, Any]:
     for key, (shape, dtype) in shapes.items():
         if not dtype.is_floating_point:
             state[key] = torch.arange(shape[-1]).expand(shape).clone() if shape else torch.tensor(0)
-        elif len(shape) == 1 and any(n in key for n in ("norm", "ln_", "layer_norm")) and key.endswith(("weight", "scale")):
+        elif (len(shape) == 1 and any(n in key for n in ("norm", "ln_", "layer_norm"))
+              and key.endswith(("weight", "scale"))):
             state[key] = torch.ones(shape, dtype=torch.float16)  # norms start at 1, as trained ones are near
         else:
             state[key] = (torch.randn(shape, generator=generator) * 0.02).to(torch.float16)
@@ -103,14 +103,13 @@ def _random(shapes: Shapes) -> dict[str, Any]:
 def open_and_step(path: Path, size: int) -> dict[str, Any]:
     """In this process: load through Studio and generate one step; the figures and the peak RSS.
     The A1111 hash (a sha256 of the whole file, cached after the first time) is timed on its own."""
-    from studio.engine import Engine, GenerationRequest, hashes
-
-    from studio.engine import library
+    from studio.engine import Engine, GenerationRequest, hashes, library
 
     home = Path(tempfile.mkdtemp(prefix="studio-bench-home-"))
     if path.is_dir():  # a flow model's library folder: open its transformer, the parts are found beside it
         library.add_folder(home, path)
-        path = next(p for p in sorted(path.rglob("*.safetensors")) if p.parent.name in ("diffusion_models", "checkpoints"))
+        path = next(p for p in sorted(path.rglob("*.safetensors"))
+                    if p.parent.name in ("diffusion_models", "checkpoints"))
     start = time.perf_counter()
     hashes.short_hash(path, home / "cache")
     hash_s = time.perf_counter() - start

@@ -214,7 +214,8 @@ def table(figures: dict[str, Any]) -> str:
         lines.append(f"  {'outpaint 32 px':<{width}}  median    L+R    T+B  prefill  repaint")
         for r in figures["outpaint"]:
             mark = "*" if r["setting"] == figures.get("best_outpaint") else " "
-            lines.append(f"{mark} {r['setting']:<{width}}  {_fmt(r['median_ratio'])} {_fmt(r['left_right_median_ratio'])}"
+            lines.append(f"{mark} {r['setting']:<{width}}  {_fmt(r['median_ratio'])} "
+                         f"{_fmt(r['left_right_median_ratio'])}"
                          f" {_fmt(r['top_bottom_median_ratio'])}   {_fmt(r['prefill_median_ratio'])}  "
                          f"{r['repaint']:6.1f}")
     if figures["inpaint"]:

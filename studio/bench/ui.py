@@ -7,9 +7,9 @@ How the real window feels, run offscreen (QT_QPA_PLATFORM=offscreen unless set):
   diffusers had been imported by then (they must not have been). Goal: <= 1.0 s.
 - the GUI event loop's longest stall while a full generation runs: a precise QTimer probe records
   every tick; the longest gap between ticks is the stall. Goal: <= 16 ms.
-- click to first preview: from `window.generate()` to the first step signal that carries a preview
+- click to first preview: from `window.generation.generate()` to the first step signal that carries a preview
   reaching the GUI.
-- cancel to idle: from `window.cancel()` to the backend's `cancelled` signal, in seconds and in steps
+- cancel to idle: from `window.generation.cancel()` to the backend's `cancelled` signal, in seconds and in steps
   (the worker checks for a cancel once a step). Goal: within one step.
 """
 
@@ -55,9 +55,9 @@ while not shown() and time.perf_counter() < deadline:
     qapp.processEvents()
 elapsed = time.perf_counter() - t0
 print(json.dumps({"seconds": elapsed, "exposed": shown(),
-                  "heavy": sorted(m for m in %r if m in sys.modules)}), flush=True)
+                  "heavy": sorted(m for m in HEAVY_MODULES if m in sys.modules)}), flush=True)
 window.close()
-""" % (HEAVY,)
+""".replace("HEAVY_MODULES", repr(HEAVY))
 
 
 # ---------------------------------------------------------------------- pure helpers
@@ -235,7 +235,7 @@ class WindowBench:
         c.set_size(None, None)  # the model's native size
 
     def generation(self, steps: int, probe_ms: int = 5, cancel_after: float | None = None) -> dict[str, Any]:
-        """One generation from `window.generate()`, with the stall probe running throughout.
+        """One generation from `window.generation.generate()`, with the stall probe running throughout.
 
         With `cancel_after` (seconds), the window's cancel is called that long after the first preview
         reached the GUI, and the run ends at the backend's `cancelled` signal.
@@ -247,23 +247,23 @@ class WindowBench:
         marks: dict[str, float] = {}
         signals: list[tuple[int, float]] = []
 
-        def on_step(_job: int, step: int, _total: int, elapsed: float, previews: list, _region: Any) -> None:
-            signals.append((step, elapsed))
-            if previews and "first_preview" not in marks:
+        def on_step(_job: Any, progress: Any) -> None:
+            signals.append((progress.step, progress.elapsed))
+            if progress.previews and "first_preview" not in marks:
                 marks["first_preview"] = time.perf_counter()
                 if cancel_after is not None:
                     QTimer.singleShot(max(0, round(cancel_after * 1000)), cancel)
 
         def cancel() -> None:
             marks["cancel"] = time.perf_counter()
-            self.window.cancel()
+            self.window.generation.cancel()
 
         def on_end(*_args: Any) -> None:
             marks.setdefault("end", time.perf_counter())  # after the window's own handler has run
 
         def click() -> None:
             marks["click"] = time.perf_counter()
-            self.window.generate()
+            self.window.generation.generate()
 
         connections = [(b.step, on_step), (b.finished, on_end), (b.cancelled, on_end), (b.failed, on_end)]
         for signal, slot in connections:
@@ -349,7 +349,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--model", default="builtin", help="'builtin' (default), a model name or a path")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     parser.add_argument("--steps", type=int, default=20, help="steps of the timed generation")
-    parser.add_argument("--cancels", type=int, default=3, help="cancelled runs (each cancels at another phase of a step)")
+    parser.add_argument("--cancels", type=int, default=3,
+                        help="cancelled runs (each cancels at another phase of a step)")
     parser.add_argument("--cold-starts", type=int, default=3, help="fresh interpreters for the cold start (0: skip)")
     parser.add_argument("--probe-ms", type=int, default=5, help="the stall probe's timer interval")
     parser.add_argument("--json", action="store_true", help="one JSON object, times in seconds")

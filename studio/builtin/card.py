@@ -87,8 +87,8 @@ encoder frozen, so the latent space stays the one the UNet learns, as Stability'
 was made: the joint VAE stage is short and its loss is dominated by backgrounds, so its decoder turned
 small objects into dark blobs of the wrong colour (ground-truth scenes through encode + decode: object
 colour read back right 74 % of the time, shape 60 %). The refinement weights object pixels
-`1 + object_weight` times (pixels unlike the border colour) and adds noise of the encoder's own posterior scale to the latents, standing
-in for the UNet's imperfect samples. Then UNet and text encoder jointly, in four phases:
+`1 + object_weight` times (pixels unlike the border colour) and adds noise of the encoder's own posterior
+scale to the latents, standing in for the UNet's imperfect samples. Then UNet and text encoder jointly, in four phases:
 
 1. `unet_steps`: epsilon prediction on SD 1.x's scaled-linear betas, min-SNR-5 weighting.
 2. `vpred_steps`, from phase 1's EMA weights: v-prediction on the same betas rescaled to zero terminal

@@ -129,7 +129,8 @@ def _shape_points(shape: str, cx: float, cy: float, r: float) -> list[tuple[floa
         return [(cx - h, cy - h), (cx + h, cy - h), (cx + h, cy + h), (cx - h, cy + h)]
     if shape == "triangle":
         R = 1.2 * r
-        return [(cx + R * math.cos(a), cy + 0.15 * r + R * math.sin(a)) for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
+        return [(cx + R * math.cos(a), cy + 0.15 * r + R * math.sin(a))
+                for a in (-math.pi / 2, math.pi / 6, 5 * math.pi / 6)]
     if shape == "star":
         pts = []
         for k in range(10):
@@ -218,7 +219,8 @@ def _render_landscape(scene: LandscapeScene, rng: random.Random) -> Image.Image:
     draw.rectangle([0, horizon, w, h], fill=ground)
     if "hills" in scene.features:
         phase, amp, period = rng.uniform(0, 6.28), rng.uniform(4, 7) * s, rng.uniform(30, 50) * s
-        pts = [(float(x), horizon - amp * (0.6 + 0.4 * math.sin(phase + 2 * math.pi * x / period))) for x in range(0, w + s, s)]
+        pts = [(float(x), horizon - amp * (0.6 + 0.4 * math.sin(phase + 2 * math.pi * x / period)))
+               for x in range(0, w + s, s)]
         draw.polygon([(0.0, float(h))] + pts + [(float(w), float(h))], fill=tone((60, 150, 70)))
     if "a forest" in scene.features:
         x = -rng.uniform(0, 4) * s

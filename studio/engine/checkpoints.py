@@ -145,11 +145,10 @@ def load_pickle_weights_only(path: Path) -> dict[str, Any]:
     """A .ckpt/.pt state dict through torch's weights-only unpickler: tensors and plain data only,
     so no code inside the file runs. A file that needs more is refused with the reason."""
     import pickle
+    import warnings
     import zipfile
 
     import torch
-
-    import warnings
 
     warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)  # old files: harmless
     try:

@@ -375,7 +375,8 @@ def _in_pipeline_folder(part: Part, arch: FlowArchitecture, items: list[Any]) ->
 def _missing(part: Part, arch: FlowArchitecture, path: Path, looked_in: list[Path], items: list[Any]) -> ModelError:
     from studio.engine.library import ItemKind
 
-    where = ", ".join(str(p) for p in looked_in) or "no folders (add one with Model > Add folder or `studio models add`)"
+    where = (", ".join(str(p) for p in looked_in)
+             or "no folders (add one with Model > Add folder or `studio models add`)")
     kind = ItemKind.VAE if part is Part.VAE else ItemKind.TEXT_ENCODER
     have = sorted(i.path.name for i in items if i.kind is kind)
     width = arch.widths().get(part)
@@ -428,8 +429,8 @@ def build(arch: FlowArchitecture, path: Path, found: Found, dtype: Any) -> Any:
     transformer = _transformer(arch, path, dtype)
     vae = _vae(found.sources[Part.VAE], family, dtype)
     scheduler_family = "flux-schnell" if arch.family is FlowFamily.FLUX and not arch.guidance_distilled else family
-    scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_config(_skeleton(scheduler_family, "scheduler",
-                                                                                "scheduler_config.json"))
+    scheduler_config = _skeleton(scheduler_family, "scheduler", "scheduler_config.json")
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
     t5 = _t5(found.sources[Part.T5], dtype)
     t5_tokenizer = T5TokenizerFast.from_pretrained(str(CONFIGS / "t5-tokenizer"))
     if arch.family is FlowFamily.FLUX:

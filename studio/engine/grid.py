@@ -97,7 +97,8 @@ def parse_axis(text: str) -> Axis:
     if kind is AxisKind.SAMPLER:
         for value in values:
             if value not in SCHEDULERS:
-                raise RequestError(f"unknown sampler {value!r} on the sampler axis; choose from {', '.join(SCHEDULERS)}")
+                raise RequestError(f"unknown sampler {value!r} on the sampler axis; "
+                                   f"choose from {', '.join(SCHEDULERS)}")
     return Axis(kind, tuple(values))
 
 

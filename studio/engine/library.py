@@ -19,8 +19,8 @@ from enum import Enum
 from pathlib import Path
 
 from studio.engine import checkpoints, flow_files, hashes
-from studio.recipe.errors import ModelError
 from studio.paths import cache_dir
+from studio.recipe.errors import ModelError
 
 LIBRARY_FILE = "library.json"
 RESCAN_SECONDS = 10.0  # a file dropped into the library is seen by the next lookup after this long

@@ -38,7 +38,8 @@ class MemoryPlan:
         return self.preset is not MemoryPreset.HIGH
 
     def describe(self) -> str:
-        text = {MemoryPreset.HIGH: "all on the device", MemoryPreset.LOW: "model CPU offload, sliced attention, tiled VAE",
+        text = {MemoryPreset.HIGH: "all on the device",
+                MemoryPreset.LOW: "model CPU offload, sliced attention, tiled VAE",
                 MemoryPreset.LOWEST: "sequential CPU offload, sliced attention, tiled VAE"}[self.preset]
         if self.fp8:
             text += ", transformer weights in fp8"
@@ -135,4 +136,5 @@ def apply(pipe: Any, device: Any, memory: MemoryPlan) -> None:
     if memory.fp8:
         import torch
 
-        pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=pipe.transformer.dtype)
+        pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn,
+                                                  compute_dtype=pipe.transformer.dtype)

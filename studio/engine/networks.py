@@ -16,8 +16,8 @@ from typing import Any
 from studio.engine import checkpoints, hashes, library
 from studio.engine.library import ItemKind, LibraryIndex, LibraryItem
 from studio.engine.prompts import LoraTag
-from studio.recipe.errors import ModelError
 from studio.paths import cache_dir
+from studio.recipe.errors import ModelError
 
 
 @dataclass(frozen=True)

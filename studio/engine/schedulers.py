@@ -8,6 +8,7 @@ from typing import Any
 from studio.recipe import samplers
 from studio.recipe.request import SCHEDULERS, RequestError
 
+
 def make_scheduler(name: str, base_config: dict[str, Any]) -> Any:
     """A fresh scheduler (they hold per-run state) configured like the model's own."""
     import diffusers

@@ -21,9 +21,9 @@ from typing import Any
 
 from PIL import Image
 
-from studio.recipe import metadata
 from studio.gallery.errors import GalleryError, translated
 from studio.images import usable_mode
+from studio.recipe import metadata
 
 TEMP_PREFIX = ".tmp-"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from studio.recipe import metadata
 from studio.gallery import files
 from studio.gallery.errors import GalleryError
 from studio.images import ImageFileError, open_image
+from studio.recipe import metadata
 
 if TYPE_CHECKING:
     from studio.gallery.store import ReconcileReport

@@ -15,9 +15,9 @@ was lost (crash between the two) is found and re-imported by `reconcile()`.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
-import hashlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -28,12 +28,12 @@ from typing import Any
 
 from PIL import Image
 
-from studio.recipe import metadata
-from studio.recipe.request import SCHEMA, png_bytes
 from studio.gallery import files, importer, schema
 from studio.gallery.errors import DamagedError, GalleryError, NotFoundError, StorageFullError, translate, translated
 from studio.gallery.importer import ImportResult
 from studio.gallery.records import COLUMNS, ImageRecord, Query, fts_query, parse_time, row_values, utc_text
+from studio.recipe import metadata
+from studio.recipe.request import SCHEMA, png_bytes
 
 DB_NAME = "gallery.sqlite3"
 DEFAULT_TEMPLATE = "{date}-{seed}-{prompt}"
@@ -151,7 +151,8 @@ class Gallery:
 
     # ------------------------------------------------------------------ queries
 
-    def find(self, query: Query | None = None, *, offset: int = 0, limit: int = 200, **filters: Any) -> list[ImageRecord]:
+    def find(self, query: Query | None = None, *, offset: int = 0, limit: int = 200,
+             **filters: Any) -> list[ImageRecord]:
         """One page of images matching `query` (or the keyword filters of `Query`), newest first.
 
         In id order SQLite's own plan is the fast one: the first page walks the table backwards from
@@ -159,7 +160,8 @@ class Gallery:
         """
         query = query or Query(**filters)
         where, params = query.where()
-        rows = self._read(f"{_SELECT} WHERE {where} ORDER BY {query.order()} LIMIT ? OFFSET ?", [*params, limit, offset])
+        rows = self._read(f"{_SELECT} WHERE {where} ORDER BY {query.order()} LIMIT ? OFFSET ?",
+                          [*params, limit, offset])
         return [ImageRecord.from_row(row, self.data_dir) for row in rows]
 
     def count(self, query: Query | None = None, **filters: Any) -> int:
@@ -288,9 +290,11 @@ class Gallery:
         update = ", ".join(f"{c} = excluded.{c}" for c in _INSERT_COLUMNS if c != "path")
         conflict = f"DO UPDATE SET {update}" if replace else "DO NOTHING"
         with self.transaction() as conn:
-            if row["parent_id"] is not None and not conn.execute("SELECT 1 FROM images WHERE id = ?", (row["parent_id"],)).fetchone():
+            if row["parent_id"] is not None and not conn.execute("SELECT 1 FROM images WHERE id = ?",
+                                                                 (row["parent_id"],)).fetchone():
                 row["parent_id"] = None  # the parent was purged meanwhile: keep the image, drop the link
-            found = conn.execute(f"INSERT INTO images ({names}) VALUES ({marks}) ON CONFLICT(path) {conflict} RETURNING id",
+            found = conn.execute(f"INSERT INTO images ({names}) VALUES ({marks}) "
+                                 f"ON CONFLICT(path) {conflict} RETURNING id",
                                  row).fetchone()
             if found is None:
                 found = conn.execute("SELECT id FROM images WHERE path = ?", (relative,)).fetchone()
@@ -408,7 +412,8 @@ class Gallery:
         with translated(f"import {path.name}"):
             sha256 = files.sha256_file(path)
             if copy:
-                same = self._read("SELECT id FROM images WHERE image_sha256 = ? AND deleted_at IS NULL LIMIT 1", [sha256])
+                same = self._read("SELECT id FROM images WHERE image_sha256 = ? AND deleted_at IS NULL LIMIT 1",
+                                  [sha256])
                 if same:
                     return int(same[0][0]), False  # already here: importing twice makes no duplicate
                 created = parse_time(probe.recipe.get("created_at")) or probe.modified

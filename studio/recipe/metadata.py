@@ -84,7 +84,8 @@ _FIELDS: dict[str, Callable[[Any], bool]] = {
     "parent_id": _opt(lambda v: _is_int(v) and v > 0), "extra": _opt(lambda v: isinstance(v, dict)),
     "vae": _opt(lambda v: isinstance(v, dict) and isinstance(v.get("name"), str)),
     "backend": _opt(lambda v: isinstance(v, dict) and isinstance(v.get("kind"), str)),
-    "hires_scale": _opt(lambda v: _is_num(v) and 0 < v <= 64), "hires_steps": _opt(lambda v: _is_int(v) and 0 <= v <= 10_000),
+    "hires_scale": _opt(lambda v: _is_num(v) and 0 < v <= 64),
+    "hires_steps": _opt(lambda v: _is_int(v) and 0 <= v <= 10_000),
     "hires_denoise": _opt(_is_num), "hires_upscaler": _opt(lambda v: isinstance(v, str)),
     "upscale": _opt(lambda v: isinstance(v, dict) and isinstance(v.get("upscaler"), str) and _is_num(v.get("scale"))),
     "grid": _opt(lambda v: isinstance(v, dict)),
@@ -269,7 +270,8 @@ def _write_sampler(r: Mapping[str, Any]) -> list[tuple[str, Any]]:
     sampler = samplers.BY_NAME.get(r.get("scheduler") or "")
     if sampler is None:
         return []
-    return [("Sampler", sampler.a1111)] + ([("Schedule type", sampler.a1111_schedule)] if sampler.a1111_schedule else [])
+    return [("Sampler",
+             sampler.a1111)] + ([("Schedule type", sampler.a1111_schedule)] if sampler.a1111_schedule else [])
 
 
 def _read_sampler(params: dict[str, str], out: dict[str, Any]) -> None:
@@ -656,7 +658,8 @@ def _from_comfyui(texts: dict[str, str]) -> dict[str, Any]:
     graph = _loads(texts["prompt"], "comfyui")
     if not isinstance(graph, dict):
         raise MetadataError("comfyui: the prompt graph is not an object")
-    nodes = [n for n in graph.values() if isinstance(n, dict) and n.get("class_type") in ("KSampler", "KSamplerAdvanced")
+    nodes = [n for n in graph.values()
+             if isinstance(n, dict) and n.get("class_type") in ("KSampler", "KSamplerAdvanced")
                 and isinstance(n.get("inputs"), dict)]
     if not nodes:
         raise MetadataError("comfyui: no KSampler node in the prompt graph")
@@ -667,7 +670,8 @@ def _from_comfyui(texts: dict[str, str]) -> dict[str, Any]:
 
     sampler, schedule = get("sampler_name"), get("scheduler")
     out: dict[str, Any] = {
-        "prompt": _comfy_text(graph, inputs.get("positive")), "negative_prompt": _comfy_text(graph, inputs.get("negative")),
+        "prompt": _comfy_text(graph, inputs.get("positive")),
+        "negative_prompt": _comfy_text(graph, inputs.get("negative")),
         "steps": get("steps"), "cfg": get("cfg"), "seed": get("seed", ("seed", "noise_seed", "value")),
         "mode": "txt2img",
     }

@@ -24,8 +24,8 @@ Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
 SEED_MAX = 2**32 - 1
 SCHEDULERS = samplers.NAMES
 FILLS = ("edge", "blur", "noise", "none")
-BACKENDS = ("", "local", "comfyui")
-HIRES_MAX_SCALE = 8.0  # hires fix and Upscale enlarge at most this much at once  # studio.backends.BackendKind's values, and "" for the default
+BACKENDS = ("", "local", "comfyui")  # studio.backends.BackendKind's values, and "" for the default
+HIRES_MAX_SCALE = 8.0  # hires fix and Upscale enlarge at most this much at once
 _PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
 # Both prompts are stored in each image's metadata, whose readers accept 1 MB per text chunk
 # (metadata.MAX_CHUNK): half of it leaves room for the rest of the recipe. About 500,000 letters.
@@ -98,7 +98,8 @@ class GenerationRequest:
     model: str = knob("builtin", "Model", help="a model name from `studio models`, or a file or folder")
     vae: str = knob("", "VAE", help="a VAE from the library in place of the model's own")  # "" keeps its own
     parent_id: int | None = None
-    backend: str = ""  # where it runs: "local", "comfyui" (ComfyUI servers), or "" for the default (Regenerate keeps it)
+    # Where it runs: "local", "comfyui" (ComfyUI servers), or "" for the default (Regenerate keeps it).
+    backend: str = ""
     # Hires fix (A1111's two passes): draw at the first size, upscale by hires_scale with hires_upscaler,
     # then repaint at that size as image-to-image with hires_denoise for hires_steps (0: as many as `steps`).
     hires_scale: float | None = knob(None, "Hires upscale", noun="hires scale", low=1.0, high=HIRES_MAX_SCALE,

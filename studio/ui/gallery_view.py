@@ -11,14 +11,55 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import (QItemSelectionModel, QModelIndex, QObject, QRunnable, QSize, Qt, QThreadPool, QTimer, QUrl,
-                            Signal)
-from PySide6.QtGui import (QAction, QDesktopServices, QDragEnterEvent, QDropEvent, QGuiApplication, QImage,
-                           QKeySequence, QPalette, QPixmap, QResizeEvent, QUndoCommand, QUndoStack)
-from PySide6.QtWidgets import (QAbstractItemView, QBoxLayout, QCheckBox, QComboBox, QDialog, QDialogButtonBox,
-                               QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QListView, QMessageBox,
-                               QPushButton, QScrollArea, QSizePolicy, QSplitter, QToolBar, QToolButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtCore import (
+    QItemSelectionModel,
+    QModelIndex,
+    QObject,
+    QRunnable,
+    QSize,
+    Qt,
+    QThreadPool,
+    QTimer,
+    QUrl,
+    Signal,
+)
+from PySide6.QtGui import (
+    QAction,
+    QDesktopServices,
+    QDragEnterEvent,
+    QDropEvent,
+    QGuiApplication,
+    QImage,
+    QKeySequence,
+    QPalette,
+    QPixmap,
+    QResizeEvent,
+    QUndoCommand,
+    QUndoStack,
+)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QBoxLayout,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSplitter,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from studio.gallery import DEFAULT_TEMPLATE, Gallery, GalleryError, ImageRecord, Query
 from studio.gallery.files import IMAGE_SUFFIXES
@@ -121,7 +162,8 @@ class _Reconcile(QRunnable):
     def run(self) -> None:
         try:
             report = self.gallery.reconcile()
-            message = f"{report.imported} imported, {report.missing} missing" if report.imported or report.missing else ""
+            changed = report.imported or report.missing
+            message = f"{report.imported} imported, {report.missing} missing" if changed else ""
         except Exception as exc:  # noqa: BLE001 - a thread boundary: report, never lose it in a pool thread
             message = f"could not check the gallery: {exc}"
         self.relay.done.emit(message)
@@ -335,10 +377,13 @@ class GalleryPanel(QWidget):
             ("reuse_seed", "Reuse seed", "S", "Use this image's seed", self._reuse_seed),
             ("send_to_canvas", "To canvas", "C", "Open this image on the canvas (also Enter or double-click)",
              self._send_to_canvas),
-            ("regenerate", "Regenerate", "G", "Run this image's recipe again", lambda: self._emit_recipe(self.regenerate)),
-            ("variations", "Variations", "V", "Make variations of this image", lambda: self._emit_recipe(self.make_variations)),
+            ("regenerate", "Regenerate", "G", "Run this image's recipe again",
+             lambda: self._emit_recipe(self.regenerate)),
+            ("variations", "Variations", "V", "Make variations of this image",
+             lambda: self._emit_recipe(self.make_variations)),
             ("favorite", "Favourite", "F", "Mark or unmark as favourite", self.toggle_favorite),
-            ("delete", "Delete", QKeySequence.StandardKey.Delete, "Move to the trash (undo with Ctrl+Z)", self.delete_selected),
+            ("delete", "Delete", QKeySequence.StandardKey.Delete, "Move to the trash (undo with Ctrl+Z)",
+             self.delete_selected),
             ("undo", "Undo", QKeySequence.StandardKey.Undo, "Undo the last delete", self.undo_stack.undo),
             ("export", "Export…", "Ctrl+E", "Export the selected images", self.export_selected),
             ("copy", "Copy image", QKeySequence.StandardKey.Copy, "Copy the image to the clipboard", self.copy_image),

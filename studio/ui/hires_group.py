@@ -7,9 +7,9 @@ from typing import Any
 
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QSpinBox, QWidget
 
+from studio.engine.upscale import LANCZOS
 from studio.recipe.request import HIRES_MAX_SCALE as MAX_SCALE
 from studio.recipe.request import GenerationRequest
-from studio.engine.upscale import LANCZOS
 
 _DEFAULTS = {f.name: f.default for f in fields(GenerationRequest)}
 SCALE_SHOWN = 2.0  # what the scale box offers when the group is switched on (A1111's default)

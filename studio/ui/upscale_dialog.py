@@ -8,8 +8,8 @@ from typing import Any
 from PIL import Image
 from PySide6.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QWidget
 
-from studio.recipe.request import HIRES_MAX_SCALE as MAX_SCALE
 from studio.engine.upscale import LANCZOS
+from studio.recipe.request import HIRES_MAX_SCALE as MAX_SCALE
 
 DEFAULT_SCALE = 4.0  # the ESRGAN family's native factor
 

@@ -2,8 +2,8 @@
 
 Jobs run FIFO. The running job can be cancelled (it stops within one denoising step, through the
 engine's step callback) and the queue can be cleared. Previews are throttled here, on the worker, so
-a fast model never floods the GUI's event loop (progress still arrives every step). torch and diffusers are imported on this thread,
-after the window is on screen.
+a fast model never floods the GUI's event loop (progress still arrives every step). torch and diffusers
+are imported on this thread, after the window is on screen.
 """
 
 from __future__ import annotations
