@@ -24,7 +24,7 @@ def _generate_options() -> dict[str, object]:
 @pytest.mark.parametrize("name", RANGED)
 def test_validate_takes_exactly_the_range_the_table_gives(name):
     k = knobs()[name]
-    kind = type(default(name)) if default(name) is not None else int
+    kind = type(default(name)) if default(name) is not None else float if k.step % 1 else int  # as the CLI reads it
     low = k.low + k.step if k.low_open else k.low
     for ok in (low, k.high):
         GenerationRequest(prompt="x", **{name: kind(ok)}).validate()
