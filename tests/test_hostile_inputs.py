@@ -331,7 +331,7 @@ def test_a_corrupt_or_newer_settings_file_opens_the_window_with_safe_values(qtbo
     (home / "settings.ini").write_bytes(SETTINGS_FILES[name])
     window = create_window(home, device="cpu")
     qtbot.addWidget(window)
-    request = window.build_request(prompt="a cat")  # validated: whatever the file said, a run would start
+    request = window.generation.build_request(prompt="a cat")  # validated: whatever the file said, a run would start
     assert request.scheduler in SCHEDULERS
     assert window.settings.get("memory") in ("auto", "high", "low", "lowest")
     window.close()
