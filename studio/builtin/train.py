@@ -672,7 +672,8 @@ def refine_folder(cfg: TrainConfig, folder: Path) -> None:
         _save_half(unet, folder / "unet")
         _save_half(text, folder / "text_encoder")
     _record_refinement(folder / "training.json", cfg, seconds)
-    for stage in ("decoder", *(p.name for p in refine_phases(cfg))):  # the folder holds them: the next run starts from it
+    # The folder holds them: the next run starts from it.
+    for stage in ("decoder", *(p.name for p in refine_phases(cfg))):
         (cfg.work / f"{stage}.pt").unlink(missing_ok=True)
     log(f"{folder} refined")
 

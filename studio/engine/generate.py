@@ -22,10 +22,10 @@ from studio.engine.library import ItemKind, LibraryIndex
 from studio.engine.memory import MemoryPreset
 from studio.engine.networks import AppliedLora, Networks
 from studio.engine.preview import LatentRGBMap, choose_map, latent_to_rgb
-from studio.recipe.request import GenerationRequest, GenerationResult, RequestError, StepInfo, snap8, to_recipe
 from studio.engine.schedulers import make_scheduler
 from studio.engine.upscale import UpscalerCache
 from studio.paths import cache_dir
+from studio.recipe.request import GenerationRequest, GenerationResult, RequestError, StepInfo, snap8, to_recipe
 
 StepCallback = Callable[[StepInfo], None]
 StopCheck = Callable[[], bool]
@@ -227,7 +227,8 @@ class Engine:
         pipe = model.pipe
         scale = pipe.vae_scale_factor
         if model.flux:  # FLUX's latent sides are even, so that they pack into 2x2 tokens
-            shape = (1, pipe.vae.config.latent_channels, 2 * (job.height // (2 * scale)), 2 * (job.width // (2 * scale)))
+            channels, rows, cols = pipe.vae.config.latent_channels, job.height // (2 * scale), job.width // (2 * scale)
+            shape = (1, channels, 2 * rows, 2 * cols)
         else:
             shape = (1, pipe.vae.config.latent_channels, job.height // scale, job.width // scale)
         noises = []
