@@ -24,7 +24,7 @@ def test_engine_bench_prints_one_json_object_of_positive_figures(tiny_model, cap
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert len(lines) == 1
     rows = json.loads(lines[0])
-    for key in (*ENGINE_TIMES, *ENGINE_RATIOS, "preview_map_psnr_db"):
+    for key in (*ENGINE_TIMES, *ENGINE_RATIOS, "preview_psnr_db"):
         assert isinstance(rows[key], (int, float)) and rows[key] > 0, key
     assert all(k == k.lower() and " " not in k for k in rows)
     assert rows["engine_raw_max_pixel_difference"] == 0  # same pipeline, scheduler and latents: same image

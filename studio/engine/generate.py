@@ -17,11 +17,11 @@ from typing import Any
 from PIL import Image
 
 from studio import __version__
-from studio.engine import canvas_ops, memory, models, prompts
+from studio.engine import canvas_ops, library, memory, models, prompts
 from studio.engine.library import ItemKind, LibraryIndex
 from studio.engine.memory import MemoryPreset
 from studio.engine.networks import AppliedLora, Networks
-from studio.engine.preview import LatentRGBMap, choose_map, latent_to_rgb
+from studio.engine.preview import PreviewSource, choose_preview
 from studio.engine.schedulers import make_scheduler
 from studio.engine.upscale import UpscalerCache
 from studio.paths import cache_dir
@@ -61,7 +61,7 @@ class Engine:
         self.memory = MemoryPreset(memory)
         self.allow_pickle = allow_pickle
         self.model: models.LoadedModel | None = None
-        self.rgb_map: LatentRGBMap | None = None
+        self.rgb_map: PreviewSource | None = None
         self.networks = Networks()
         self.library = LibraryIndex(data_dir)  # LoRAs, VAEs and embeddings by name, scanned now and then
         self.upscalers = UpscalerCache()  # the last upscaler file used (hires fix, Upscale)
@@ -110,8 +110,14 @@ class Engine:
         return {"name": item_path.name, "hash": hashes.short_hash(item_path, cache_dir(self.data_dir))}
 
     def _refit_previews(self, model: models.LoadedModel) -> None:
-        self.rgb_map = choose_map(model.pipe.vae, float(model.pipe.vae.config.scaling_factor),
-                                  cache_dir(self.data_dir))
+        import torch
+
+        # A learned decoder in the model's folder belongs to its own VAE; fp32 on a CPU (its fp16 convs are slow).
+        own = model.entry.path if not model.vae_name and model.entry.path.is_dir() else None
+        dtype = model.dtype if model.device.type != "cpu" else torch.float32
+        self.rgb_map = choose_preview(model.pipe.vae, float(model.pipe.vae.config.scaling_factor),
+                                      cache_dir(self.data_dir), own, library.folders(self.data_dir),
+                                      model.device, dtype)
 
     def _ensure_loaded(self, ref: str) -> models.LoadedModel:
         """The model the request names: the loaded one when it is that model ("builtin" included)."""
@@ -194,7 +200,7 @@ class Engine:
                     x0 = capture.x0 if capture.x0 is not None else tensors["latents"]
                     if model.flux:  # FLUX keeps its latents packed 2x2 into tokens
                         x0 = type(pipe)._unpack_latents(x0, job.height, job.width, pipe.vae_scale_factor)
-                    shown = [latent_to_rgb(x0[k], self.rgb_map) for k in range(x0.shape[0] if run.preview_all else 1)]
+                    shown = [self.rgb_map.to_rgb(x0[k]) for k in range(x0.shape[0] if run.preview_all else 1)]
                 run.on_step(StepInfo(i + 1, total, now - run.start, shown[0] if shown else None, *item,
                                      previews=shown, region=job.region))
             return tensors

@@ -1,8 +1,12 @@
-"""Cheap live previews: the predicted clean latent (x0) mapped to RGB by one linear map plus bias.
+"""Cheap live previews: the predicted clean latent (x0) turned into RGB without the full VAE.
 
-Following ComfyUI's latent previews: never run the VAE per step. The map for the SD 1.x, SDXL, SD3
-and FLUX latent families is published data; for any other VAE (the built-in model's included) it is
-fitted once by least squares against the VAE's own decoder and cached by the VAE's weights hash.
+Following ComfyUI's latent previews: never run the VAE per step. A preview source, best first:
+- a small learned decoder the model folder ships (the built-in model's preview_decoder.safetensors);
+- diffusers' AutoencoderTiny (TAESD, TAESDXL, TAESD3, TAEF1) when its decoder weights are in the model
+  library (a vae or vae_approx folder, named as ComfyUI names them: taesd_decoder.safetensors, …) and
+  the model's VAE is of that latent family;
+- one linear map plus bias: published data for the SD 1.x, SDXL, SD3 and FLUX families, and for any
+  other VAE fitted once by least squares against the VAE's own decoder, cached by the VAE's weights hash.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -61,6 +65,17 @@ FAMILIES: dict[str, _Family] = {
 _FAMILY_BLOCKS = (128, 256, 512, 512)
 
 
+class PreviewSource(Protocol):
+    """What turns one x0 latent into preview RGB."""
+
+    source: str  # where it came from: "fitted", a latent family, or a decoder file's name
+    psnr: float | None  # preview vs full decode, where measured (dB)
+
+    def to_rgb(self, latent: Any) -> np.ndarray:
+        """(C, h, w) latent tensor in the pipeline's space -> uint8 (H, W, 3)."""
+        ...
+
+
 @dataclass
 class LatentRGBMap:
     """rgb = latent_channels @ weight + bias, in [-1, 1]; latents in the UNet's (scaled) space."""
@@ -78,6 +93,137 @@ class LatentRGBMap:
     def from_json(cls, text: str) -> LatentRGBMap:
         d = json.loads(text)
         return cls(np.asarray(d["weight"], np.float32), np.asarray(d["bias"], np.float32), d["source"], d["psnr"])
+
+    def to_rgb(self, latent: Any) -> np.ndarray:
+        """At latent resolution: the canvas scales it to the picture."""
+        return latent_to_rgb(latent, self)
+
+
+@dataclass
+class DecoderPreview:
+    """A small learned decoder (module: pipeline-space latents (N, C, h, w) -> RGB in [-1, 1] at full
+    size), run in inference mode on the engine's device."""
+
+    module: Any
+    source: str
+    psnr: float | None = None
+
+    def to_rgb(self, latent: Any) -> np.ndarray:
+        import torch
+
+        weight = next(self.module.parameters())
+        with torch.inference_mode():
+            rgb = self.module(latent[None].to(weight.device, weight.dtype))[0].float()
+        return ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+LEARNED_WEIGHTS = "preview_decoder.safetensors"  # a model folder's own learned preview decoder
+LEARNED_CONFIG = "preview_decoder.json"  # its {"architecture": learned_decoder's arguments, …}
+
+
+def learned_decoder(latent_channels: int, factor: int, width: int) -> Any:
+    """The learned preview decoder's layers (trained by studio/builtin/preview_decoder.py): conv, conv,
+    then (2x nearest upsample, conv) until `factor` times the latent's size, and a conv to RGB in [-1, 1]."""
+    from torch import nn
+
+    layers: list[nn.Module] = [nn.Conv2d(latent_channels, width, 3, padding=1), nn.ReLU(),
+                               nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+    for _ in range(int(math.log2(factor))):
+        layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+    layers.append(nn.Conv2d(width, 3, 3, padding=1))
+    return nn.Sequential(*layers)
+
+
+def load_learned_decoder(folder: Path) -> tuple[Any, dict[str, Any]] | None:
+    """The learned decoder a model folder ships (float32, eval mode) and its config; None when it has none."""
+    from safetensors.torch import load_file
+
+    weights, config = folder / LEARNED_WEIGHTS, folder / LEARNED_CONFIG
+    if not (weights.is_file() and config.is_file()):
+        return None
+    meta = json.loads(config.read_text())
+    decoder = learned_decoder(**meta["architecture"])
+    decoder.load_state_dict(load_file(str(weights)))
+    return decoder.eval(), meta
+
+
+# AutoencoderTiny decoder files by the latent family they decode, as madebyollin and ComfyUI name them
+# (most specific prefix first: "taesd" is also the start of "taesdxl" and "taesd3").
+TINY_PREFIXES = (("taesdxl", "sdxl"), ("taesd3", "sd3"), ("taef1", "flux"), ("taesd", "sd15"))
+TINY_FOLDERS = ("vae_approx", "vae")  # ComfyUI keeps them in models/vae_approx
+_TINY_SEARCH_DEPTH = 3  # a library folder may be ComfyUI itself, its models/ folder, or vae_approx itself
+
+
+def tiny_family(name: str) -> str | None:
+    """The latent family an AutoencoderTiny file decodes, from its name; None for other files (encoders
+    included: a preview needs only the decoder)."""
+    stem = name.lower()
+    if "encoder" in stem or not stem.endswith((".safetensors", ".pth", ".pt", ".bin")):
+        return None
+    return next((family for prefix, family in TINY_PREFIXES if stem.startswith(prefix)), None)
+
+
+def find_tiny_decoder(roots: list[Path], family: str) -> Path | None:
+    """The first AutoencoderTiny decoder of `family` in a vae or vae_approx folder under `roots`."""
+    def folders(folder: Path, depth: int) -> list[Path]:
+        if folder.name.lower() in TINY_FOLDERS:
+            return [folder]
+        if depth >= _TINY_SEARCH_DEPTH:
+            return []
+        try:
+            children = sorted(p for p in folder.iterdir() if p.is_dir())
+        except OSError:
+            return []
+        return [f for child in children for f in folders(child, depth + 1)]
+
+    for root in roots:
+        for folder in folders(root, 0):
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and tiny_family(path.name) == family:
+                    return path
+    return None
+
+
+def load_tiny_decoder(path: Path, family: str) -> Any:
+    """AutoencoderTiny's decoder for `family`, built from its config and loaded from `path` offline:
+    a diffusers file (keys decoder.layers.N…) or ComfyUI's / madebyollin's (keys N… after a Clamp at 0)."""
+    import torch
+    from diffusers import AutoencoderTiny
+    from safetensors.torch import load_file
+
+    state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu",
+                                                                                  weights_only=True)
+    if any(k.startswith("decoder.") for k in state):
+        state = {k.removeprefix("decoder."): v for k, v in state.items() if k.startswith("decoder.")}
+    else:
+        state = {f"layers.{int(k.split('.', 1)[0]) - 1}.{k.split('.', 1)[1]}": v for k, v in state.items()}
+    tiny: Any = AutoencoderTiny(latent_channels=FAMILIES[family].channels)  # untyped attributes
+    decoder = tiny.decoder
+    decoder.load_state_dict(state)
+    return decoder.eval()
+
+
+def choose_preview(vae: Any, scale: float, cache_dir: Path | None, own_folder: Path | None,
+                   library_roots: list[Path], device: Any, dtype: Any) -> PreviewSource:
+    """The best preview source for this VAE (see the module's docstring). `own_folder` is the model
+    folder when its own VAE is in use (None after a VAE swap: its learned decoder would not match)."""
+    learned = load_learned_decoder(own_folder) if own_folder is not None and own_folder.is_dir() else None
+    if learned is not None:
+        module, meta = learned
+        return DecoderPreview(module.to(device, dtype), LEARNED_WEIGHTS, meta.get("psnr_held_out_db"))
+    family = family_for(dict(vae.config))
+    if family is not None and math.isclose(float(scale), FAMILIES[family].scale, rel_tol=1e-4):
+        path = find_tiny_decoder(library_roots, family)
+        if path is not None:
+            import pickle
+
+            from safetensors import SafetensorError
+
+            try:
+                return DecoderPreview(load_tiny_decoder(path, family).to(device, dtype), path.name)
+            except (OSError, RuntimeError, ValueError, KeyError, IndexError, SafetensorError, pickle.UnpicklingError):
+                pass  # a damaged or foreign file: the published map still gives a preview
+    return choose_map(vae, scale, cache_dir)
 
 
 def published_map(family: str) -> LatentRGBMap:
