@@ -7,7 +7,6 @@ import json
 import os
 import random
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,8 @@ from studio.engine.memory import MemoryPreset
 from studio.gallery.records import SEARCH_SYNTAX
 from studio.recipe.errors import StudioError
 from studio.recipe.request import SEED_MAX, GenerationRequest, RequestError, from_recipe, knobs
+from studio.recipe.request import default as field_default
 
-DEFAULTS = {f.name: f.default for f in fields(GenerationRequest)}
 # Request field -> CLI option (argparse dest), where the names differ.
 OPTION_OF = {"negative_prompt": "negative", "batch_size": "batch"}
 # What the CLI says of a default that is not a plain value.
@@ -50,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--from", dest="source", help="replay the recipe of a PNG or a gallery id; any option given "
                      "with it overrides that field (`--from 12 --seed 5`)")
     for name, k in knobs().items():  # every request field, its range, choices and default from one place
-        default = DEFAULTS[name]
+        default = field_default(name)
         shown = CLI_DEFAULTS.get(name, default if default not in (None, "") else None)
         limits = f"{_plain(k.low)}..{_plain(k.high)}" if k.low is not None and k.high is not None else ""
         text = "; ".join(t for t in (k.help, limits, f"default: {shown}" if shown is not None else "") if t)
@@ -210,7 +209,7 @@ def request_from_args(args: argparse.Namespace) -> Any:
     if not values.get("prompt") and "prompt" not in overrides and not args.source_recipe:
         raise CLIError("give --prompt, or --from IMAGE|GALLERY_ID to replay a saved picture")
     values.setdefault("seed", random.randint(0, SEED_MAX))
-    cfg, steps = _suggestions(values.get("model", DEFAULTS["model"]), args)
+    cfg, steps = _suggestions(values.get("model", field_default("model")), args)
     values.setdefault("cfg", cfg)
     if steps is not None:
         values.setdefault("steps", steps)

@@ -118,6 +118,7 @@ class Source:
     path: Path
     prefix: str = ""
     folder: bool = False
+    width: int | None = None  # a file's encoder width (or VAE latent channels), read from its header when found
 
     def describe(self) -> str:
         return f"{self.path.name}{' (inside)' if self.prefix else ''}"
@@ -316,7 +317,7 @@ def _in_file(part: Part, path: Path, contents: Contents) -> Source | None:
     """A part the model's own file carries, at the prefix all-in-one files give it."""
     for encoder in encoders_in(contents):
         if encoder.prefix in PREFIXES[part] and _role(part, path.stem, encoder):
-            return Source(path, encoder.prefix)
+            return Source(path, encoder.prefix, width=encoder.width)
     return None
 
 
@@ -334,7 +335,7 @@ def _in_library(part: Part, arch: FlowArchitecture, items: list[Any]) -> Source 
             if not _role(part, item.path.stem, encoder):
                 continue
             score = _preference(part, arch, item.path.stem.lower(), encoder, contents)
-            ranked.append((score, item.path.name, Source(item.path, encoder.prefix)))
+            ranked.append((score, item.path.name, Source(item.path, encoder.prefix, width=encoder.width)))
     if not ranked:
         return None
     ranked.sort(key=lambda r: (-r[0], r[1]))
@@ -394,7 +395,7 @@ def _check_widths(arch: FlowArchitecture, path: Path, found: Found) -> None:
     for part, source in found.sources.items():
         if part is Part.VAE:
             continue
-        widths[part] = _source_width(part, source)
+        widths[part] = _source_width(source)
         wanted = arch.widths().get(part)
         if wanted is not None and widths[part] != wanted:
             raise ModelError(f"{source.describe()} is a {widths[part]}-wide text encoder, but {path.name} "
@@ -407,15 +408,12 @@ def _check_widths(arch: FlowArchitecture, path: Path, found: Found) -> None:
                              f"{path.name} reads {arch.transformer['pooled_projection_dim']}: they do not belong to it")
 
 
-def _source_width(part: Part, source: Source) -> int:
-    if source.folder:
-        config = json.loads((source.path / "config.json").read_text())
-        return int(config.get("d_model") or config.get("hidden_size"))
-    kind = "t5" if part is Part.T5 else "clip"
-    for encoder in encoders_in(read_contents(source.path)):
-        if encoder.kind == kind and encoder.prefix == source.prefix:
-            return encoder.width
-    raise ModelError(f"{source.describe()} no longer holds a {part.label}")
+def _source_width(source: Source) -> int:
+    """A part's width: as its file's header said when it was found, or from a diffusers component's config."""
+    if source.width is not None:
+        return source.width
+    config = json.loads((source.path / "config.json").read_text())
+    return int(config.get("d_model") or config.get("hidden_size"))
 
 
 # ---------------------------------------------------------------------- building the pipeline

@@ -15,7 +15,6 @@ was lost (crash between the two) is found and re-imported by `reconcile()`.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import sqlite3
@@ -33,7 +32,7 @@ from studio.gallery.errors import DamagedError, GalleryError, NotFoundError, Sto
 from studio.gallery.importer import ImportResult
 from studio.gallery.records import COLUMNS, ImageRecord, Query, fts_query, parse_time, row_values, utc_text
 from studio.recipe import metadata
-from studio.recipe.request import SCHEMA, png_bytes
+from studio.recipe.request import SCHEMA, content_hash, png_bytes
 
 DB_NAME = "gallery.sqlite3"
 DEFAULT_TEMPLATE = "{date}-{seed}-{prompt}"
@@ -231,7 +230,7 @@ class Gallery:
     def keep_input(self, image: Image.Image) -> str:
         """Keep an input image (init, mask) under inputs/<content hash>.png, once; return the hash."""
         data = png_bytes(image)
-        digest = hashlib.sha256(data).hexdigest()[:16]  # image_hash's rule, on the bytes kept
+        digest = content_hash(data)  # image_hash's rule, on the very bytes kept
         target = files.input_path(self.data_dir, digest)
         if not target.is_file():
             with translated("keep the input image"):

@@ -332,11 +332,16 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def content_hash(data: bytes) -> str:
+    """The short hash recipes name input images by (of their PNG bytes)."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
 def image_hash(image: Image.Image | None) -> str | None:
     """A short content hash of an input image, recorded in the recipe (the gallery keeps the image by it)."""
     if image is None:
         return None
-    return hashlib.sha256(png_bytes(image)).hexdigest()[:16]
+    return content_hash(png_bytes(image))
 
 
 @dataclass
