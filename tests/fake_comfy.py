@@ -1,15 +1,23 @@
-"""A hostile or broken ComfyUI stand-in, for what a real server never does on purpose: bad JSON, a 500,
-a huge image, a websocket that never says "done". Real behaviour is tested against a real ComfyUI."""
+"""A ComfyUI stand-in: hostile or broken, for what a real server never does on purpose (bad JSON, a 500,
+a huge image, a websocket that never says "done"), or working and in the test's hands ("ok": each prompt
+can be held until the test releases it, so a test proves two jobs run at once without sleeping). Real
+behaviour is tested against a real ComfyUI."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import io
+import itertools
 import json
 import struct
 import threading
+import urllib.parse
 import zlib
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from PIL import Image
 
 GOOD_INFO = {
     "CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": [["model.safetensors"]]}}},
@@ -25,22 +33,102 @@ def _png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
 
 
-class FakeComfy:
-    """`mode` picks the fault: "bad_json", "error_500", "silent" (the websocket never finishes), "huge"."""
+def colour(seed: int) -> tuple[int, int, int]:
+    """The colour of the "ok" server's picture (and previews) for a seed: tells the pictures apart."""
+    return (seed * 47) % 256, (seed * 101) % 256, 200
 
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
+
+def png(size: tuple[int, int], rgb: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class Prompt:
+    """One prompt the "ok" server took: its id, the seed and size its graph asks for, and how it ends."""
+
+    id: str
+    client_id: str
+    seed: int
+    size: tuple[int, int]
+    released: threading.Event = field(default_factory=threading.Event)  # set: the server finishes it
+    cancelled: bool = False
+    done: bool = False
+
+
+class FakeComfy:
+    """`mode` picks the behaviour: "ok" (works; with `hold`, each prompt waits for `release()`), or a fault:
+    "bad_json", "error_500", "silent" (the websocket never finishes), "huge"."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, mode: str, hold: bool = False) -> None:
+        self.mode, self.hold = mode, hold
         self.headers: list[dict[str, str]] = []
         self.cancelled: list[str] = []
+        self.prompts: list[Prompt] = []  # "ok": every prompt taken, in order
+        self._cond = threading.Condition()
+        self._closed = threading.Event()
         handler = type("Handler", (_Handler,), {"fake": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def held(self) -> list[Prompt]:
+        """The prompts running and waiting for release()."""
+        with self._cond:
+            return [p for p in self.prompts if not (p.released.is_set() or p.cancelled or p.done)]
+
+    def release(self, seed: int | None = None) -> None:
+        """Let the held prompts (only the one for `seed`, if given) finish."""
+        with self._cond:
+            for p in self.prompts:
+                if seed is None or p.seed == seed:
+                    p.released.set()
+
     def close(self) -> None:
+        """Stop serving: open progress channels are dropped (a server that goes away mid-job)."""
+        self._closed.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def _take(self, body: bytes) -> Prompt:
+        payload = json.loads(body)
+        nodes = payload["prompt"].values()
+        sample = next(n["inputs"] for n in nodes if n["class_type"] == "KSampler")
+        latent = next(n["inputs"] for n in nodes if n["class_type"] == "EmptyLatentImage")
+        prompt = Prompt(f"fake-{next(self._ids)}", payload["client_id"], sample["seed"],
+                        (latent["width"], latent["height"]))
+        if not self.hold:
+            prompt.released.set()
+        with self._cond:
+            self.prompts.append(prompt)
+            self._cond.notify_all()
+        return prompt
+
+    def _cancel(self, body: bytes) -> None:
+        payload = json.loads(body or b"{}")
+        ids = set(payload.get("delete", [])) | {payload.get("prompt_id")}
+        with self._cond:
+            for p in self.prompts:
+                if p.id in ids and not p.done:
+                    p.cancelled = True
+
+    def _prompt_for(self, client_id: str) -> Prompt | None:
+        """The prompt queued with this client id, once it is (None: the server closed first)."""
+        with self._cond:
+            while not self._closed.is_set():
+                found = next((p for p in self.prompts if p.client_id == client_id), None)
+                if found is not None:
+                    return found
+                self._cond.wait(0.05)
+        return None
+
+    def _find(self, prompt_id: str) -> Prompt | None:
+        with self._cond:
+            return next((p for p in self.prompts if p.id == prompt_id), None)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -70,6 +158,18 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/object_info/"):
             node = path.rsplit("/", 1)[1]
             return self._send(200, json.dumps({node: GOOD_INFO[node]}).encode())
+        if path.startswith("/history/") and mode == "ok":
+            prompt = self.fake._find(path.rsplit("/", 1)[1])
+            if prompt is None or not prompt.done:
+                return self._send(200, b"{}")
+            images = [{"filename": f"{prompt.id}.png", "subfolder": "", "type": "temp"}]
+            return self._send(200, json.dumps({prompt.id: {"outputs": {"save": {"images": images}}}}).encode())
+        if path.startswith("/view") and mode == "ok":
+            name = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)["filename"][0]
+            prompt = self.fake._find(name.removesuffix(".png"))
+            if prompt is None:
+                return self._send(404, b"{}")
+            return self._send(200, png(prompt.size, colour(prompt.seed)), "image/png")
         if path.startswith("/history/"):
             prompt_id = path.rsplit("/", 1)[1]
             if mode != "huge":
@@ -83,10 +183,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self.fake.headers.append(dict(self.headers))
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/prompt" and self.fake.mode == "ok":
+            return self._send(200, json.dumps({"prompt_id": self.fake._take(body).id, "number": 1}).encode())
         if self.path == "/prompt":
             return self._send(200, b'{"prompt_id": "p1", "number": 1}')
         if self.path in ("/queue", "/interrupt"):
             self.fake.cancelled.append(self.path + " " + body.decode())
+            if self.fake.mode == "ok":
+                self.fake._cancel(body)
             return self._send(200, b"")
         return self._send(404, b"{}")
 
@@ -97,12 +201,48 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                          b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
         self.wfile.flush()
+        if self.fake.mode == "ok":
+            return self._run_prompt(urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["clientId"][0])
         if self.fake.mode == "huge":
             text = json.dumps({"type": "executing", "data": {"node": None, "prompt_id": "p1"}}).encode()
             self.wfile.write(bytes([0x81, len(text)]) + text)
             self.wfile.flush()
         try:
             while self.rfile.read(1):  # hold the connection open, saying nothing, until the client goes
+                pass
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def _frame(self, opcode: int, data: bytes) -> None:
+        """One unmasked websocket frame (a server's), text (1) or binary (2)."""
+        n = len(data)
+        head = bytes([0x80 | opcode]) + (bytes([n]) if n < 126 else bytes([126]) + struct.pack(">H", n))
+        self.wfile.write(head + data)
+        self.wfile.flush()
+
+    def _event(self, kind: str, **data: object) -> None:
+        self._frame(1, json.dumps({"type": kind, "data": data}).encode())
+
+    def _run_prompt(self, client_id: str) -> None:
+        """As ComfyUI: a step with a preview frame (the prompt's colour), then, once released, done; a
+        cancelled prompt just stops talking, a closed server drops the connection."""
+        fake = self.fake
+        prompt = fake._prompt_for(client_id)
+        if prompt is None:
+            return
+        self._event("progress", value=1, max=2, prompt_id=prompt.id)
+        self._frame(2, struct.pack(">II", 1, 2) + png((8, 8), colour(prompt.seed)))
+        while not (prompt.released.wait(0.02) or prompt.cancelled or fake._closed.is_set()):
+            pass
+        if fake._closed.is_set() or prompt.cancelled:
+            self.close_connection = True
+            return
+        prompt.done = True
+        self._event("progress", value=2, max=2, prompt_id=prompt.id)
+        self._event("executing", node=None, prompt_id=prompt.id)
+        try:
+            while self.rfile.read(1):  # until the client closes its side
                 pass
         except OSError:
             pass

@@ -4,7 +4,9 @@ Each server takes at most `max_in_flight` images at once (its ComfyUI queue does
 drops out mid-job (refused, reset, closed) is marked down, the user is told, and its images go back on
 the job's queue for the others; only one attempt at an image is ever live, and each image is kept once,
 so nothing is made twice and nothing is lost. The pool is shared: jobs run from several threads at once
-share the same slots. A server marked down is asked again at the start of the next job.
+share the same slots, first come first served (a job's images go out before those of a job that started
+after it), so the first job's pictures are done as soon as they can be. A server marked down is asked
+again at the start of the next job.
 """
 
 from __future__ import annotations
@@ -55,9 +57,15 @@ class ServerPool:
         self.servers = [_Server(ComfyClient(c)) for c in configs]
         self.idle_timeout = idle_timeout
         self._cond = threading.Condition()
+        self._jobs: list[_Job] = []  # the jobs running, oldest first: who gets the next free slot
 
     def describe(self) -> str:
         return "ComfyUI at " + ", ".join(s.url for s in self.servers)
+
+    def capacity(self) -> int:
+        """How many images the servers not marked down run at once (at least 1: a job asks the down ones again)."""
+        with self._cond:
+            return max(1, sum(s.client.config.max_in_flight for s in self.servers if not s.down))
 
     def refresh(self, on_notice: NoticeCallback | None = None) -> list[str]:
         """Ask every server what it has (a down one too: it may be back); why each that did not answer is down."""
@@ -107,13 +115,36 @@ class _Job:
     def stopping(self) -> bool:
         return self.stop.is_set() or self._should_stop()
 
+    def wants_slot(self) -> bool:
+        return bool(self.pending) and self.failure is None and not self.stopping()
+
     def run(self) -> list[GenerationResult]:
-        cond, threads = self.pool._cond, []
+        cond, threads = self.pool._cond, list[threading.Thread]()
+        with cond:
+            self.pool._jobs.append(self)
+        try:
+            self._hand_out(threads)
+        finally:
+            self.stop.set()  # the loop ended: whatever is still running stops (a failure or a cancel)
+            for thread in threads:
+                thread.join()
+            with cond:
+                self.pool._jobs.remove(self)
+                cond.notify_all()  # a later job may have been waiting for this one's turn
+        if self.failure is not None:
+            raise self.failure
+        if len(self.results) < self.count:
+            raise Cancelled()
+        return [self.results[k] for k in range(self.count)]
+
+    def _hand_out(self, threads: list[threading.Thread]) -> None:
+        """Start each pending image on a server with room, in turn with the other jobs, until all are made."""
+        cond = self.pool._cond
         while True:
             with cond:
                 if self.failure is not None or len(self.results) == self.count or self.stopping():
                     break
-                server = self._free_server() if self.pending else None
+                server = self._free_server() if self.pending and self._my_turn() else None
                 if server is None:
                     if self.pending and all(s.down for s in self.pool.servers):
                         made = len(self.results)
@@ -129,14 +160,15 @@ class _Job:
             thread = threading.Thread(target=self._work, args=(server, k), daemon=True, name=f"comfyui-{k}")
             thread.start()
             threads.append(thread)
-        self.stop.set()  # the loop ended: whatever is still running stops (a failure or a cancel)
-        for thread in threads:
-            thread.join()
-        if self.failure is not None:
-            raise self.failure
-        if len(self.results) < self.count:
-            raise Cancelled()
-        return [self.results[k] for k in range(self.count)]
+
+    def _my_turn(self) -> bool:
+        """No job that started before this one still wants a slot (called holding the pool's lock)."""
+        for job in self.pool._jobs:
+            if job is self:
+                return True
+            if job.wants_slot():
+                return False
+        return True
 
     def _free_server(self) -> _Server | None:
         free = [s for s in self.pool.servers if s.has_room()]
