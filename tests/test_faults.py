@@ -86,7 +86,7 @@ def test_the_worker_reports_out_of_memory_and_serves_the_next_job(qtbot, tiny_mo
     backend.start()
     with qtbot.waitSignal(backend.model_loaded, timeout=120_000):
         backend.load_model(str(tiny_model))
-    unet = backend._thread.engine.model.pipe.unet
+    unet = backend._engine_thread.engine.model.pipe.unet
     failing = _OutOfMemoryAtStep(unet, at=2)
     monkeypatch.setattr(unet, "forward", failing)
     with qtbot.waitSignal(backend.failed, timeout=60_000) as failed:
@@ -137,7 +137,7 @@ class _Chaos:
 
         def maybe(_job, progress) -> None:  # noqa: ANN001
             if progress.step >= step:
-                backend.cancel_current()
+                backend.cancel_running()
                 backend.step.disconnect(maybe)
 
         backend.step.connect(maybe)
@@ -160,23 +160,23 @@ class _Chaos:
                 self._cancel_at_step(step)
             backend.generate(request)
             if not step:
-                backend.cancel_current()  # before it even started: it runs, or is cancelled at once
+                backend.cancel_running()  # before it even started: it runs, or is cancelled at once
             self._idle()
         elif kind == "cancel-load":
             memory = "low" if self.window.settings.get("memory") != "low" else "high"  # a change really reloads
             self.window.settings.set("memory", memory)
             self.window.models.load(str(self.model))
             if self.rng.random() < 0.5:
-                backend.cancel_current()
+                backend.cancel_running()
             else:
                 self.qtbot.waitSignal(backend.model_loading, timeout=60_000, raising=False).wait()
-                backend.cancel_current()
+                backend.cancel_running()
             self._idle()
         elif kind == "clear-queue":
             for _ in range(3):
                 backend.generate(request)
             backend.clear_queue()
-            backend.cancel_current()
+            backend.cancel_running()
             self._idle()
         else:
             self._close(request)
@@ -191,7 +191,7 @@ class _Chaos:
             self.qtbot.waitSignal(backend.step, timeout=60_000, raising=False).wait()
         with self.qtbot.waitSignal(backend.stopped, timeout=60_000):
             window.close()
-        assert backend._thread.isFinished()
+        assert backend._engine_thread.isFinished()
         self.open()
 
     def finish(self) -> None:

@@ -522,7 +522,7 @@ def test_the_window_opens_without_its_gallery_when_the_database_cannot_be_used(q
     data = _damage(home, how)
     window = create_window(home, device="cpu")
     qtbot.addWidget(window)
-    assert window.gallery is None and window.backend._thread.use_gallery is False  # nothing writes into it
+    assert window.gallery is None and window.backend.use_gallery is False  # nothing writes into it
     assert_clear(window.statusBar().currentMessage(), "gallery.sqlite3", paths=(home,))
     window.close()
     assert (home / "gallery.sqlite3").read_bytes() == data

@@ -67,7 +67,7 @@ def test_closing_while_the_backend_cannot_stop_yet_hides_the_window_and_ends_wit
 
     release = threading.Event()
     # A load still importing torch or reading weights: no cancel point until it is done.
-    monkeypatch.setattr(worker._BackendThread, "_load", lambda self, job: release.wait(60))
+    monkeypatch.setattr(worker._EngineThread, "_load", lambda self, job: release.wait(60))
     monkeypatch.setattr(main_window, "BACKEND_STOP_WAIT_MS", 50)
     settings = Settings(data_dir / "settings.ini")
     window = MainWindow(Backend(data_dir, device="cpu"), settings, Gallery(data_dir))
@@ -75,14 +75,14 @@ def test_closing_while_the_backend_cannot_stop_yet_hides_the_window_and_ends_wit
     window.show()
     window.backend.start()
     window.backend.load_model("anything")
-    qtbot.waitUntil(lambda: window.backend.current is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: bool(window.backend.running()), timeout=10_000)
     window.controls.prompt.setPlainText("kept across the restart")
     assert not window.close()  # not yet: the thread still runs, and Python must not exit under it
-    assert window.isHidden() and window.backend._thread.isRunning()
+    assert window.isHidden() and window.backend._engine_thread.isRunning()
     assert Settings(data_dir / "settings.ini").get("prompt") == "kept across the restart"  # saved at once
     with qtbot.waitSignal(window.backend.stopped, timeout=10_000):
         release.set()
-    qtbot.waitUntil(lambda: not window.backend._thread.isRunning(), timeout=10_000)
+    qtbot.waitUntil(lambda: not window.backend._engine_thread.isRunning(), timeout=10_000)
     assert window.close()  # and now it closes for good
 
 
@@ -279,7 +279,7 @@ def test_closing_during_a_run_joins_the_backend(qtbot, make_window):
     with qtbot.waitSignal(w.backend.step, timeout=60_000):
         w.generation.generate()
     w.close()
-    assert w.backend._thread.isFinished()
+    assert w.backend._engine_thread.isFinished()
 
 
 def test_settings_persist_between_runs(qtbot, make_window, data_dir):

@@ -50,7 +50,7 @@ def test_generate_emits_steps_with_previews_then_results_saved_to_the_gallery(qt
 def test_cancel_mid_run_reports_cancelled_and_no_result(qtbot, backend):
     finished = []
     backend.finished.connect(lambda *a: finished.append(a))
-    backend.step.connect(lambda *a: backend.cancel_current())
+    backend.step.connect(lambda *a: backend.cancel_running())
     with qtbot.waitSignal(backend.cancelled, timeout=60_000) as cancelled:
         job = backend.generate(req(steps=150, width=256, height=256))  # long enough to be cancelled
     assert cancelled.args == [job]
@@ -92,7 +92,7 @@ def test_shutdown_during_a_run_cancels_and_joins(qtbot, tiny_model, data_dir):
     with qtbot.waitSignal(b.step, timeout=120_000):
         b.generate(req(steps=100))
     assert b.shutdown(timeout_ms=30_000)
-    assert b._thread.isFinished()
+    assert b._engine_thread.isFinished()
 
 
 def test_each_job_goes_through_its_states_in_order_and_the_signals_carry_it(qtbot, backend):
@@ -111,7 +111,7 @@ def test_each_job_goes_through_its_states_in_order_and_the_signals_carry_it(qtbo
     assert {made.state, broken.state, stopped.state, dropped.state} == {JobState.QUEUED}
     assert made.kind is JobKind.GENERATE and backend.queued() == 4
     backend.started.connect(lambda job: job is stopped and backend.clear_queue())  # `dropped` never runs
-    backend.step.connect(lambda job, progress: job is stopped and backend.cancel_current())
+    backend.step.connect(lambda job, progress: job is stopped and backend.cancel_running())
     with qtbot.waitSignal(backend.idle, timeout=60_000):
         pass
 
@@ -127,4 +127,4 @@ def test_each_job_goes_through_its_states_in_order_and_the_signals_carry_it(qtbo
     assert story(stopped) == [("started", JobState.RUNNING), ("cancelled", JobState.CANCELLED)]
     assert stopped.results == [] and stopped.started_at is not None
     assert story(dropped) == [("cancelled", JobState.CANCELLED)] and dropped.started_at is None
-    assert backend.current is None and backend.queued() == 0
+    assert backend.running() == [] and backend.queued() == 0

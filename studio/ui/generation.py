@@ -1,5 +1,9 @@
 """The window's generation flow: build a request from the controls and the canvas (or a gallery picture's
-recipe), submit it as a job, and show its progress and results on the variation grid or the canvas."""
+recipe), submit it as a job, and show its progress and results on the variation grid or the canvas.
+
+Several jobs can run at once (on ComfyUI servers): each grid job fills its own tiles (a job that starts
+while another grid job runs adds its tiles after that one's), the canvas shows the previews of the oldest
+running canvas job, and the progress bar sums the running jobs' steps."""
 
 from __future__ import annotations
 
@@ -28,7 +32,9 @@ class GenerationController(QObject):
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
         self.window = window
-        self.grid_results: list[GenerationResult] = []  # the finished run the variation grid shows
+        self.grid_results: list[GenerationResult | None] = []  # the grid's pictures by tile (None: not made)
+        self._tiles: dict[Job, int] = {}  # each running grid job: its first tile
+        self._progress: dict[Job, Progress] = {}  # each running job's latest step
         b = window.backend
         b.started.connect(self._on_started)
         b.step.connect(self._on_step)
@@ -93,8 +99,9 @@ class GenerationController(QObject):
         return job
 
     def cancel(self) -> None:
-        if self.window.backend.busy():
-            self.window.backend.cancel_current()
+        """Every running job stops (krita-ai-diffusion's "cancel active"); the queued ones stay (Clear queue)."""
+        if self.window.backend.running():
+            self.window.backend.cancel_running()
             self._status("Cancelling…", 2000)
 
     # ------------------------------------------------------------------ a job's signals
@@ -104,71 +111,121 @@ class GenerationController(QObject):
             return
         w = self.window
         if job.target is Target.GRID:
-            self.grid_results = []
-            w.grid.start(job.seeds, job.labels, job.aspect)
+            if self._tiles:  # another grid job still runs: its tiles stay, this one's follow them
+                self._tiles[job] = w.grid.add(job.seeds, job.labels)
+                self.grid_results += [None] * len(job.seeds)
+            else:
+                w.grid.start(job.seeds, job.labels, job.aspect)
+                self._tiles[job], self.grid_results = 0, [None] * len(job.seeds)
             w.center.setCurrentWidget(w.grid)
         else:
             w.center.setCurrentWidget(w.canvas)
-        w.progress.setValue(0)
-        w.progress.setFormat("Starting…")
+        self._show_progress()
 
     def _on_step(self, job: Job, progress: Progress) -> None:
         w = self.window
-        w.progress.setMaximum(progress.total)
-        w.progress.setValue(progress.step)
-        rate = progress.step / max(progress.elapsed, 1e-6)
-        left = (progress.total - progress.step) / max(rate, 1e-6)
-        w.progress.setFormat(f"Step {progress.step}/{progress.total}{_scale(job.request)} · {rate:.1f} it/s · "
-                             f"{left:.1f} s left")
-        if job.target is Target.GRID:
-            w.grid.set_previews(progress.previews)
-        elif progress.previews:
+        self._progress[job] = progress
+        self._show_progress()
+        if job in self._tiles:
+            w.grid.set_previews(progress.previews, self._tiles[job])
+        elif job.target is Target.CANVAS and progress.previews and job is self._canvas_job():
             w.canvas.show_preview(progress.previews[0], progress.region)
 
+    def _canvas_job(self) -> Job | None:
+        """The job whose previews the canvas shows: the oldest running one that paints there."""
+        return next((j for j in self.window.backend.running() if j.target is Target.CANVAS), None)
+
+    def _show_progress(self, ended: str = "") -> None:
+        """The bar over every running job that makes pictures: steps summed, time left of the slowest.
+        `ended` is what it says when none runs any more (a job just ended: "Done", "Failed", …)."""
+        w = self.window
+        jobs = [j for j in w.backend.running() if j.kind is not JobKind.LOAD_MODEL]
+        if not jobs:
+            if ended:
+                w.progress.setValue(w.progress.maximum() if ended == "Done" else w.progress.value())
+                w.progress.setFormat(ended)
+            return
+        seen = [self._progress[j] for j in jobs if j in self._progress]
+        if not seen:
+            w.progress.setValue(0)
+            w.progress.setFormat("Starting…" if len(jobs) == 1 else f"{len(jobs)} jobs · starting…")
+            return
+        step, total = sum(p.step for p in seen), sum(p.total for p in seen)
+        w.progress.setMaximum(total)
+        w.progress.setValue(step)
+        rates = [p.step / max(p.elapsed, 1e-6) for p in seen]
+        left = max((p.total - p.step) / max(rate, 1e-6) for p, rate in zip(seen, rates))
+        if len(jobs) == 1:
+            w.progress.setFormat(f"Step {step}/{total}{_scale(jobs[0].request)} · {rates[0]:.1f} it/s · "
+                                 f"{left:.1f} s left")
+        else:
+            w.progress.setFormat(f"{len(jobs)} jobs · step {step}/{total} · {sum(rates):.1f} it/s · "
+                                 f"{left:.1f} s left")
+
+    def _forget(self, job: Job) -> int | None:
+        """A job ended: its progress goes; its first tile, when it had tiles."""
+        self._progress.pop(job, None)
+        return self._tiles.pop(job, None)
+
     def _on_finished(self, job: Job) -> None:
+        first = self._forget(job)
         if job.kind is not JobKind.GENERATE:
+            self._show_progress()  # the other running jobs' progress; the bar is left as it was if none
             return
         w, results = self.window, job.results
         _put_back(job.restore)
         seconds = time.perf_counter() - (job.started_at or time.perf_counter())
         w.timing_label.setText(f"{len(results)} image{'s' if len(results) > 1 else ''} in {seconds:.1f} s")
-        w.progress.setValue(w.progress.maximum())
-        w.progress.setFormat("Done")
-        if job.target is Target.GRID:
-            self.grid_results = results  # what the tiles show: picked and kept by index
-            for k, result in enumerate(results):
-                w.grid.set_final(k, pil_to_qimage(result.image))
+        self._show_progress("Done")
+        if first is not None:
+            for k, result in enumerate(results):  # what the tiles show: picked and kept by index
+                self.grid_results[first + k] = result
+                w.grid.set_final(first + k, pil_to_qimage(result.image))
         if len(results) == 1:
-            w.canvas.show_preview(None)
+            if self._canvas_job() is None:
+                w.canvas.show_preview(None)
             # An inpaint's mask stays on its result, so Generate again re-rolls it with another seed;
             # Clear mask (Ctrl+Shift+M) or Ctrl+Z is one step away.
             w.canvas.apply_result(results[0].image, f"Generate (seed {results[0].seed})",
                                   source_id=results[0].gallery_id)
-            w.center.setCurrentWidget(w.canvas)
-        if w.gallery_panel is not None:
-            w.gallery_panel.refresh()
+            if not self._tiles:  # a grid job still running keeps the grid in view
+                w.center.setCurrentWidget(w.canvas)
+        self._show_new(results)
+
+    def _show_new(self, results: list[GenerationResult]) -> None:
+        panel = self.window.gallery_panel
+        if panel is not None and results:
+            panel.refresh()
             # The new pictures in view, the first one's settings shown.
-            w.gallery_panel.show_new([r.gallery_id for r in results if r.gallery_id is not None])
+            panel.show_new([r.gallery_id for r in results if r.gallery_id is not None])
 
     def _on_failed(self, job: Job) -> None:
+        first = self._forget(job)
         if job.kind is not JobKind.GENERATE:
+            self._show_progress()  # the other running jobs' progress; the bar is left as it was if none
             return
         w = self.window
         _put_back(job.restore)
-        if job.target is Target.GRID:
+        if first is not None and self._tiles:
+            w.grid.stop(first, len(job.seeds), "failed")  # the other jobs' tiles still fill
+        elif first is not None:
             w.center.setCurrentWidget(w.canvas)  # no tile will fill: show the picture, not blanks
-        w.canvas.show_preview(None)
-        w.progress.setFormat("Failed")
+        if self._canvas_job() is None:
+            w.canvas.show_preview(None)
+        self._show_progress("Failed")
         self._status(f"Generation failed: {job.error}", 15000)
+        self._show_new(job.results)  # what was made before it failed (every server dropped out) is kept
 
     def _on_cancelled(self, job: Job) -> None:
+        first = self._forget(job)
         if job.kind is not JobKind.GENERATE:
+            self._show_progress()  # the other running jobs' progress; the bar is left as it was if none
             return
         _put_back(job.restore)
         began = job.started_at is not None  # a queued job never showed
-        if job.target is Target.GRID and began:
-            self.window.grid.stop()
-        self.window.progress.setFormat("Cancelled")
+        if first is not None:
+            self.window.grid.stop(first, len(job.seeds))
+        self._show_progress("Cancelled")
         if began and not self.window.backend.busy():  # a queued job would replace it at once
             self._status("Cancelled — the last preview stays on screen", 5000)
 
@@ -185,17 +242,18 @@ class GenerationController(QObject):
     def keep_variation(self, index: int) -> None:
         """A double-click on a finished tile: its picture goes on the canvas (one undo step) and its seed is kept."""
         w, results = self.window, self.grid_results
-        if 0 <= index < len(results):
-            w.canvas.apply_result(results[index].image, f"Keep variation (seed {results[index].seed})",
-                                  source_id=results[index].gallery_id)
+        result = results[index] if 0 <= index < len(results) else None
+        if result is not None:
+            w.canvas.apply_result(result.image, f"Keep variation (seed {result.seed})", source_id=result.gallery_id)
             w.center.setCurrentWidget(w.canvas)
-            self.adopt_seed(results[index].seed)
+            self.adopt_seed(result.seed)
             self._show_in_gallery(index)
 
     def _show_in_gallery(self, index: int) -> None:
         panel, results = self.window.gallery_panel, self.grid_results
-        if panel is not None and 0 <= index < len(results) and results[index].gallery_id is not None:
-            panel.select_image(results[index].gallery_id)
+        result = results[index] if 0 <= index < len(results) else None
+        if panel is not None and result is not None and result.gallery_id is not None:
+            panel.select_image(result.gallery_id)
 
     # ------------------------------------------------------------------ from a gallery picture
 

@@ -5,9 +5,14 @@ does: its kind, its request, what the window wants done with it (grid or canvas,
 labels, the fields to put back afterwards), its state and its results. `JobQueue` holds the jobs and
 announces each change of state with a signal that carries the job itself.
 
-States change on the GUI thread only, in the order the worker reported them: the worker thread takes
-jobs with `next_job()` and reports with `report_step()` / `report_end()`, which reach the queue as
-queued signals. A slot therefore always sees `job.state` as the signal it handles describes it.
+Several jobs can run at once (jobs on ComfyUI servers run side by side, beside the one local job), so
+each job has its own cancel flag: `cancel(job)` stops one, `cancel_running()` every running one (the
+window's Cancel, as krita-ai-diffusion's "cancel active"), `clear_queue()` drops those still waiting.
+
+States change on the GUI thread only, in the order the worker threads reported them: a worker thread
+takes a job with `take()` and reports with `report_step()` / `report_end()`, which reach the queue as
+queued signals. A slot therefore always sees `job.state` as the signal it handles describes it, and one
+job's signals arrive in the order its thread sent them.
 """
 
 from __future__ import annotations
@@ -75,10 +80,15 @@ class Job:
     error: str = ""  # FAILED: what went wrong, in words for the user
     model_info: dict[str, Any] = field(default_factory=dict)  # LOAD_MODEL, FINISHED: what loaded
     id: int = field(default_factory=itertools.count(1).__next__)
+    # Set (from any thread) to cancel it: the thread running it checks between steps.
+    stop_requested: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def ended(self) -> bool:
         return self.state in (JobState.FINISHED, JobState.FAILED, JobState.CANCELLED)
+
+    def should_stop(self) -> bool:
+        return self.stop_requested.is_set()
 
 
 @dataclass(frozen=True)
@@ -93,21 +103,21 @@ class Progress:
 
 
 class JobQueue(QObject):
-    """The jobs: submit, cancel the running one, clear the queued ones; signals carry the job."""
+    """The jobs: submit, cancel one or every running one, clear the queued ones; signals carry the job."""
 
     started = Signal(Job)
     step = Signal(Job, Progress)
     finished = Signal(Job)  # job.results holds the pictures (with their gallery ids once kept)
-    failed = Signal(Job)  # job.error says why
+    failed = Signal(Job)  # job.error says why (job.results: what was made and kept before it failed)
     cancelled = Signal(Job)
-    queue_changed = Signal(int)  # jobs waiting (not counting the running one)
+    queue_changed = Signal(int, int)  # jobs running, jobs waiting
     idle = Signal()  # every job has ended
     # A LOAD_MODEL job's progress and outcome, for what only cares about the model.
     model_loading = Signal(str)
     model_loaded = Signal(dict)  # ref (as asked for), name, path, device, dtype, native_size, suggested_cfg, …
     model_failed = Signal(str)
     notice = Signal(str)  # something to tell the user that is not a failure (a server dropped out)
-    # From the worker thread; queued to the GUI thread, where the state changes.
+    # From the worker threads; queued to the GUI thread, where the state changes.
     _began = Signal(Job)
     _stepped = Signal(Job, Progress)
     _ended = Signal(Job, object)  # the job, its JobState
@@ -115,11 +125,11 @@ class JobQueue(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._work: queue.Queue[Job | None] = queue.Queue()
-        self._pending: list[Job] = []  # submitted, not yet taken by the worker (guarded by _lock)
-        self._lock = threading.Lock()
-        self._cancel = threading.Event()
+        self._lock = threading.Lock()  # guards _pending and _taken, which worker threads change too
+        self._pending: list[Job] = []  # submitted, not yet taken by a worker thread
+        self._taken: list[Job] = []  # taken by a worker thread, its end not yet reported
         self._active: list[Job] = []  # GUI side: queued or running
-        self.current: Job | None = None  # GUI side: the running job
+        self._running: list[Job] = []  # GUI side: running, in the order they started
         queued = Qt.ConnectionType.QueuedConnection
         self._began.connect(self._on_began, queued)
         self._stepped.connect(self._on_stepped, queued)
@@ -132,28 +142,51 @@ class JobQueue(QObject):
             self._pending.append(job)
         self._active.append(job)
         self._work.put(job)
-        self.queue_changed.emit(self.queued())
+        self._counts_changed()
         return job
 
     def queued(self) -> int:
         return sum(job.state is JobState.QUEUED for job in self._active)
 
+    def running(self) -> list[Job]:
+        """The running jobs, in the order they started."""
+        return list(self._running)
+
     def busy(self) -> bool:
         return bool(self._active)
 
-    def cancel_current(self) -> None:
-        self._cancel.set()
+    def cancel(self, job: Job) -> None:
+        """Cancel one job: a waiting one leaves the queue at once, a running one stops at its next step."""
+        with self._lock:
+            waiting = job in self._pending
+            if waiting:
+                self._pending.remove(job)
+        if waiting:
+            self._end(job, JobState.CANCELLED)
+            self._counts_changed()
+        elif not job.ended:
+            job.stop_requested.set()
+
+    def cancel_running(self) -> None:
+        """Every job a worker thread has taken stops at its next step (the queued ones stay)."""
+        with self._lock:
+            for job in self._taken:
+                job.stop_requested.set()
 
     def clear_queue(self) -> None:
         with self._lock:
             dropped, self._pending = self._pending, []
         for job in dropped:
             self._end(job, JobState.CANCELLED)
-        self.queue_changed.emit(0)
+        self._counts_changed()
+
+    def _counts_changed(self) -> None:
+        self.queue_changed.emit(len(self._running), self.queued())
 
     def _on_began(self, job: Job) -> None:
-        job.state, job.started_at, self.current = JobState.RUNNING, time.perf_counter(), job
-        self.queue_changed.emit(self.queued())
+        job.state, job.started_at = JobState.RUNNING, time.perf_counter()
+        self._running.append(job)
+        self._counts_changed()
         self.started.emit(job)
 
     def _on_stepped(self, job: Job, progress: Progress) -> None:
@@ -163,8 +196,9 @@ class JobQueue(QObject):
     def _end(self, job: Job, state: JobState) -> None:
         was_running, job.state = job.state is JobState.RUNNING, state
         self._active.remove(job)
-        if self.current is job:
-            self.current = None
+        if was_running:
+            self._running.remove(job)
+            self._counts_changed()
         {JobState.FINISHED: self.finished, JobState.FAILED: self.failed,
          JobState.CANCELLED: self.cancelled}[state].emit(job)
         if job.kind is JobKind.LOAD_MODEL and state is JobState.FINISHED:
@@ -174,30 +208,31 @@ class JobQueue(QObject):
         if not self._active:
             self.idle.emit()
 
-    # ------------------------------------------------------------------ worker thread
+    # ------------------------------------------------------------------ worker threads
 
-    def next_job(self) -> Job | None:
-        """The next job to run (blocking), skipping those cleared while they waited; None: stop."""
-        while (job := self._work.get()) is not None:
-            with self._lock:
-                if job not in self._pending:
-                    continue
-                self._pending.remove(job)
-                self._cancel.clear()
-            self._began.emit(job)
-            return job
-        return None
+    def next_submitted(self) -> Job | None:
+        """The next job submitted (blocking), in order, even one cleared since (take() says so); None: stop."""
+        return self._work.get()
 
-    def should_stop(self) -> bool:
-        return self._cancel.is_set()
+    def take(self, job: Job) -> bool:
+        """Start running `job` on the calling thread; False when it was cleared or cancelled while it waited."""
+        with self._lock:
+            if job not in self._pending:
+                return False
+            self._pending.remove(job)
+            self._taken.append(job)
+        self._began.emit(job)
+        return True
 
     def report_step(self, job: Job, progress: Progress) -> None:
         self._stepped.emit(job, progress)
 
     def report_end(self, job: Job, state: JobState) -> None:
         """The job ended: fill job.results, job.error or job.model_info first."""
+        with self._lock:
+            self._taken.remove(job)
         self._ended.emit(job, state)
 
     def stop_worker(self) -> None:
-        """The worker ends after the job it runs (queued jobs are cleared first by the caller)."""
+        """The workers end after the jobs they run (queued jobs are cleared first by the caller)."""
         self._work.put(None)

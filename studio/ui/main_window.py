@@ -241,9 +241,18 @@ class MainWindow(QMainWindow):
             self.gallery_panel.regenerate.connect(generation.regenerate)
             self.gallery_panel.make_variations.connect(generation.variations_of)
         self.library_panel.load_model.connect(self.models.load)
-        b.stopped.connect(lambda: self._closing and self.close())
-        b.queue_changed.connect(lambda n: self.queue_label.setText(f"{n} queued" if n else ""))
+        b.stopped.connect(self._backend_stopped)  # a method: the connection goes with the window
+        b.queue_changed.connect(self._show_queue)
         b.idle.connect(lambda: self.set_busy(False))  # sent on this thread once the last job has ended
+
+    def _backend_stopped(self) -> None:
+        if self._closing:  # the window hid while the backend finished: now it closes for good
+            self.close()
+
+    def _show_queue(self, running: int, waiting: int) -> None:
+        """The status bar's count: how many jobs run at once (servers run several) and how many wait."""
+        parts = ([f"{running} running"] if running > 1 else []) + ([f"{waiting} queued"] if waiting else [])
+        self.queue_label.setText(" · ".join(parts))
 
     def _restore_geometry(self) -> None:
         geometry, state = self.settings.get("window_geometry"), self.settings.get("window_state")

@@ -1,9 +1,10 @@
 """A grid of N live previews (seed variations): click a tile to pick it, double-click to keep it.
 
 A pick only selects (the window shows the tile's seed and its gallery image); keeping puts the image on
-the canvas. The grid gives way to the canvas only on the release that ends a double-click: that release
-is still the grid's (it holds the mouse since the press), so no part of a click on a tile ever reaches
-the canvas, where it would paint on the mask.
+the canvas. Jobs that run side by side (on ComfyUI servers) share the grid: each adds its tiles after
+those already there and fills only its own. The grid gives way to the canvas only on the release that
+ends a double-click: that release is still the grid's (it holds the mouse since the press), so no part
+of a click on a tile ever reaches the canvas, where it would paint on the mask.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class VariationGrid(QWidget):
         self._images: list[QImage | None] = []
         self._seeds: list[int] = []
         self._labels: list[str] = []
-        self._stopped = False
+        self._ends: list[str] = []  # why a tile will never be final ("cancelled", "failed"), "" while it may
         self._final: list[bool] = []
         self._hover = -1
         self._picked = -1
@@ -48,20 +49,35 @@ class VariationGrid(QWidget):
         self._labels = list(labels) if labels is not None else [f"seed {s}" for s in seeds]
         self._images = [None] * len(seeds)
         self._final = [False] * len(seeds)
-        self._stopped = False
+        self._ends = [""] * len(seeds)
         self._picked = -1
         self.update()
 
-    def stop(self) -> None:
-        """The run was cancelled: the unfinished tiles keep their last preview and say so."""
-        self._stopped = True
+    def add(self, seeds: list[int], labels: list[str]) -> int:
+        """More tiles after those there (another job running beside the first); the first new one's index.
+        They take the grid's shape: a picture of another shape is fitted inside its tile."""
+        first = len(self._seeds)
+        self._seeds += seeds
+        self._labels += labels
+        self._images += [None] * len(seeds)
+        self._final += [False] * len(seeds)
+        self._ends += [""] * len(seeds)
+        self.update()
+        return first
+
+    def stop(self, first: int = 0, count: int | None = None, why: str = "cancelled") -> None:
+        """A run ended early: its unfinished tiles (`count` from `first`; all by default) keep their last
+        preview and say `why`."""
+        end = len(self._seeds) if count is None else first + count
+        for k in range(first, min(end, len(self._seeds))):
+            self._ends[k] = self._ends[k] or why
         self.update()
 
     def label(self, k: int) -> str:
-        """Tile k's caption: its seed, then "…" while it forms or "cancelled" if it never will."""
+        """Tile k's caption: its seed, then "…" while it forms or why it never will ("cancelled")."""
         if self._final[k]:
             return self._labels[k]
-        return self._labels[k] + (" · cancelled" if self._stopped else " …")
+        return self._labels[k] + (f" · {self._ends[k]}" if self._ends[k] else " …")
 
     def count(self) -> int:
         return len(self._seeds)
@@ -73,8 +89,9 @@ class VariationGrid(QWidget):
         """The tile last clicked, -1 for none."""
         return self._picked
 
-    def set_previews(self, images: list[QImage]) -> None:
-        for k, img in enumerate(images[: len(self._images)]):
+    def set_previews(self, images: list[QImage], first: int = 0) -> None:
+        """The latest previews of the tiles from `first` on (one job's)."""
+        for k, img in enumerate(images[: max(0, len(self._images) - first)], start=first):
             if not img.isNull() and not self._final[k]:
                 self._images[k] = img
         self.update()  # coalesced by Qt: many calls before a paint cost one paint
@@ -126,7 +143,7 @@ class VariationGrid(QWidget):
             if img is None:
                 p.fillRect(rect, pal.base())
             else:
-                p.drawImage(rect, img)
+                p.drawImage(_fitted(rect, img), img)
             p.setPen(self._frame_pen(k))
             p.drawRect(rect)
             label = self.label(k)
@@ -170,3 +187,10 @@ class VariationGrid(QWidget):
         k = self.index_at(event.position().x(), event.position().y())
         if event.button() == Qt.MouseButton.LeftButton and k >= 0 and self._final[k]:
             self._keep_on_release = k
+
+
+def _fitted(rect: QRectF, image: QImage) -> QRectF:
+    """The largest rectangle of the image's shape centred in `rect` (the tile itself when the shapes match)."""
+    scale = min(rect.width() / max(1, image.width()), rect.height() / max(1, image.height()))
+    w, h = image.width() * scale, image.height() * scale
+    return QRectF(rect.x() + (rect.width() - w) / 2, rect.y() + (rect.height() - h) / 2, w, h)
