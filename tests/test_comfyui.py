@@ -177,10 +177,11 @@ def test_a_server_dropping_out_mid_job_moves_its_images(comfyui_servers, tmp_pat
 def test_bench_remote_reports_throughput_and_first_preview(comfyui_servers, capsys):
     from studio.bench import remote
 
-    argv = ["--batch", "2", "--steps", "1", "--repeats", "1", "--json"]
+    argv = ["--batch", "2", "--jobs-batch", "1", "--steps", "1", "--repeats", "1", "--json"]
     assert remote.main(argv + [a for s in comfyui_servers for a in ("--server", s.url)]) == 0
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for key in ("one_server_items_per_s", "two_servers_items_per_s", "two_vs_one_server", "first_preview_s"):
+    for key in ("one_server_items_per_s", "two_servers_items_per_s", "two_vs_one_server", "first_preview_s",
+                "two_jobs_in_turn_s", "two_jobs_side_by_side_s", "side_by_side_vs_in_turn"):
         assert rows[key] > 0, key
     assert rows["servers"] == 2 and rows["batch"] == 2
 
@@ -273,5 +274,41 @@ def test_the_gui_worker_runs_jobs_on_the_default_servers_and_keeps_them(qtbot, c
         with qtbot.waitSignal(worker.failed, timeout=60_000) as failed:
             worker.generate(request(backend="local"))
         assert "studio-tiny-sd15" in failed.args[0].error  # the local engine looked for the server's checkpoint
+    finally:
+        assert worker.shutdown()
+
+
+@pytest.mark.slow
+def test_two_gui_jobs_run_side_by_side_on_two_servers_and_both_land_in_the_gallery(qtbot, comfyui_servers,
+                                                                                   data_dir):
+    from studio.backends import settings as server_settings
+    from studio.gallery import Gallery
+    from studio.ui.worker import Backend
+
+    for server in comfyui_servers:
+        server_settings.add(data_dir, server.url, make_default=True)
+    worker = Backend(data_dir, device="cpu")
+    worker.start()
+    story = []
+    worker.started.connect(lambda job: story.append(("started", job)))
+    worker.finished.connect(lambda job: story.append(("finished", job)))
+    try:
+        with qtbot.waitSignal(worker.idle, timeout=600_000):
+            first, second = worker.generate(request(seed=21, steps=4)), worker.generate(request(seed=22, steps=4))
+        assert story[:2] == [("started", first), ("started", second)]  # the second began before the first ended
+        assert {name for name, _job in story[2:]} == {"finished"}
+        gallery = Gallery(data_dir)
+        try:
+            assert gallery.count() == 2
+            for job, seed in ((first, 21), (second, 22)):
+                [result] = job.results
+                kept = gallery.get(result.gallery_id)
+                assert kept.recipe()["seed"] == seed and kept.recipe()["backend"]["kind"] == "comfyui"
+                assert np.array_equal(pixels(Image.open(kept.file)), pixels(result.image))
+            servers = {job.results[0].recipe["backend"]["server"] for job in (first, second)}
+            assert servers == {s.url for s in comfyui_servers}  # one job on each server
+            assert np.abs(pixels(first.results[0].image) - pixels(second.results[0].image)).max() > 0
+        finally:
+            gallery.close()
     finally:
         assert worker.shutdown()

@@ -1,7 +1,9 @@
-"""`python -m studio.bench remote [--batch 8] [--steps 4] [--size 64] [--server URL ...] [--json]`
+"""`python -m studio.bench remote [--batch 8] [--jobs-batch 4] [--steps 4] [--size 64] [--server URL ...] [--json]`
 
 Generating on ComfyUI servers: items per second for one batch on one server and on two (and their
-ratio), and the latency from Generate to the first preview frame. With no --server it starts two test
+ratio), the latency from Generate to the first preview frame, and two queued jobs on two servers run
+one after the other (as the window ran them before) against side by side (as it runs them now: each on
+its own thread, sharing the servers' slots). With no --server it starts two test
 servers on this machine's CPU (`studio.bench.comfyui_server`: the first run sets them up, a minute or
 two); two CPU servers on one machine share its cores, so the ratio here measures the fan-out's overhead
 more than its gain, which needs servers on separate GPUs or machines.
@@ -43,6 +45,22 @@ def _first_preview(pool: Any, args: argparse.Namespace, seed: int) -> float:
     return seen[0] if seen else float("nan")
 
 
+def _two_jobs(pool: Any, args: argparse.Namespace, side_by_side: bool) -> float:
+    """Seconds for two jobs of --jobs-batch images: one after the other, or each on its own thread at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [_request(args, args.jobs_batch, 3000 + 100 * k) for k in range(2)]
+    start = time.perf_counter()
+    if side_by_side:
+        with ThreadPoolExecutor(2) as threads:
+            for done in [threads.submit(pool.generate, job) for job in jobs]:
+                done.result()
+    else:
+        for job in jobs:
+            pool.generate(job)
+    return time.perf_counter() - start
+
+
 def run(args: argparse.Namespace, urls: list[str]) -> dict[str, Any]:
     from studio.backends.comfy_client import ServerConfig
     from studio.backends.pool import ServerPool
@@ -54,15 +72,20 @@ def run(args: argparse.Namespace, urls: list[str]) -> dict[str, Any]:
     latencies = [_first_preview(one, args, 2000 + k) for k in range(args.repeats)]
     single = _items_per_second(one, args)
     double = _items_per_second(two, args) if len(urls) > 1 else float("nan")
+    in_turn = _two_jobs(two, args, side_by_side=False)
+    side_by_side = _two_jobs(two, args, side_by_side=True)
     return {"servers": len(urls[:2]), "batch": args.batch, "steps": args.steps, "size": args.size,
             "in_flight_per_server": args.in_flight, "one_server_items_per_s": single,
             "two_servers_items_per_s": double, "two_vs_one_server": double / single,
-            "first_preview_s": statistics.median(latencies), "first_preview_max_s": max(latencies)}
+            "first_preview_s": statistics.median(latencies), "first_preview_max_s": max(latencies),
+            "jobs_batch": args.jobs_batch, "two_jobs_in_turn_s": in_turn, "two_jobs_side_by_side_s": side_by_side,
+            "side_by_side_vs_in_turn": in_turn / side_by_side}
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m studio.bench remote", description=__doc__.splitlines()[2])
     parser.add_argument("--batch", type=int, default=8, help="images in the timed batch")
+    parser.add_argument("--jobs-batch", type=int, default=4, help="images in each of the two queued jobs")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--size", type=int, default=64, help="image side in pixels")
     parser.add_argument("--repeats", type=int, default=3, help="runs for the first-preview latency")
