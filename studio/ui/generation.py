@@ -141,8 +141,9 @@ class GenerationController(QObject):
         w = self.window
         jobs = [j for j in w.backend.running() if j.kind is not JobKind.LOAD_MODEL]
         if not jobs:
+            if ended == "Done":
+                w.progress.setValue(w.progress.maximum())
             if ended:
-                w.progress.setValue(w.progress.maximum() if ended == "Done" else w.progress.value())
                 w.progress.setFormat(ended)
             return
         seen = [self._progress[j] for j in jobs if j in self._progress]
