@@ -302,3 +302,24 @@ def test_the_window_shows_each_running_job_in_its_own_tiles_and_cancel_stops_eve
     assert [w.grid.label(k) for k in (1, 2)] == ["seed 20 · cancelled", "seed 30 · cancelled"]
     assert pixel(w.grid.image(1)) == colour(20)  # the last preview stays
     assert w.progress.format() == "Cancelled" and w.queue_label.text() == ""
+
+
+def test_tiles_a_job_adds_beside_another_fit_pictures_of_another_shape_without_stretching(qtbot):
+    from PySide6.QtGui import QColor, QImage
+
+    from studio.ui.variations import VariationGrid
+
+    grid = VariationGrid()
+    qtbot.addWidget(grid)
+    grid.resize(400, 400)
+    grid.start([1], ["seed 1"], aspect=1.0)  # a square job runs ...
+    first = grid.add([2], ["seed 2"])  # ... and a wide one starts beside it
+    wide = QImage(64, 32, QImage.Format.Format_RGB888)
+    wide.fill(QColor(250, 0, 0))
+    grid.set_previews([wide], first)
+    shot = grid.grab().toImage()
+    tile = grid.tile_rect(first)
+    centre, top = tile.center(), tile.top() + tile.height() / 8
+    assert pixel(shot, int(centre.x()), int(centre.y())) == (250, 0, 0)
+    assert pixel(shot, int(centre.x()), int(top)) != (250, 0, 0)  # letterboxed, not stretched to the square
+    assert grid.label(first) == "seed 2 …" and grid.image(0) is None
