@@ -280,6 +280,8 @@ def _put_back(fields: list[tuple[Any, float, float]]) -> None:
 
 def _scale(request: GenerationRequest | None) -> str:
     """Image-to-image and inpaint run strength x steps: say so beside the step count."""
+    if request is not None and request.mode == "redraw":  # the count runs over every tile
+        return f" (tiles of {request.redraw_denoise:g} × {request.steps})"
     if request is None or request.mode == "txt2img" or request.strength >= 1:
         return ""
     return f" ({request.strength:g} × {request.steps})"
