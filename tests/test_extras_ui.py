@@ -157,6 +157,26 @@ def test_redraw_detail_in_the_upscale_dialog_runs_a_job_whose_tiles_preview_on_t
     assert all(to_preview < to_picture for _, to_preview, to_picture in shown), shown
 
 
+def test_a_hires_batch_previews_each_picture_in_its_own_tile(qtbot, make_window):  # noqa: F811
+    w = make_window(steps=2)
+    w.controls.hires.setChecked(True)
+    w.controls.hires.steps.setValue(2)
+    w.controls.prompt.setPlainText("a red circle")
+    seen = []
+
+    def on_step(_job, progress) -> None:  # after the window's own slot: what the grid shows now
+        tile0 = w.grid.image(0)
+        seen.append((progress.step / progress.total, tile0.cacheKey() if tile0 is not None else None,
+                     w.grid.image(1) is not None))
+
+    w.backend.step.connect(on_step)
+    with qtbot.waitSignal(w.backend.finished, timeout=120_000):
+        w.generation.generate_batch(2)  # the two pictures run one after the other, both passes each
+    second = [s for s in seen if s[0] > 0.5]  # the second picture's steps
+    assert second and all(has_preview for _, _, has_preview in second)  # it previews in its own tile...
+    assert len({key for _, key, _ in second}) == 1  # ...and the first tile keeps the first picture's last preview
+
+
 def test_the_grid_dialog_runs_one_job_with_a_tile_per_cell_and_a_click_keeps_one(qtbot, make_window):  # noqa: F811
     from studio.ui.extras import open_grid_dialog
 

@@ -394,7 +394,9 @@ class StepInfo:
     preview: Any = None  # numpy uint8 HxWx3 of the first image's predicted result, or None
     item: int = 0  # which batch item (sequential runs) this step belongs to
     items: int = 1
-    previews: list[Any] = field(default_factory=list)  # every batch item's preview, with preview_all
+    # With preview_all, previews[i] is batch item (item + i)'s: every item's in a batched run (item 0), the
+    # running item's alone in a run one item at a time (hires fix, the sequential fallback, a server).
+    previews: list[Any] = field(default_factory=list)
     region: tuple[int, int, int, int] | None = None  # where on the input image the previews belong
 
 

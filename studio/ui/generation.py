@@ -121,7 +121,7 @@ class GenerationController(QObject):
         w.progress.setFormat(f"Step {progress.step}/{progress.total}{_scale(job.request)} · {rate:.1f} it/s · "
                              f"{left:.1f} s left")
         if job.target is Target.GRID:
-            w.grid.set_previews(progress.previews)
+            w.grid.set_previews(progress.previews, first=progress.item)
         elif progress.previews:
             w.canvas.show_preview(progress.previews[0], progress.region)
 

@@ -73,8 +73,9 @@ class VariationGrid(QWidget):
         """The tile last clicked, -1 for none."""
         return self._picked
 
-    def set_previews(self, images: list[QImage]) -> None:
-        for k, img in enumerate(images[: len(self._images)]):
+    def set_previews(self, images: list[QImage], first: int = 0) -> None:
+        """Tiles `first`, `first` + 1, ... show `images` (a run one picture at a time sends one per step)."""
+        for k, img in enumerate(images[: max(len(self._images) - first, 0)], start=first):
             if not img.isNull() and not self._final[k]:
                 self._images[k] = img
         self.update()  # coalesced by Qt: many calls before a paint cost one paint

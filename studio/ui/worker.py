@@ -118,7 +118,7 @@ class _BackendThread(QThread):
 
         def on_step(info: StepInfo) -> None:
             b.report_step(job, Progress(info.step + info.item * info.total, info.total * info.items, info.elapsed,
-                                        [numpy_to_qimage(p) for p in info.previews], info.region))
+                                        [numpy_to_qimage(p) for p in info.previews], info.region, info.item))
 
         try:
             if job.task is not None:
