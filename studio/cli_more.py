@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.engine.upscale import LANCZOS
+from studio.recipe.request import default, knobs
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser, generate: argparse.ArgumentParser) -> None:
@@ -19,6 +20,15 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser, generate: argparse.Ar
     up.add_argument("--upscaler", default=LANCZOS, help="Lanczos (default), or an upscaler of the model library "
                     "(`studio models --kind upscaler`) or its file")
     up.add_argument("--tile", type=int, help="tile side in px for an upscaler model (default: from free memory)")
+    knob = knobs()
+    up.add_argument("--redraw", type=float, nargs="?", const=default("redraw_denoise"), metavar="DENOISE",
+                    help="then repaint the upscaled picture tile by tile (tiled diffusion, as Ultimate SD Upscale) "
+                    "with the picture's own prompt, model, sampler, steps, CFG and seed: "
+                    f"{knob['redraw_denoise'].help} (default {default('redraw_denoise')} when given alone)")
+    up.add_argument("--redraw-tile", type=int, default=default("redraw_tile"), metavar="N",
+                    help=f"with --redraw: {knob['redraw_tile'].help}")
+    up.add_argument("--redraw-overlap", type=int, default=default("redraw_overlap"), metavar="N",
+                    help=f"with --redraw: {knob['redraw_overlap'].help} (default {default('redraw_overlap')})")
     up.add_argument("--out", type=Path, help="also write the PNG here")
     up.add_argument("--no-gallery", action="store_true", help="do not keep the image in the gallery")
     up.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
@@ -41,6 +51,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from studio.cli import CLIError, _open_gallery, _open_image
     from studio.engine import Engine
     from studio.engine.enlarge import upscale_picture
+    from studio.engine.tiled_redraw import redraw_request, settings_of
     from studio.paths import data_dir
     from studio.recipe.metadata import MetadataError, read_recipe
 
@@ -62,13 +73,26 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                        "is neither")
     image = _open_image(path, "the picture")
     engine = Engine(device=args.device, data_dir=home)
-    result = upscale_picture(engine, image, args.scale, args.upscaler, recipe, parent_id, tile=args.tile)
-    _keep(args, home, result, parent_id, {"from": str(path)}, out=args.out)
+    if args.redraw is None:
+        result = upscale_picture(engine, image, args.scale, args.upscaler, recipe, parent_id, tile=args.tile)
+        _keep(args, home, result, parent_id, {"from": str(path)}, out=args.out)
+        return 0
+    if args.tile is not None:
+        raise CLIError("--tile sizes an upscaler file's tiles, which a redraw picks itself; --redraw-tile sets "
+                       "the repainted tiles")
+    request = redraw_request(settings_of(recipe), image, parent_id, redraw_scale=args.scale,
+                             redraw_upscaler=args.upscaler, redraw_denoise=args.redraw, redraw_tile=args.redraw_tile,
+                             redraw_overlap=args.redraw_overlap)
+    [result] = engine.generate(request)
+    # The picture is kept as the redraw's input, so `studio generate --from` replays it.
+    _keep(args, home, result, parent_id, {"from": str(path), "seed": result.seed,
+                                          "tiles": result.recipe["redraw_tiles"]}, out=args.out,
+          inputs=(request.init_image,))
     return 0
 
 
 def _keep(args: argparse.Namespace, home: Path, result: Any, parent_id: int | None, extra: dict[str, Any],
-          gallery: Any = None, out: Path | None = None) -> int | None:
+          gallery: Any = None, out: Path | None = None, inputs: tuple[Any, ...] = ()) -> int | None:
     """Save to the gallery (unless --no-gallery) and to --out; print one line (or JSON object)."""
     from studio.cli import _open_gallery
     from studio.gallery.files import atomic_write
@@ -77,7 +101,7 @@ def _keep(args: argparse.Namespace, home: Path, result: Any, parent_id: int | No
     gallery_id, path = None, None
     if not args.no_gallery:
         gallery = gallery or _open_gallery(home)
-        gallery_id = gallery.save(result.image, result.recipe, parent_id=parent_id)
+        gallery_id = gallery.save(result.image, result.recipe, parent_id=parent_id, inputs=inputs)
         path = gallery.get(gallery_id).file
     if out is not None:
         atomic_write(out, encode_png(result.image, result.recipe))

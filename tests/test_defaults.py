@@ -8,6 +8,7 @@ import dataclasses
 import re
 
 import pytest
+from PIL import Image
 
 from studio.cli import OPTION_OF, build_parser
 from studio.recipe.request import GenerationRequest, RequestError, default, knobs
@@ -21,16 +22,21 @@ def _generate_options() -> dict[str, object]:
     return {a.dest: a for a in sub.choices["generate"]._actions}
 
 
+# What a field needs beside it to mean anything (a redraw repaints a picture it is given).
+CONTEXT = {"redraw_scale": lambda: {"init_image": Image.new("RGB", (16, 16))}}
+
+
 @pytest.mark.parametrize("name", RANGED)
 def test_validate_takes_exactly_the_range_the_table_gives(name):
     k = knobs()[name]
     kind = type(default(name)) if default(name) is not None else float if k.step % 1 else int  # as the CLI reads it
     low = k.low + k.step if k.low_open else k.low
+    around = CONTEXT.get(name, dict)()
     for ok in (low, k.high):
-        GenerationRequest(prompt="x", **{name: kind(ok)}).validate()
+        GenerationRequest(prompt="x", **around, **{name: kind(ok)}).validate()
     for bad in (k.low if k.low_open else k.low - k.step, k.high + k.step):
         with pytest.raises(RequestError, match=re.escape(k.name_in_messages)):
-            GenerationRequest(prompt="x", **{name: kind(bad)}).validate()
+            GenerationRequest(prompt="x", **around, **{name: kind(bad)}).validate()
 
 
 @pytest.mark.parametrize("name", [*RANGED, *CHOICES])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import QPoint, QPointF, Qt
 
 from tests.test_main_window import make_window  # noqa: F401 - the shared window fixture
 
@@ -101,6 +101,80 @@ def test_upscale_of_a_gallery_image_lands_as_its_child(qtbot, make_window, monke
     record = w.gallery.get(result.gallery_id)
     assert (record.width, record.height) == (64, 64) and record.parent_id == first
     assert record.recipe()["upscale"]["scale"] == 2.0 and record.recipe()["seed"] == 5
+
+
+def test_redraw_detail_in_the_upscale_dialog_runs_a_job_whose_tiles_preview_on_the_canvas(qtbot, make_window,  # noqa: F811
+                                                                                           monkeypatch):
+    import numpy as np
+
+    from studio.ui import extras
+
+    w = make_window(steps=None)
+    picture = Image.new("RGB", (32, 32), (20, 60, 200))
+    picture.paste((220, 30, 30), (8, 8, 24, 24))
+    first = w.gallery.save(picture, {"prompt": "a red square", "seed": 5, "steps": 10})
+    w.gallery_panel.refresh()
+    assert w.gallery_panel.select_image(first)
+
+    def choose(dialog) -> int:
+        dialog.scale.setValue(2.0)
+        dialog.redraw.setChecked(True)
+        dialog.redraw.denoise.setValue(0.3)
+        return 1
+
+    monkeypatch.setattr(extras.UpscaleDialog, "exec", choose)
+    shown = []
+
+    def on_step(_job, progress) -> None:  # after the window's own slot: what the canvas shows now
+        if not progress.previews or progress.region is None:
+            return
+        x0, y0, x1, y1 = progress.region
+        shot = w.canvas.grab().toImage()
+        a, b = w.canvas.map_from_image(QPointF(x0 + 1, y0 + 1)), w.canvas.map_from_image(QPointF(x1 - 1, y1 - 1))
+        drawn = np.array([[shot.pixelColor(int(x), int(y)).getRgb()[:3] for x in np.linspace(a.x(), b.x(), 6)]
+                          for y in np.linspace(a.y(), b.y(), 6)], dtype=float)
+        tile = progress.previews[0]
+        made = np.array([[tile.pixelColor(int(x), int(y)).getRgb()[:3] for x in np.linspace(0, tile.width() - 1, 6)]
+                         for y in np.linspace(0, tile.height() - 1, 6)], dtype=float)
+        under = np.asarray(picture.crop(progress.region), dtype=float)
+        seen = drawn.mean(axis=(0, 1))
+        shown.append((progress.region, float(np.abs(seen - made.mean(axis=(0, 1))).max()),
+                      float(np.abs(seen - under.mean(axis=(0, 1))).max())))
+
+    w.backend.step.connect(on_step)
+    with qtbot.waitSignal(w.backend.finished, timeout=120_000) as done:
+        qtbot.mouseClick(w.gallery_panel.use_bar.widgetForAction(w.gallery_panel.actions_by_name["upscale"]),
+                         Qt.MouseButton.LeftButton)
+    [result] = done.args[0].results
+    record = w.gallery.get(result.gallery_id)
+    recipe = record.recipe()
+    assert (record.width, record.height) == (64, 64) and record.parent_id == first
+    assert recipe["mode"] == "redraw" and recipe["redraw_denoise"] == 0.3 and recipe["seed"] == 5
+    assert w.gallery.input_image(recipe["init_image_hash"]) is not None  # kept, so Regenerate replays it
+    assert w.canvas.image().tobytes() == result.image.tobytes() and w.canvas.source_id() == result.gallery_id
+    # Each tile's preview was drawn on the canvas over that tile (16 px of the 32 px picture, 8 px apart).
+    assert {region for region, _, _ in shown} == {(x, y, x + 16, y + 16) for x in (0, 8, 16) for y in (0, 8, 16)}
+    assert all(to_preview < to_picture for _, to_preview, to_picture in shown), shown
+
+
+def test_a_hires_batch_previews_each_picture_in_its_own_tile(qtbot, make_window):  # noqa: F811
+    w = make_window(steps=2)
+    w.controls.hires.setChecked(True)
+    w.controls.hires.steps.setValue(2)
+    w.controls.prompt.setPlainText("a red circle")
+    seen = []
+
+    def on_step(_job, progress) -> None:  # after the window's own slot: what the grid shows now
+        tile0 = w.grid.image(0)
+        seen.append((progress.step / progress.total, tile0.cacheKey() if tile0 is not None else None,
+                     w.grid.image(1) is not None))
+
+    w.backend.step.connect(on_step)
+    with qtbot.waitSignal(w.backend.finished, timeout=120_000):
+        w.generation.generate_batch(2)  # the two pictures run one after the other, both passes each
+    second = [s for s in seen if s[0] > 0.5]  # the second picture's steps
+    assert second and all(has_preview for _, _, has_preview in second)  # it previews in its own tile...
+    assert len({key for _, key, _ in second}) == 1  # ...and the first tile keeps the first picture's last preview
 
 
 def test_the_grid_dialog_runs_one_job_with_a_tile_per_cell_and_a_click_keeps_one(qtbot, make_window):  # noqa: F811

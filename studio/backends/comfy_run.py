@@ -70,6 +70,8 @@ def check_request(request: GenerationRequest) -> None:
                            "seeds' noise. Set Variation to 0, or run the job locally")
     if request.vae:
         raise RequestError("a library VAE works on this computer only; a server uses its checkpoint's own VAE")
+    if request.redraw_scale is not None:
+        raise RequestError("a tiled redraw runs on this computer only: run the job locally")
 
 
 def run_item(client: ComfyClient, info: ServerInfo, request: GenerationRequest, index: int, count: int,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from studio.engine import upscale
-from studio.recipe.request import HIRES_MAX_SCALE, GenerationResult, RequestError, StepInfo
+from studio.recipe.request import HIRES_MAX_SCALE, MAX_PICTURE_SIDE, GenerationResult, RequestError, StepInfo
 
 if TYPE_CHECKING:
     from studio.engine.generate import Engine, StepCallback, StopCheck
@@ -60,8 +60,8 @@ def upscale_picture(engine: Engine, image: Image.Image, scale: float, upscaler: 
     if not 1.0 <= scale <= HIRES_MAX_SCALE:
         raise RequestError(f"the upscale factor must be between 1 and {HIRES_MAX_SCALE:g} (got {scale:g})")
     size = (round(image.width * scale), round(image.height * scale))
-    if max(size) > 16384:
-        raise RequestError(f"{size[0]} x {size[1]} px is larger than the 16384 px Studio writes")
+    if max(size) > MAX_PICTURE_SIDE:
+        raise RequestError(f"{size[0]} x {size[1]} px is larger than the {MAX_PICTURE_SIDE} px Studio writes")
     model = load_upscaler(engine, upscaler_path(engine, upscaler))
     start = time.perf_counter()
 

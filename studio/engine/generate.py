@@ -119,7 +119,7 @@ class Engine:
                                       cache_dir(self.data_dir), own, library.folders(self.data_dir),
                                       model.device, dtype)
 
-    def _ensure_loaded(self, ref: str) -> models.LoadedModel:
+    def ensure_loaded(self, ref: str) -> models.LoadedModel:
         """The model the request names: the loaded one when it is that model ("builtin" included)."""
         if self.model is not None and ref in (self.model.entry.name, str(self.model.entry.path)):
             return self.model
@@ -143,7 +143,11 @@ class Engine:
             from studio.engine import hires
 
             return hires.generate(self, request, on_step, should_stop, preview, preview_interval, preview_all)
-        model = self._ensure_loaded(request.model)
+        if request.redraw_scale is not None:  # an upscale, then an image-to-image per tile
+            from studio.engine import tiled_redraw
+
+            return tiled_redraw.generate(self, request, on_step, should_stop, preview, preview_interval)
+        model = self.ensure_loaded(request.model)
         job = self._prepare(request, model)
         job.prompt, tags = prompts.split_loras(request.prompt)
         job.negative, negative_tags = prompts.split_loras(request.negative_prompt)

@@ -171,7 +171,7 @@ def tile_layout(length: int, max_tile: int, overlap: int) -> tuple[int, list[int
     return tile, [round(k * step) for k in range(count)]
 
 
-def _ramp(size: int, before: int, after: int, margin: int) -> np.ndarray:
+def ramp(size: int, before: int, after: int, margin: int) -> np.ndarray:
     """1-D weights of a tile side: 0 for `margin` px at a shared edge, then rising linearly to 1 over the
     middle of the overlap. Two neighbours' weights sum to 1 wherever they overlap (a partition of unity)."""
     weights = np.ones(size, dtype=np.float32)
@@ -211,8 +211,8 @@ def run_tiled(image: Image.Image, model: UpscaleModel, tile: int | None = None, 
             pixels = result[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
             # The ramps are in output px: the overlap on each shared side, its outer quarter ignored.
             o, m = overlap * scale, overlap * scale // 4
-            wy = _ramp(pixels.shape[0], o if y0 > 0 else 0, o if y1 < height else 0, m)
-            wx = _ramp(pixels.shape[1], o if x0 > 0 else 0, o if x1 < width else 0, m)
+            wy = ramp(pixels.shape[0], o if y0 > 0 else 0, o if y1 < height else 0, m)
+            wx = ramp(pixels.shape[1], o if x0 > 0 else 0, o if x1 < width else 0, m)
             weight = (wy[:, None] * wx[None, :])[:, :, None]
             oy, ox = y0 * scale, x0 * scale
             out[oy:oy + pixels.shape[0], ox:ox + pixels.shape[1]] += pixels * weight

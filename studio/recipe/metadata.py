@@ -87,6 +87,9 @@ _FIELDS: dict[str, Callable[[Any], bool]] = {
     "hires_scale": _opt(lambda v: _is_num(v) and 0 < v <= 64),
     "hires_steps": _opt(lambda v: _is_int(v) and 0 <= v <= 10_000),
     "hires_denoise": _opt(_is_num), "hires_upscaler": _opt(lambda v: isinstance(v, str)),
+    "redraw_scale": _opt(lambda v: _is_num(v) and 0 < v <= 64), "redraw_denoise": _opt(_is_num),
+    "redraw_upscaler": _opt(lambda v: isinstance(v, str)), "redraw_tile": _opt(lambda v: _is_int(v) and v >= 0),
+    "redraw_overlap": _opt(lambda v: _is_int(v) and v >= 0),
     "upscale": _opt(lambda v: isinstance(v, dict) and isinstance(v.get("upscaler"), str) and _is_num(v.get("scale"))),
     "grid": _opt(lambda v: isinstance(v, dict)),
     "loras": _opt(lambda v: isinstance(v, list) and all(isinstance(x, dict) and isinstance(x.get("name"), str)
@@ -305,6 +308,9 @@ def _read_model(params: dict[str, str], out: dict[str, Any]) -> None:
 def _write_strength(r: Mapping[str, Any]) -> list[tuple[str, Any]]:
     if r.get("hires_scale"):  # hires fix writes its second pass's denoise under this key
         return [("Denoising strength", _number_text(r["hires_denoise"]))] if r.get("hires_denoise") is not None else []
+    if r.get("redraw_scale"):  # a tiled redraw is an image-to-image per tile, at this denoise
+        denoise = r.get("redraw_denoise")
+        return [("Denoising strength", _number_text(denoise))] if denoise is not None else []
     if r.get("strength") is not None and r.get("mode", "img2img") != "txt2img":
         return [("Denoising strength", _number_text(r["strength"]))]
     return []

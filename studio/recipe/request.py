@@ -20,12 +20,13 @@ from studio.recipe.errors import StudioError
 if TYPE_CHECKING:
     from PIL import Image
 
-Mode = Literal["txt2img", "img2img", "inpaint", "outpaint"]
+Mode = Literal["txt2img", "img2img", "inpaint", "outpaint", "redraw"]
 SEED_MAX = 2**32 - 1
 SCHEDULERS = samplers.NAMES
 FILLS = ("edge", "blur", "noise", "none")
 BACKENDS = ("", "local", "comfyui")  # studio.backends.BackendKind's values, and "" for the default
 HIRES_MAX_SCALE = 8.0  # hires fix and Upscale enlarge at most this much at once
+MAX_PICTURE_SIDE = 16384  # the largest picture Upscale and tiled redraw write
 _PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
 # Both prompts are stored in each image's metadata, whose readers accept 1 MB per text chunk
 # (metadata.MAX_CHUNK): half of it leaves room for the rest of the recipe. About 500,000 letters.
@@ -111,9 +112,28 @@ class GenerationRequest:
                                 help="how much the hires pass repaints")
     hires_upscaler: str = knob("Lanczos", "Hires upscaler",
                                help="Lanczos, or an upscaler of the model library (`studio models --kind upscaler`)")
+    # Tiled redraw (Ultimate SD Upscale's way): the init image upscaled by redraw_scale with redraw_upscaler,
+    # then repainted tile by tile as image-to-image at redraw_denoise (studio/engine/tiled_redraw.py).
+    redraw_scale: float | None = knob(None, "Redraw upscale", noun="redraw scale", low=1.0, high=HIRES_MAX_SCALE,
+                                      step=0.25, help="tiled redraw: upscale the init image by this factor, then "
+                                      "repaint it tile by tile for detail (default: off)")
+    redraw_upscaler: str = knob("Lanczos", "Redraw upscaler",
+                                help="Lanczos, or an upscaler of the model library, for the redraw's upscale")
+    # ComfyUI's Ultimate SD Upscale node's default: each tile is a picture of its own to the model, and from
+    # about 0.35 it draws the prompt's objects again in every tile (nine circles for one on the built-in model).
+    redraw_denoise: float = knob(0.2, "Redraw denoise", low=0.0, high=1.0, low_open=True, step=0.01,
+                                 help="how much each tile is repainted (image-to-image strength)")
+    redraw_tile: int = knob(0, "Redraw tile", low=0, high=4096, step=8,
+                            help="tile side in px the model repaints at once (0: the model's native size)")
+    # 16 px: an 8 px cross-fade (the outer quarter of each side is skipped), as wide as the mask blur of Ultimate
+    # SD Upscale (8 px blur); no seam shows on the built-in model's 64 px tiles (tested); more costs tiles.
+    redraw_overlap: int = knob(16, "Redraw overlap", low=0, high=1024,
+                               help="px neighbouring tiles share and cross-fade over")
 
     @property
     def mode(self) -> Mode:
+        if self.redraw_scale is not None:
+            return "redraw"
         if self.outpaint is not None:
             return "outpaint"
         if self.mask is not None:
@@ -169,6 +189,8 @@ class GenerationRequest:
                    f"{self.init_image.size[0]}x{self.init_image.size[1]}")  # type: ignore[union-attr]
         if self.hires_scale is not None:
             self._validate_hires()
+        if self.redraw_scale is not None:
+            self._validate_redraw()
         if self.outpaint is not None:
             _check(self.init_image is not None, "outpainting needs an image to extend (give --init)")
             _check(len(self.outpaint) == 4 and all(v >= 0 for v in self.outpaint) and any(self.outpaint),
@@ -187,6 +209,22 @@ class GenerationRequest:
             if value is not None:
                 _check(value * scale <= 4096, f"hires fix would make the {name} {int(value * scale)} px; "
                        "the most is 4096")
+
+    def _validate_redraw(self) -> None:
+        """A redraw repaints one picture it is given, at the size the scale makes."""
+        _check(self.init_image is not None, "a tiled redraw needs a picture to upscale (give --init)")
+        _check(self.mask is None and self.outpaint is None and self.hires_scale is None,
+               "a tiled redraw repaints the whole picture: it takes no mask, outpaint or hires fix")
+        _check(self.batch_size == 1, "a tiled redraw makes one picture (batch size 1)")
+        _check(self.width is None and self.height is None,
+               "a tiled redraw's size follows from the picture and the redraw scale (give no width or height)")
+        _check(bool(self.redraw_upscaler.strip()), "name a redraw upscaler (Lanczos, or one from the model library)")
+        _check(int(self.steps * self.redraw_denoise) >= 1,
+               f"a redraw denoise of {self.redraw_denoise:g} at {self.steps} steps runs no step "
+               "(image-to-image runs steps x denoise): raise one of them")
+        width, height = (side * (self.redraw_scale or 1.0) for side in self.init_image.size)  # type: ignore[union-attr]
+        _check(max(width, height) <= MAX_PICTURE_SIDE,
+               f"a redraw to {int(width)} x {int(height)} px is larger than the {MAX_PICTURE_SIDE} px Studio writes")
 
 
 SCHEMA = 2  # 2: the request's own width/height for only-masked inpaint; `backend`; written by to_recipe()
@@ -212,7 +250,7 @@ def to_recipe(request: GenerationRequest, index: int = 0) -> dict[str, Any]:
     recipe.update(seed=item.seed, variation_seed=item.variation_seed, batch_index=index,
                   cfg=float(request.cfg), model={"name": request.model},
                   vae={"name": request.vae} if request.vae else None,
-                  strength=request.strength if request.mode != "txt2img" else None,
+                  strength=request.strength if request.mode not in ("txt2img", "redraw") else None,
                   outpaint=list(request.outpaint) if request.outpaint else None,
                   init_image_hash=image_hash(request.init_image), mask_hash=image_hash(request.mask),
                   parent_id=request.parent_id, backend={"kind": request.backend} if request.backend else None)
@@ -229,6 +267,8 @@ def from_recipe(recipe: dict[str, Any], init_image: Image.Image | None = None,
     caller's to give (a recipe keeps their hashes)."""
     recipe = migrate(recipe)
     values = {name: recipe[name] for name in knobs() if recipe.get(name) is not None and name not in ("model", "vae")}
+    if recipe.get("mode") == "redraw":  # its width and height are its picture's; the scale makes the size
+        values.pop("width", None), values.pop("height", None)
     extra = section(recipe, "extra")
     for key in ("seed", "variation_seed"):  # another tool's 64-bit seed, folded the same way every time
         original = str(extra.get(f"original_{key}", ""))
@@ -354,7 +394,9 @@ class StepInfo:
     preview: Any = None  # numpy uint8 HxWx3 of the first image's predicted result, or None
     item: int = 0  # which batch item (sequential runs) this step belongs to
     items: int = 1
-    previews: list[Any] = field(default_factory=list)  # every batch item's preview, with preview_all
+    # With preview_all, previews[i] is batch item (item + i)'s: every item's in a batched run (item 0), the
+    # running item's alone in a run one item at a time (hires fix, the sequential fallback, a server).
+    previews: list[Any] = field(default_factory=list)
     region: tuple[int, int, int, int] | None = None  # where on the input image the previews belong
 
 

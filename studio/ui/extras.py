@@ -4,6 +4,7 @@ and the library's upscalers offered to the Hires fix group."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from PIL import Image
@@ -11,6 +12,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu, QStackedWidget
 
 from studio.engine.library import ItemKind
+from studio.recipe.request import RequestError
 from studio.ui.compare_view import CompareView
 from studio.ui.upscale_dialog import UpscaleDialog, upscale_task
 
@@ -61,6 +63,10 @@ def upscale_canvas(window: Any) -> None:
         return
     scale, upscaler = dialog.choice()
     parent_id = window.canvas.source_id()
+    redraw = dialog.redraw_fields()
+    if redraw is not None:
+        start_redraw(window, image, parent_id, None, redraw)
+        return
     recipe: dict[str, Any] = {}
     if parent_id is not None and window.gallery is not None:
         try:
@@ -69,6 +75,30 @@ def upscale_canvas(window: Any) -> None:
             parent_id = None
     window.backend.run_task(upscale_task(scale, upscaler, recipe, parent_id, image=image))
     window.set_busy(True)
+
+
+def start_redraw(window: Any, picture: Image.Image, parent_id: int | None, recipe: dict[str, Any] | None,
+                 fields: dict[str, Any]) -> Any:
+    """Queue a tiled redraw of `picture` as a generation: its tiles preview on the canvas as they form, and the
+    result lands on the canvas and in the gallery (the picture kept as its input, so Regenerate replays it).
+    The prompt, model, sampler, steps, CFG and seed are `recipe`'s (a gallery image's), else the Generate
+    panel's. Returns the job, or None with the reason in the status bar."""
+    from studio.engine.tiled_redraw import redraw_request, settings_of
+
+    try:
+        if recipe is None:
+            settings = window.generation.build_request(init_image=picture, mask=None, outpaint=None, hires_scale=None,
+                                                       batch_size=1, variation_seed=None, variation_strength=0.0)
+        else:
+            settings = settings_of(recipe)
+            named = recipe.get("model") if isinstance(recipe.get("model"), dict) else {}
+            if not (named.get("name") or named.get("path")):  # a picture from elsewhere: the model in use
+                settings = replace(settings, model=window.models.wanted())
+        request = redraw_request(settings, picture, parent_id, **fields)
+    except (RequestError, TypeError, ValueError) as exc:
+        window.statusBar().showMessage(f"Cannot redraw this picture: {exc}", 10000)
+        return None
+    return window.generation.submit(request)
 
 
 class GalleryExtras:
@@ -107,6 +137,11 @@ class GalleryExtras:
         if dialog.exec() != UpscaleDialog.DialogCode.Accepted:
             return
         scale, upscaler = dialog.choice()
+        redraw = dialog.redraw_fields()
+        if redraw is not None:  # on the canvas, where its tiles' previews show as they form
+            if self.window.open_image(str(record.file), record.id):
+                start_redraw(self.window, self.window.canvas.image(), record.id, record.recipe(), redraw)
+            return
         self.window.backend.run_task(upscale_task(scale, upscaler, record.recipe(), record.id, path=record.file))
         self.window.set_busy(True)
 

@@ -127,7 +127,7 @@ class GenerationController(QObject):
         self._progress[job] = progress
         self._show_progress()
         if job in self._tiles:
-            w.grid.set_previews(progress.previews, self._tiles[job])
+            w.grid.set_previews(progress.previews, self._tiles[job] + progress.item)
         elif job.target is Target.CANVAS and progress.previews and job is self._canvas_job():
             w.canvas.show_preview(progress.previews[0], progress.region)
 
@@ -339,6 +339,8 @@ def _put_back(fields: list[tuple[Any, float, float]]) -> None:
 
 def _scale(request: GenerationRequest | None) -> str:
     """Image-to-image and inpaint run strength x steps: say so beside the step count."""
+    if request is not None and request.mode == "redraw":  # the count runs over every tile
+        return f" (tiles of {request.redraw_denoise:g} × {request.steps})"
     if request is None or request.mode == "txt2img" or request.strength >= 1:
         return ""
     return f" ({request.strength:g} × {request.steps})"

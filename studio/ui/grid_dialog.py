@@ -130,9 +130,7 @@ class GridDialog(QDialog):
         self.window_.set_busy(True)
 
     def _preview(self, index: int, image: QImage) -> None:
-        previews: list[QImage] = [QImage()] * self.tiles.count()
-        previews[index] = image
-        self.tiles.set_previews(previews)
+        self.tiles.set_previews([image], first=index)
 
     def _finished(self, job: Job) -> None:
         if job is self.job:

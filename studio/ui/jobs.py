@@ -100,6 +100,7 @@ class Progress:
     elapsed: float
     previews: list[QImage] = field(default_factory=list)
     region: tuple[int, int, int, int] | None = None  # where on the input image the previews belong
+    item: int = 0  # the batch item previews[0] belongs to (a run one item at a time reports each its own)
 
 
 class JobQueue(QObject):

@@ -151,7 +151,7 @@ class Backend(JobQueue):
         def on_step(info: StepInfo) -> None:
             self.report_step(job, Progress(info.step + info.item * info.total, info.total * info.items,
                                            info.elapsed, [numpy_to_qimage(p) for p in info.previews],
-                                           info.region))
+                                           info.region, info.item))
 
         try:
             job.results = [keeper.keep(r) for r in work(on_step, job.should_stop)]
