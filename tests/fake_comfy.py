@@ -1,5 +1,7 @@
 """A hostile or broken ComfyUI stand-in, for what a real server never does on purpose: bad JSON, a 500,
-a huge image, a websocket that never says "done". Real behaviour is tested against a real ComfyUI."""
+a huge image, a websocket that never says "done", an answer that never comes; and, for the window's fast
+tests, a server that lists the checkpoints and LoRAs it is given. Real behaviour is tested against a real
+ComfyUI."""
 
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-GOOD_INFO = {
-    "CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": [["model.safetensors"]]}}},
-    "LoraLoader": {"input": {"required": {"lora_name": [[]]}}},
-    "KSampler": {"input": {"required": {"sampler_name": [["dpmpp_2m", "euler"]], "scheduler": [["normal", "karras"]]}}},
-}
+
+def object_info(checkpoints: list[str], loras: list[str]) -> dict[str, dict]:
+    """The parts of ComfyUI's /object_info that Studio reads, in its spelling."""
+    return {"CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": [checkpoints]}}},
+            "LoraLoader": {"input": {"required": {"lora_name": [loras]}}},
+            "KSampler": {"input": {"required": {"sampler_name": [["dpmpp_2m", "euler"]],
+                                                "scheduler": [["normal", "karras"]]}}}}
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -26,10 +30,14 @@ def _png_header(width: int, height: int) -> bytes:
 
 
 class FakeComfy:
-    """`mode` picks the fault: "bad_json", "error_500", "silent" (the websocket never finishes), "huge"."""
+    """`mode` picks the fault: "bad_json", "error_500", "silent" (the websocket never finishes), "huge",
+    "hang" (no HTTP answer until closed); "good" has none. It has `checkpoints` and `loras`."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, checkpoints: tuple[str, ...] = ("model.safetensors",),
+                 loras: tuple[str, ...] = ()) -> None:
         self.mode = mode
+        self.info = object_info(list(checkpoints), list(loras))
+        self.closed = threading.Event()
         self.headers: list[dict[str, str]] = []
         self.cancelled: list[str] = []
         handler = type("Handler", (_Handler,), {"fake": self})
@@ -39,6 +47,7 @@ class FakeComfy:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.closed.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -61,6 +70,9 @@ class _Handler(BaseHTTPRequestHandler):
         mode, path = self.fake.mode, self.path
         if path.startswith("/ws"):
             return self._websocket()
+        if mode == "hang":
+            self.fake.closed.wait()  # a server that accepted the connection and went quiet
+            return None
         if path == "/system_stats":
             if mode == "bad_json":
                 return self._send(200, b"<html>this is not ComfyUI</html>")
@@ -69,7 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, json.dumps({"system": {"comfyui_version": "fake"}, "devices": []}).encode())
         if path.startswith("/object_info/"):
             node = path.rsplit("/", 1)[1]
-            return self._send(200, json.dumps({node: GOOD_INFO[node]}).encode())
+            return self._send(200, json.dumps({node: self.fake.info[node]}).encode())
         if path.startswith("/history/"):
             prompt_id = path.rsplit("/", 1)[1]
             if mode != "huge":
