@@ -9,8 +9,8 @@ from PySide6.QtWidgets import QApplication
 
 from studio.backends import settings as server_settings
 from studio.backends.base import BackendKind
-from studio.recipe.request import BACKENDS, GenerationRequest, to_recipe
-from studio.ui.library_panel import WHERE
+from studio.recipe.request import GenerationRequest, to_recipe
+from studio.ui.library_panel import SERVER_COLUMN, SERVER_ROLE
 from studio.ui.settings import Settings
 from tests.fake_comfy import FakeComfy
 
@@ -76,14 +76,14 @@ def test_the_library_lists_a_servers_models_and_a_server_checkpoint_runs_the_nex
     qtbot.waitUntil(lambda: any(r.text(0) == "sd15/dreamshaper_8" for r in _rows(panel)), timeout=10_000)
     host = fake.url.removeprefix("http://")
     checkpoint, lora = _row(panel, "sd15/dreamshaper_8"), _row(panel, "inkwash_v2")
-    assert (checkpoint.text(1), checkpoint.text(WHERE)) == ("Checkpoint", f"ComfyUI: {host}")
-    assert (lora.text(1), lora.text(WHERE)) == ("LoRA", f"ComfyUI: {host}")
-    assert not panel.tree.isColumnHidden(WHERE)
+    assert (checkpoint.text(1), checkpoint.text(SERVER_COLUMN)) == ("Checkpoint", "on ComfyUI")
+    assert (lora.text(1), lora.text(SERVER_COLUMN)) == ("LoRA", "on ComfyUI")
+    assert checkpoint.toolTip(0).startswith(f"{CHECKPOINT} on {fake.url}")
     assert f"{host} up (1 checkpoint(s), 1 LoRA(s))" in panel.server_status.text()
     panel.kind.setCurrentText("On ComfyUI servers")
     assert {r.text(0) for r in _rows(panel)} == {"sd15/dreamshaper_8", "inkwash_v2"}
     panel.kind.setCurrentText("Models")
-    assert [r.text(0) for r in _rows(panel) if r.text(WHERE) != "this computer"] == ["sd15/dreamshaper_8"]
+    assert [r.text(0) for r in _rows(panel) if r.data(0, SERVER_ROLE)] == ["sd15/dreamshaper_8"]
     panel.kind.setCurrentText("Everything")
 
     w.controls.prompt.setPlainText("a lighthouse")
@@ -96,6 +96,10 @@ def test_the_library_lists_a_servers_models_and_a_server_checkpoint_runs_the_nex
     assert fake.url in panel.details.text() and "ComfyUI servers" in panel.details.text()
     _double_click(qtbot, panel.tree, _row(panel, "sd15/dreamshaper_8"))
     assert w.loads == []  # nothing loads here
+    # Choosing servers asks them again: meanwhile the list and the selection stay as they were.
+    assert panel.tree.currentItem().text(0) == "sd15/dreamshaper_8"
+    qtbot.waitUntil(w.server_watch.done, timeout=10_000)
+    assert panel.tree.currentItem().text(0) == "sd15/dreamshaper_8"
     assert w.run_on.selector.currentText() == "ComfyUI servers"
     assert w.model_label.text() == f"on ComfyUI servers: {CHECKPOINT}"
     assert _menu_action(w, "&Generate", "ComfyUI servers").isChecked()
@@ -125,7 +129,6 @@ def test_run_on_is_off_without_servers_follows_the_servers_dialog_and_the_menu(q
     selector = w.run_on.selector
     assert not selector.isEnabled() and "Add a ComfyUI server first" in selector.toolTip()
     assert selector.currentText() == "This computer"
-    assert w.library_panel.tree.isColumnHidden(WHERE)  # everything is on this computer
 
     def fill_in_the_dialog():
         dialog = QApplication.activeModalWidget()
@@ -170,7 +173,7 @@ def test_a_dead_server_shows_not_reachable_and_the_window_stays_responsive(qtbot
         qtbot.waitUntil(lambda: panel.server_status.text().count("not reachable") == 2, timeout=10_000)
         qtbot.waitUntil(lambda: "No ComfyUI server answers" in w.statusBar().currentMessage(), timeout=10_000)
         assert "cannot reach the server" in w.statusBar().currentMessage()
-        assert not any(r.text(WHERE).startswith("ComfyUI") for r in _rows(panel))
+        assert not any(r.data(0, SERVER_ROLE) for r in _rows(panel))
         w.close()
     finally:
         silent.close()
@@ -185,13 +188,4 @@ def test_regenerate_of_a_servers_picture_goes_back_to_the_servers(qtbot, data_di
     recipe["backend"] = {"kind": "comfyui", "server": fake.url}
     w.generation.regenerate(recipe)
     assert (w.jobs[-1].request.backend, w.jobs[-1].request.model) == ("comfyui", CHECKPOINT)
-    w.close()
-
-
-def test_run_on_offers_the_backend_kinds_and_starts_at_the_settings_default(qtbot, data_dir, window):
-    w = window()
-    selector = w.run_on.selector
-    assert [selector.itemData(k) for k in range(selector.count())] == [k.value for k in BackendKind]
-    assert selector.currentData() == server_settings.ServerSettings().default.value
-    assert BACKENDS == ("", *(k.value for k in BackendKind))  # "" : the default, for the CLI and replays
     w.close()

@@ -1,5 +1,5 @@
 """The model library panel: every checkpoint, LoRA, embedding and VAE in the folders the designer added,
-and beside them the checkpoints and LoRAs of the ComfyUI servers (marked with the server in Where).
+and beside them the checkpoints and LoRAs of the ComfyUI servers (a light on the name, "on ComfyUI" as family).
 
 Scanning (reading safetensors headers), hashing (reading whole files) and asking the servers run on pool
 threads; the panel only receives the results. Double-click a checkpoint to load it (a server's: to run the
@@ -37,8 +37,10 @@ class Place(enum.Enum):
     SERVERS = "ComfyUI servers"
 
 
-COLUMNS = ("Name", "Kind", "Family", "Size", "Where")  # the rest (native size, hash, path, triggers) on selection
-WHERE = COLUMNS.index("Where")
+COLUMNS = ("Name", "Kind", "Family", "Size")  # the rest (native size, hash, path, triggers) shows on selection
+# A server's checkpoint or LoRA shows its server(s) where a local file shows its family (which a server does not
+# tell): a fifth column would squeeze the names out of the dock's width.
+SERVER_COLUMN = COLUMNS.index("Family")
 SERVER_ROLE = Qt.ItemDataRole.UserRole + 1  # a server row's ServerModel (a local row has its path as UserRole)
 KIND_LABELS = {ItemKind.CHECKPOINT: "Checkpoint", ItemKind.DIFFUSERS: "Pipeline folder", ItemKind.LORA: "LoRA",
                ItemKind.EMBEDDING: "Embedding", ItemKind.VAE: "VAE", ItemKind.TEXT_ENCODER: "Text encoder",
@@ -94,7 +96,6 @@ class LibraryPanel(QWidget):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # names are what people read
         for column in range(1, len(COLUMNS)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
-        self.tree.setColumnHidden(WHERE, True)  # until a server is configured
         self.tree.itemActivated.connect(self._activate)
         self.tree.currentItemChanged.connect(lambda row, _old: self._show_details(row))
         self.details = QLabel("")
@@ -216,11 +217,11 @@ class LibraryPanel(QWidget):
                 and (kinds is None or m.kind in kinds) and text in m.name.lower()]
 
     def _refill(self) -> None:
+        current = _key(self.tree.currentItem())
         self.tree.setSortingEnabled(False)
         self.tree.clear()
         for item in self.visible_items():
-            row = QTreeWidgetItem([item.name, KIND_LABELS[item.kind], item.family or "-", size_text(item.size),
-                                   Place.HERE.value])
+            row = QTreeWidgetItem([item.name, KIND_LABELS[item.kind], item.family or "-", size_text(item.size)])
             row.setData(0, Qt.ItemDataRole.UserRole, str(item.path))
             tip = str(item.path)
             if item.triggers:
@@ -230,7 +231,7 @@ class LibraryPanel(QWidget):
                 row.setToolTip(column, tip)
             self.tree.addTopLevelItem(row)
         for model in self.visible_server_models():
-            row = QTreeWidgetItem([model.label, KIND_LABELS[model.kind], "-", "-", model.where()])
+            row = QTreeWidgetItem([model.label, KIND_LABELS[model.kind], model.where(), "-"])
             row.setData(0, SERVER_ROLE, model)
             row.setIcon(0, light(True))  # on a server that answered
             tip = f"{model.name} on " + ", ".join(model.servers) + "\n" + _server_hint(model.kind)
@@ -238,6 +239,11 @@ class LibraryPanel(QWidget):
                 row.setToolTip(column, tip)
             self.tree.addTopLevelItem(row)
         self.tree.setSortingEnabled(True)
+        if current is not None:  # a refill (a server answered, a scan ended) keeps what the designer selected
+            again = next((r for r in map(self.tree.topLevelItem, range(self.tree.topLevelItemCount()))
+                          if _key(r) == current), None)
+            if again is not None:
+                self.tree.setCurrentItem(again)
 
     def _on_servers(self) -> None:
         """A server answered (or a new round of questions began): its light, and its models in the list."""
@@ -246,7 +252,6 @@ class LibraryPanel(QWidget):
             self._shown_server_models = models
             self._refill()
         statuses = self.servers.statuses
-        self.tree.setColumnHidden(WHERE, not statuses)  # with no server everything is on this computer
         if not statuses and not self.servers.problem:
             self.server_status.hide()
             return
@@ -319,3 +324,10 @@ def _server_state(url: str, status: ServerStatus | None) -> str:
     else:
         up, state = False, "not reachable" if not status.reachable else "not answering as ComfyUI"
     return f'<span style="color:{LIGHTS[up]}">●</span> {host(url)} {state}'
+
+
+def _key(row: QTreeWidgetItem | None) -> object:
+    """What a row shows, the same across refills: a local file's path, or a server model."""
+    if row is None:
+        return None
+    return row.data(0, SERVER_ROLE) or row.data(0, Qt.ItemDataRole.UserRole)

@@ -40,10 +40,8 @@ class ServerModel:
         return PurePosixPath(self.label).name
 
     def where(self) -> str:
-        """The Library's Where column: the server's host, or how many servers have it."""
-        if len(self.servers) == 1:
-            return f"ComfyUI: {host(self.servers[0])}"
-        return f"ComfyUI: {len(self.servers)} servers"
+        """Short, for a column of a narrow dock (the row's tooltip and the details name the servers)."""
+        return "on ComfyUI" if len(self.servers) == 1 else f"on {len(self.servers)} ComfyUI servers"
 
 
 def host(url: str) -> str:
@@ -88,6 +86,7 @@ class ServerWatch(QObject):
         super().__init__(parent)
         self.data_dir = data_dir
         self.statuses: dict[str, ServerStatus | None] = {}
+        self._known: dict[str, ServerStatus] = {}  # each server's last answer: its models stay listed while asked
         self.problem = ""
         self._round = 0
         self._pool = QThreadPool(self)
@@ -116,6 +115,7 @@ class ServerWatch(QObject):
         if round_ != self._round or status.url not in self.statuses:
             return  # an older round's answer, after the list changed
         self.statuses[status.url] = status
+        self._known[status.url] = status
         self.changed.emit()
         if self.done():
             self.checked.emit()
@@ -124,7 +124,9 @@ class ServerWatch(QObject):
         return all(s is not None for s in self.statuses.values())
 
     def answered(self) -> list[ServerStatus]:
+        """This round's answers."""
         return [s for s in self.statuses.values() if s is not None]
 
     def models(self) -> list[ServerModel]:
-        return server_models(self.answered())
+        """The models of the configured servers, as each last answered (this round or the one before)."""
+        return server_models([self._known[url] for url in self.statuses if url in self._known])
