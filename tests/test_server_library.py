@@ -189,3 +189,40 @@ def test_regenerate_of_a_servers_picture_goes_back_to_the_servers(qtbot, data_di
     w.generation.regenerate(recipe)
     assert (w.jobs[-1].request.backend, w.jobs[-1].request.model) == ("comfyui", CHECKPOINT)
     w.close()
+
+
+@pytest.mark.slow
+def test_a_server_checkpoint_picked_in_the_library_makes_the_next_picture_there(qtbot, comfyui_servers, data_dir):
+    """Against a real ComfyUI: no model loads here, the picture comes from the server into the gallery."""
+    from studio.gallery import Gallery
+    from studio.ui.main_window import MainWindow
+    from studio.ui.worker import Backend
+
+    server = comfyui_servers[0]
+    server_settings.add(data_dir, server.url)
+    backend = Backend(data_dir, device="cpu")
+    w = MainWindow(backend, Settings(data_dir / "settings.ini"), Gallery(data_dir))
+    qtbot.addWidget(w)
+    w.show()
+    w.library_dock.raise_()
+    backend.start()
+    try:
+        panel = w.library_panel
+        panel.rescan()
+        qtbot.waitUntil(lambda: any(r.text(0) == "studio-tiny-sd15" for r in _rows(panel)), timeout=30_000)
+        _double_click(qtbot, panel.tree, _row(panel, "studio-tiny-sd15"))
+        assert w.model_label.text() == "on ComfyUI servers: studio-tiny-sd15.safetensors"
+        c = w.controls
+        c.steps.setValue(2)
+        c.size.setCurrentText("Custom")
+        c.width_spin.setValue(64)
+        c.height_spin.setValue(64)
+        with qtbot.waitSignal(backend.finished, timeout=300_000) as finished:
+            qtbot.mouseClick(w.generate_button, Qt.MouseButton.LeftButton)
+        [result] = finished.args[0].results
+        assert result.recipe["backend"] == {**result.recipe["backend"], "kind": "comfyui", "server": server.url}
+        assert w.gallery.get(result.gallery_id).file.exists() and result.image.size == (64, 64)
+        assert w.models.info == {}  # nothing was loaded on this computer
+    finally:
+        assert backend.shutdown()
+        w.close()
