@@ -18,6 +18,9 @@ It writes, into OUTDIR:
     builtin-held-out-pair.png       "a large purple star on the left, orange background" on the canvas
     builtin-held-out-orange.png     "a large orange circle in the center, blue background", seeds 7..10
     library.png                     the Library tab over an AUTOMATIC1111 models folder added in place
+    library-servers.png             the same with two ComfyUI servers configured: a stand-in that lists
+                                    two checkpoints and a LoRA (up), and an address nothing answers at
+                                    (not reachable); a server checkpoint chosen, so Run on says servers
     flux-single-file.png            a FLUX transformer file opened with CLIP-L, T5 and VAE from a ComfyUI
                                     models folder (tiny random weights: the picture is noise; the window
                                     shows FLUX's knobs and where each part came from)
@@ -39,10 +42,13 @@ load or a generation fails.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -358,6 +364,67 @@ def shot_library(window: MainWindow, out: Path, home: Path) -> None:
         window.gallery_dock.raise_()
 
 
+class _ComfyStandIn(BaseHTTPRequestHandler):
+    """Answers what the Library asks a ComfyUI server (/system_stats, /object_info/NODE); it makes no pictures."""
+
+    answers: dict[str, bytes] = {}
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.answers.get(self.path)
+        self.send_response(200 if body is not None else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body or b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def comfyui_stand_in(checkpoints: list[str], loras: list[str]) -> ThreadingHTTPServer:
+    def node(name: str, field: str, values: list[str]) -> bytes:
+        return json.dumps({name: {"input": {"required": {field: [values]}}}}).encode()
+
+    answers = {"/system_stats": json.dumps({"system": {"comfyui_version": "0.3.75"},
+                                            "devices": [{"type": "cuda"}]}).encode(),
+               "/object_info/CheckpointLoaderSimple": node("CheckpointLoaderSimple", "ckpt_name", checkpoints),
+               "/object_info/LoraLoader": node("LoraLoader", "lora_name", loras)}
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_ComfyStandIn,), {"answers": answers}))
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def shot_library_servers(window: MainWindow, out: Path, home: Path) -> None:
+    """The Library with a ComfyUI server's models beside the local ones, and a server that does not answer."""
+    from studio.backends import settings as server_settings
+
+    httpd = comfyui_stand_in(["sd15/dreamshaper_8.safetensors", "sdxl/juggernautXL_v9.safetensors"],
+                             ["add_detail.safetensors"])
+    try:
+        server_settings.add(home, f"http://127.0.0.1:{httpd.server_address[1]}")
+        server_settings.add(home, "http://127.0.0.1:9")  # nothing listens there
+        window.run_on.reload()
+        panel = window.library_panel
+        window.server_watch.check()
+        wait_until(lambda: window.server_watch.done() and panel.server_status.isVisible(), "the servers' answers")
+        window.library_dock.raise_()
+        tree = panel.tree
+        row = next(tree.topLevelItem(k) for k in range(tree.topLevelItemCount())
+                   if tree.topLevelItem(k).text(0) == "sd15/dreamshaper_8")
+        tree.setCurrentItem(row)
+        panel._activate(row)  # a double-click: the next jobs run on the servers with it
+        report(save(window, out, "library-servers.png"), f"{tree.topLevelItemCount()} rows, "
+                                                        f"model label: {window.model_label.text()}")
+    finally:
+        server_settings.save(home, server_settings.ServerSettings())  # the next shots run here
+        window.run_on.reload()
+        window.server_watch.check()
+        httpd.shutdown()
+        httpd.server_close()
+    if window.gallery_panel is not None:
+        window.gallery_dock.raise_()
+
+
 def shot_flux(window: MainWindow, out: Path, home: Path) -> None:
     """A FLUX transformer alone, its parts found in a ComfyUI models folder of the library, one picture made."""
     from studio.bench import flow_checkpoint_files as W
@@ -476,6 +543,7 @@ def take_all(window: MainWindow, out: Path, home: Path, only: set[str] | None = 
 
     if wanted("library"):
         shot_library(window, out, home)
+        shot_library_servers(window, out, home)
     if wanted("variations"):
         shot_variations(window, out)
     if wanted("outpaint"):

@@ -1,7 +1,8 @@
 """A ComfyUI stand-in: hostile or broken, for what a real server never does on purpose (bad JSON, a 500,
-a huge image, a websocket that never says "done"), or working and in the test's hands ("ok": each prompt
-can be held until the test releases it, so a test proves two jobs run at once without sleeping). Real
-behaviour is tested against a real ComfyUI."""
+a huge image, a websocket that never says "done", an answer that never comes), listing the checkpoints
+and LoRAs a test gives it, or working and in the test's hands ("ok": each prompt can be held until the
+test releases it, so a test proves two jobs run at once without sleeping). Real behaviour is tested
+against a real ComfyUI."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image
 
-GOOD_INFO = {
-    "CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": [["model.safetensors"]]}}},
-    "LoraLoader": {"input": {"required": {"lora_name": [[]]}}},
-    "KSampler": {"input": {"required": {"sampler_name": [["dpmpp_2m", "euler"]], "scheduler": [["normal", "karras"]]}}},
-}
+
+def object_info(checkpoints: list[str], loras: list[str]) -> dict[str, dict]:
+    """The parts of ComfyUI's /object_info that Studio reads, in its spelling."""
+    return {"CheckpointLoaderSimple": {"input": {"required": {"ckpt_name": [checkpoints]}}},
+            "LoraLoader": {"input": {"required": {"lora_name": [loras]}}},
+            "KSampler": {"input": {"required": {"sampler_name": [["dpmpp_2m", "euler"]],
+                                                "scheduler": [["normal", "karras"]]}}}}
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -58,13 +61,16 @@ class Prompt:
 
 
 class FakeComfy:
-    """`mode` picks the behaviour: "ok" (works; with `hold`, each prompt waits for `release()`), or a fault:
-    "bad_json", "error_500", "silent" (the websocket never finishes), "huge"."""
+    """`mode` picks the behaviour: "ok" (works; with `hold`, each prompt waits for `release()`), "good"
+    (answers a status check: its `checkpoints` and `loras`), or a fault: "bad_json", "error_500", "silent"
+    (the websocket never finishes), "huge", "hang" (no HTTP answer until closed)."""
 
     _ids = itertools.count(1)
 
-    def __init__(self, mode: str, hold: bool = False) -> None:
+    def __init__(self, mode: str, hold: bool = False, checkpoints: tuple[str, ...] = ("model.safetensors",),
+                 loras: tuple[str, ...] = ()) -> None:
         self.mode, self.hold = mode, hold
+        self.info = object_info(list(checkpoints), list(loras))
         self.headers: list[dict[str, str]] = []
         self.cancelled: list[str] = []
         self.prompts: list[Prompt] = []  # "ok": every prompt taken, in order
@@ -149,6 +155,9 @@ class _Handler(BaseHTTPRequestHandler):
         mode, path = self.fake.mode, self.path
         if path.startswith("/ws"):
             return self._websocket()
+        if mode == "hang":
+            self.fake._closed.wait()  # a server that accepted the connection and went quiet
+            return None
         if path == "/system_stats":
             if mode == "bad_json":
                 return self._send(200, b"<html>this is not ComfyUI</html>")
@@ -157,7 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, json.dumps({"system": {"comfyui_version": "fake"}, "devices": []}).encode())
         if path.startswith("/object_info/"):
             node = path.rsplit("/", 1)[1]
-            return self._send(200, json.dumps({node: GOOD_INFO[node]}).encode())
+            return self._send(200, json.dumps({node: self.fake.info[node]}).encode())
         if path.startswith("/history/") and mode == "ok":
             prompt = self.fake._find(path.rsplit("/", 1)[1])
             if prompt is None or not prompt.done:

@@ -79,3 +79,18 @@ def test_the_window_s_widgets_take_the_table_s_ranges_and_choices(qtbot):
     assert c.strength.spin.minimum() == pytest.approx(k["strength"].low + k["strength"].step)  # above 0
     assert tuple(c.scheduler.itemText(i) for i in range(c.scheduler.count())) == k["scheduler"].choices
     assert tuple(c.outpaint_fill.itemText(i) for i in range(c.outpaint_fill.count())) == k["outpaint_fill"].choices
+
+
+def test_run_on_offers_the_backend_kinds_and_starts_at_the_servers_settings_default(qtbot):
+    from studio.backends.base import BackendKind
+    from studio.backends.settings import ServerSettings
+    from studio.recipe.request import BACKENDS
+    from studio.ui.run_on import RunOn
+    from studio.ui.server_models import ServerWatch
+
+    run_on = RunOn(None, ServerWatch(None))
+    selector = run_on.selector
+    qtbot.addWidget(selector)
+    assert [selector.itemData(k) for k in range(selector.count())] == [k.value for k in BackendKind]
+    assert selector.currentData() == ServerSettings().default.value
+    assert BACKENDS == ("", *(k.value for k in BackendKind))  # "": the default, for the CLI and replays

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject
 
+from studio.backends.base import BackendKind
 from studio.recipe.request import (
     GenerationRequest,
     GenerationResult,
@@ -52,8 +53,14 @@ class GenerationController(QObject):
     def build_request(self, **overrides: Any) -> GenerationRequest:
         w = self.window
         fields = w.controls.request_fields()
-        fields["model"] = w.models.wanted()
-        fields["vae"] = w.models.vaes().get(str(fields["model"]), "")
+        where = BackendKind(overrides.get("backend") or w.run_on.kind.value)
+        fields["backend"] = where.value  # the job keeps its place, whatever is chosen while it waits
+        if where is BackendKind.COMFYUI:
+            fields["model"] = w.run_on.server_model or w.models.wanted()
+            fields["vae"] = ""  # a server decodes with its checkpoint's own VAE
+        else:
+            fields["model"] = w.models.wanted()
+            fields["vae"] = w.models.vaes().get(str(fields["model"]), "")
         outpaint = w.canvas.outpaint()
         if outpaint is not None:  # the Extend tool's picture: an outpaint of the one before, as the CLI runs it
             source, extension = outpaint

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.backends.base import BackendKind
 from studio.engine.grid import AxisKind, GridSpec, parse_axis
 from studio.recipe.request import RequestError
 from studio.ui.jobs import Job
@@ -107,7 +108,8 @@ class GridDialog(QDialog):
         """The grid the dialog describes, on the Generate panel's current request."""
         axes = [parse_axis(f"{kind.currentText()}={values.text()}") for kind, values in self.rows
                 if kind.currentText() != NONE]
-        return GridSpec(self.window_.generation.build_request(batch_size=1), axes)
+        # Grids run on this computer (a task of the local engine), whatever Run on says.
+        return GridSpec(self.window_.generation.build_request(batch_size=1, backend=BackendKind.LOCAL.value), axes)
 
     def run(self) -> None:
         try:

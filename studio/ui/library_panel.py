@@ -1,12 +1,14 @@
-"""The model library panel: every checkpoint, LoRA, embedding and VAE in the folders the designer added.
+"""The model library panel: every checkpoint, LoRA, embedding and VAE in the folders the designer added,
+and beside them the checkpoints and LoRAs of the ComfyUI servers (a light on the name, "on ComfyUI" as family).
 
-Scanning (reading safetensors headers) and hashing (reading whole files) run on a pool thread; the
-panel only receives the results. Double-click a checkpoint to load it, a LoRA to add `<lora:name:1>`
-to the prompt, an embedding to add its name.
+Scanning (reading safetensors headers), hashing (reading whole files) and asking the servers run on pool
+threads; the panel only receives the results. Double-click a checkpoint to load it (a server's: to run the
+next jobs on the servers with it), a LoRA to add `<lora:name:1>` to the prompt, an embedding to add its name.
 """
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, QThreadPool, Signal
@@ -24,15 +26,31 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from studio.backends.status import ServerStatus
 from studio.engine.library import ItemKind, LibraryItem, size_text
+from studio.ui.server_models import ServerModel, ServerWatch, host
+from studio.ui.servers_dialog import LIGHTS, light
+
+
+class Place(enum.Enum):
+    HERE = "this computer"
+    SERVERS = "ComfyUI servers"
+
 
 COLUMNS = ("Name", "Kind", "Family", "Size")  # the rest (native size, hash, path, triggers) shows on selection
+# A server's checkpoint or LoRA shows its server(s) where a local file shows its family (which a server does not
+# tell): a fifth column would squeeze the names out of the dock's width.
+SERVER_COLUMN = COLUMNS.index("Family")
+SERVER_ROLE = Qt.ItemDataRole.UserRole + 1  # a server row's ServerModel (a local row has its path as UserRole)
 KIND_LABELS = {ItemKind.CHECKPOINT: "Checkpoint", ItemKind.DIFFUSERS: "Pipeline folder", ItemKind.LORA: "LoRA",
                ItemKind.EMBEDDING: "Embedding", ItemKind.VAE: "VAE", ItemKind.TEXT_ENCODER: "Text encoder",
                ItemKind.UPSCALER: "Upscaler"}
-FILTERS = [("Everything", None), ("Models", (ItemKind.CHECKPOINT, ItemKind.DIFFUSERS)), ("LoRAs", (ItemKind.LORA,)),
-           ("Embeddings", (ItemKind.EMBEDDING,)), ("VAEs", (ItemKind.VAE,)),
-           ("Text encoders", (ItemKind.TEXT_ENCODER,)), ("Upscalers", (ItemKind.UPSCALER,))]
+# (label, kinds shown (None: all), where (None: both places))
+FILTERS: list[tuple[str, tuple[ItemKind, ...] | None, Place | None]] = [
+    ("Everything", None, None), ("Models", (ItemKind.CHECKPOINT, ItemKind.DIFFUSERS), None),
+    ("LoRAs", (ItemKind.LORA,), None), ("Embeddings", (ItemKind.EMBEDDING,), None), ("VAEs", (ItemKind.VAE,), None),
+    ("Text encoders", (ItemKind.TEXT_ENCODER,), None), ("Upscalers", (ItemKind.UPSCALER,), None),
+    ("On ComfyUI servers", None, Place.SERVERS)]
 
 
 class _Relay(QObject):
@@ -44,10 +62,12 @@ class _Relay(QObject):
 
 class LibraryPanel(QWidget):
     load_model = Signal(str)  # a checkpoint's or pipeline folder's path
+    use_server_model = Signal(str)  # a server checkpoint's name: the next jobs run on the servers with it
     insert_text = Signal(str)  # text for the prompt: "<lora:name:1>" or an embedding's name
     changed = Signal()  # a scan finished: the model menu may differ
 
-    def __init__(self, data_dir: Path | None, parent: QWidget | None = None) -> None:
+    def __init__(self, data_dir: Path | None, servers: ServerWatch | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.data_dir = data_dir
         self.items: list[LibraryItem] = []
@@ -57,11 +77,14 @@ class LibraryPanel(QWidget):
         self._relay = _Relay()
         self._relay.scanned.connect(self._on_scanned)
         self._relay.hashed.connect(self._on_hashed)
+        self.servers = servers or ServerWatch(data_dir, self)  # the window shares its own with Run on
+        self.servers.changed.connect(self._on_servers)
+        self._shown_server_models: list[ServerModel] = []
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search models, LoRAs, embeddings…")
         self.search.setClearButtonEnabled(True)
         self.kind = QComboBox()
-        for label, _ in FILTERS:
+        for label, _kinds, _place in FILTERS:
             self.kind.addItem(label)
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(list(COLUMNS))
@@ -84,6 +107,9 @@ class LibraryPanel(QWidget):
         self.rescan_button = QPushButton("Rescan")
         self.status = QLabel("Not scanned yet")
         self.status.setWordWrap(True)
+        self.server_status = QLabel("")  # each server's light and state; hidden while none is configured
+        self.server_status.setWordWrap(True)
+        self.server_status.hide()
         top = QHBoxLayout()
         top.addWidget(self.search, 1)
         top.addWidget(self.kind)
@@ -98,6 +124,7 @@ class LibraryPanel(QWidget):
         layout.addWidget(self.details)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
+        layout.addWidget(self.server_status)
         self.search.textChanged.connect(self._refill)
         self.kind.currentIndexChanged.connect(self._refill)
         self.add_button.clicked.connect(self.choose_folder)
@@ -111,6 +138,7 @@ class LibraryPanel(QWidget):
         self._scan_number += 1
         number, data_dir, relay = self._scan_number, self.data_dir, self._relay
         self.status.setText("Scanning the library…")
+        self.servers.check()
 
         def work() -> None:
             items = library.scan(data_dir)
@@ -176,13 +204,20 @@ class LibraryPanel(QWidget):
         return [i for i in self.items if i.kind is ItemKind.VAE]
 
     def visible_items(self) -> list[LibraryItem]:
-        kinds = FILTERS[self.kind.currentIndex()][1]
+        _label, kinds, place = FILTERS[self.kind.currentIndex()]
         text = self.search.text().strip().lower()
-        return [i for i in self.items if (kinds is None or i.kind in kinds)
+        return [i for i in self.items if place in (None, Place.HERE) and (kinds is None or i.kind in kinds)
                 and (not text or text in i.name.lower() or text in i.family.lower()
                      or any(text in t.lower() for t in i.triggers))]
 
+    def visible_server_models(self) -> list[ServerModel]:
+        _label, kinds, place = FILTERS[self.kind.currentIndex()]
+        text = self.search.text().strip().lower()
+        return [m for m in self.servers.models() if place in (None, Place.SERVERS)
+                and (kinds is None or m.kind in kinds) and text in m.name.lower()]
+
     def _refill(self) -> None:
+        current = _key(self.tree.currentItem())
         self.tree.setSortingEnabled(False)
         self.tree.clear()
         for item in self.visible_items():
@@ -195,13 +230,47 @@ class LibraryPanel(QWidget):
             for column in range(len(COLUMNS)):
                 row.setToolTip(column, tip)
             self.tree.addTopLevelItem(row)
+        for model in self.visible_server_models():
+            row = QTreeWidgetItem([model.label, KIND_LABELS[model.kind], model.where(), "-"])
+            row.setData(0, SERVER_ROLE, model)
+            row.setIcon(0, light(True))  # on a server that answered
+            tip = f"{model.name} on " + ", ".join(model.servers) + "\n" + _server_hint(model.kind)
+            for column in range(len(COLUMNS)):
+                row.setToolTip(column, tip)
+            self.tree.addTopLevelItem(row)
         self.tree.setSortingEnabled(True)
+        if current is not None:  # a refill (a server answered, a scan ended) keeps what the designer selected
+            again = next((r for r in map(self.tree.topLevelItem, range(self.tree.topLevelItemCount()))
+                          if _key(r) == current), None)
+            if again is not None:
+                self.tree.setCurrentItem(again)
+
+    def _on_servers(self) -> None:
+        """A server answered (or a new round of questions began): its light, and its models in the list."""
+        models = self.servers.models()
+        if models != self._shown_server_models:  # refilling loses the selection: only when the list differs
+            self._shown_server_models = models
+            self._refill()
+        statuses = self.servers.statuses
+        if not statuses and not self.servers.problem:
+            self.server_status.hide()
+            return
+        parts = [_server_state(url, status) for url, status in statuses.items()]
+        self.server_status.setText("ComfyUI servers: " + (" · ".join(parts) or self.servers.problem))
+        self.server_status.setToolTip("\n".join(s.text for s in self.servers.answered()) or self.servers.problem)
+        self.server_status.show()
 
     def _item(self, row: QTreeWidgetItem | None) -> LibraryItem | None:
         path = row.data(0, Qt.ItemDataRole.UserRole) if row is not None else None
         return next((i for i in self.items if str(i.path) == path), None)
 
     def _show_details(self, row: QTreeWidgetItem | None) -> None:
+        model = row.data(0, SERVER_ROLE) if row is not None else None
+        if isinstance(model, ServerModel):
+            self.details.setText(f"<b>{model.label}</b> · {KIND_LABELS[model.kind]} on ComfyUI servers: "
+                                 f"{', '.join(model.servers)}<br><small>{model.name}</small><br>"
+                                 f"<i>{_server_hint(model.kind)}</i>")
+            return
         item = self._item(row)
         if item is None:
             self.details.setText("")
@@ -216,6 +285,13 @@ class LibraryPanel(QWidget):
         self.details.setText(f"{text}<br><small>{item.path}</small><br><i>{_hint(item.kind)}</i>")
 
     def _activate(self, row: QTreeWidgetItem, _column: int = 0) -> None:
+        model = row.data(0, SERVER_ROLE)
+        if isinstance(model, ServerModel):
+            if model.kind is ItemKind.CHECKPOINT:
+                self.use_server_model.emit(model.name)
+            else:
+                self.insert_text.emit(f"<lora:{model.stem}:1>")
+            return
         item = self._item(row)
         if item is None:
             return
@@ -231,3 +307,27 @@ def _hint(kind: ItemKind) -> str:
     return {ItemKind.CHECKPOINT: "Double-click to load it", ItemKind.DIFFUSERS: "Double-click to load it",
             ItemKind.LORA: "Double-click to add it to the prompt (edit the weight in the tag)",
             ItemKind.EMBEDDING: "Double-click to add its name to the prompt"}.get(kind, "")
+
+
+def _server_hint(kind: ItemKind) -> str:
+    if kind is ItemKind.CHECKPOINT:
+        return "Double-click to run the next jobs on the ComfyUI servers with it"
+    return "Double-click to add it to the prompt (it works in jobs on the servers)"
+
+
+def _server_state(url: str, status: ServerStatus | None) -> str:
+    """One server in the panel's server line: a light, its host, and up / checking / why not."""
+    if status is None:
+        up, state = None, "checking…"
+    elif status.up:
+        up, state = True, f"up ({len(status.checkpoints)} checkpoint(s), {len(status.loras)} LoRA(s))"
+    else:
+        up, state = False, "not reachable" if not status.reachable else "not answering as ComfyUI"
+    return f'<span style="color:{LIGHTS[up]}">●</span> {host(url)} {state}'
+
+
+def _key(row: QTreeWidgetItem | None) -> object:
+    """What a row shows, the same across refills: a local file's path, or a server model."""
+    if row is None:
+        return None
+    return row.data(0, SERVER_ROLE) or row.data(0, Qt.ItemDataRole.UserRole)

@@ -55,6 +55,11 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.center)
         self.startup_model: str = settings.get("model")  # what the app loads first (`--model` overrides)
         self._closing = False
+        from studio.ui.run_on import RunOn
+        from studio.ui.server_models import ServerWatch
+
+        self.server_watch = ServerWatch(backend.data_dir, self)  # what the servers have: Library and Run on
+        self.run_on = RunOn(backend.data_dir, self.server_watch, self)
         self._build_left_dock()
         self._build_gallery_dock()
         self._build_library_dock()
@@ -95,6 +100,12 @@ class MainWindow(QMainWindow):
         buttons = QHBoxLayout()
         buttons.addWidget(self.generate_button, 2)
         buttons.addWidget(self.cancel_button, 1)
+        run_on = QHBoxLayout()
+        run_on_label = QLabel("Run on:")
+        run_on_label.setBuddy(self.run_on.selector)
+        run_on.addWidget(run_on_label)
+        run_on.addWidget(self.run_on.selector, 1)
+        layout.addLayout(run_on)
         layout.addWidget(self.progress)
         layout.addLayout(buttons)
         dock = QDockWidget("Generate")
@@ -124,7 +135,7 @@ class MainWindow(QMainWindow):
     def _build_library_dock(self) -> None:
         from studio.ui.library_panel import LibraryPanel
 
-        self.library_panel = LibraryPanel(self.backend.data_dir)
+        self.library_panel = LibraryPanel(self.backend.data_dir, self.server_watch)
         dock = QDockWidget("Library")
         dock.setObjectName("library")
         dock.setWidget(self.library_panel)
@@ -240,7 +251,9 @@ class MainWindow(QMainWindow):
             self.gallery_panel.reuse_seed.connect(generation.adopt_seed)
             self.gallery_panel.regenerate.connect(generation.regenerate)
             self.gallery_panel.make_variations.connect(generation.variations_of)
-        self.library_panel.load_model.connect(self.models.load)
+        self.library_panel.load_model.connect(self.models.choose)
+        self.library_panel.use_server_model.connect(self.run_on.use_server_model)
+        self.run_on.notice.connect(lambda text: self.statusBar().showMessage(text, 10000))
         b.stopped.connect(self._backend_stopped)  # a method: the connection goes with the window
         b.queue_changed.connect(self._show_queue)
         b.idle.connect(lambda: self.set_busy(False))  # sent on this thread once the last job has ended

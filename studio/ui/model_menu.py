@@ -1,5 +1,6 @@
 """The window's model: load one (from the Model menu, the library or at start), fall back to the built-in
-model when the first load fails, show what is loaded, and move guidance and steps to what it suggests."""
+model when the first load fails, show what is loaded (or the server checkpoint, while jobs run on the
+ComfyUI servers), and move guidance and steps to what it suggests."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog
 
+from studio.backends.base import BackendKind
 from studio.engine.models import DEFAULT_CFG
 from studio.recipe.request import GenerationRequest
 from studio.resources import BUILTIN_MODEL_NAME
@@ -27,14 +29,17 @@ class ModelController(QObject):
         self.info: dict[str, Any] = {}
         self._wanted: str | None = None  # the model generations ask for: the last one loading or loaded
         self._notice = ""  # a load failure to repeat once the fallback model is in
+        self._local_label = (window.model_label.text(), "")  # what the label says of this computer's model
         # What this window last took from a model for each knob.
         self._suggested: dict[str, float | None] = {"cfg": None, "steps": None}
         self.menu = window.menuBar().addMenu("&Model")
         self.menu.aboutToShow.connect(self.fill_menu)
         b = window.backend
-        b.model_loading.connect(window.model_label.setText)
+        b.model_loading.connect(lambda text: self._set_label(text, ""))
         b.model_loaded.connect(self.on_loaded)
         b.model_failed.connect(self.on_failed)
+        window.run_on.changed.connect(self.show_label)
+        self.show_label()
 
     def _status(self, message: str, ms: int) -> None:
         self.window.statusBar().showMessage(message, ms)
@@ -42,6 +47,11 @@ class ModelController(QObject):
     def wanted(self) -> str:
         """The model a generation asks for: the last one loading or loaded, else the setting."""
         return self._wanted or self.window.settings.get("model")
+
+    def choose(self, model: str) -> None:
+        """The designer picked a model of this computer (Model menu, Library): jobs run here again, with it."""
+        self.window.run_on.choose(BackendKind.LOCAL)
+        self.load(model)
 
     def load(self, model: str) -> None:
         """Load a model on the backend (progress in the status bar; Esc cancels). The setting follows
@@ -67,7 +77,7 @@ class ModelController(QObject):
             action = menu.addAction(f"{name}  ({family})" if family else name)
             action.setCheckable(True)
             action.setChecked(path == current)
-            action.triggered.connect(lambda _=False, p=path: self.load(p))
+            action.triggered.connect(lambda _=False, p=path: self.choose(p))
         if len(models) == 1:
             hint = menu.addAction("Your models appear here once the library has a folder")
             hint.setEnabled(False)
@@ -116,13 +126,13 @@ class ModelController(QObject):
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self.window, "Open a diffusers model folder")
         if folder:
-            self.load(folder)
+            self.choose(folder)
 
     def _choose_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self.window, "Open a checkpoint", "",
                                               "Checkpoints (*.safetensors *.ckpt *.pt *.pth)")
         if path:
-            self.load(path)
+            self.choose(path)
 
     # ------------------------------------------------------------------ the backend's answers
 
@@ -133,9 +143,8 @@ class ModelController(QObject):
         controls.set_family(info.get("family", ""))
         w.progress.setFormat("Ready")
         w.settings.set("model", info["ref"])
-        w.model_label.setText(f"{info['name']} · {info.get('family', '')} · {info['device']} · {info['dtype']} · "
-                              f"{info['native_size']} px native")
-        w.model_label.setToolTip(f"{info['path']}\n{info.get('memory', '')}")
+        self._set_label(f"{info['name']} · {info.get('family', '')} · {info['device']} · {info['dtype']} · "
+                        f"{info['native_size']} px native", f"{info['path']}\n{info.get('memory', '')}")
         if controls.size.currentText() == "Native":  # show what "Native" means for this model
             controls.width_spin.setValue(info["native_size"])
             controls.height_spin.setValue(info["native_size"])
@@ -144,6 +153,23 @@ class ModelController(QObject):
         if self._notice:  # why this model and not the one asked for: shown last, so it stays in view
             self._status(self._notice, 30000)
             self._notice = ""
+
+    def _set_label(self, text: str, tip: str) -> None:
+        self._local_label = (text, tip)
+        self.show_label()
+
+    def show_label(self) -> None:
+        """The status bar's model label: this computer's model, or the checkpoint jobs use on the servers."""
+        run_on, label = self.window.run_on, self.window.model_label
+        if run_on.kind is BackendKind.COMFYUI:
+            name = run_on.server_model or "no checkpoint chosen (the Library lists theirs)"
+            label.setText(f"on ComfyUI servers: {name}")
+            label.setToolTip("New jobs run on " + ", ".join(run_on.settings.urls()) +
+                             "; choose a server checkpoint in the Library, or a model here to run here")
+            return
+        text, tip = self._local_label
+        label.setText(text)
+        label.setToolTip(tip)
 
     def _adopt_suggestion(self, knob: str, model: str, suggested: float | None) -> None:
         """Move the guidance (or steps) to what the model suggests, unless the designer chose a value of
@@ -180,6 +206,5 @@ class ModelController(QObject):
         if self.info:  # the engine keeps the model it had
             self._status(f"Still using {self.info['name']}: {message}", 20000)
         else:
-            w.model_label.setText("No model")
-            w.model_label.setToolTip(message)
+            self._set_label("No model", message)
             self._status(message, 20000)

@@ -34,12 +34,12 @@ from studio.backends.comfy_client import ServerConfig
 from studio.backends.status import ServerStatus, check
 
 STATUS_ROLE = Qt.ItemDataRole.UserRole + 1  # the item's last ServerStatus, or None while unknown
-_LIGHTS = {None: "#9e9e9e", True: "#2e7d32", False: "#c62828"}
+LIGHTS = {None: "#9e9e9e", True: "#2e7d32", False: "#c62828"}
 
 
 def light(up: bool | None) -> QIcon:
     pixmap = QPixmap(12, 12)
-    pixmap.fill(QColor(_LIGHTS[up]))
+    pixmap.fill(QColor(LIGHTS[up]))
     return QIcon(pixmap)
 
 
@@ -102,7 +102,8 @@ class ServersDialog(QDialog):
         model_row = QHBoxLayout()
         model_row.addWidget(QLabel("Server checkpoint:"))
         model_row.addWidget(self.checkpoint, 1)
-        box = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        box = self.button_box = QDialogButtonBox(QDialogButtonBox.StandardButton.Save |
+                                                 QDialogButtonBox.StandardButton.Cancel)
         box.accepted.connect(self.save)
         box.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
@@ -183,37 +184,36 @@ class ServersDialog(QDialog):
 
 
 def install(window: Any, menu: Any) -> None:
-    """Add "Servers…" and "Generate on" to `menu`; show the worker's notices in the status bar."""
-    data_dir = window.backend.data_dir
+    """Add "Generate on" (the window's Run on choice, as a menu) and "Servers…" to `menu`; show the worker's
+    notices in the status bar."""
+    from studio.ui.run_on import LABELS
+
+    run_on, data_dir = window.run_on, window.backend.data_dir
     if data_dir is None:
         return
     group = QActionGroup(window)
     on = menu.addMenu("Generate on")
     choices = {}
-    for kind, text in ((BackendKind.LOCAL, "This computer"), (BackendKind.COMFYUI, "ComfyUI servers")):
-        action = QAction(text, window, checkable=True)
+    for kind in BackendKind:
+        action = QAction(LABELS[kind], window, checkable=True)
         group.addAction(action)
         on.addAction(action)
-        action.triggered.connect(lambda _checked=False, k=kind: _set_default(window, data_dir, k))
+        action.triggered.connect(lambda _checked=False, k=kind: run_on.choose(k))
         choices[kind] = action
 
-    def refresh() -> None:
-        try:
-            current = server_settings.load(data_dir)
-        except ServerError:
-            current = server_settings.ServerSettings()
-        choices[current.default].setChecked(True)
-        choices[BackendKind.COMFYUI].setEnabled(bool(current.servers))
+    def show() -> None:
+        choices[run_on.kind].setChecked(True)
+        choices[BackendKind.COMFYUI].setEnabled(bool(run_on.settings.servers))
 
-    on.aboutToShow.connect(refresh)
-    refresh()
-    menu.addAction("Servers…", lambda: ServersDialog(data_dir, window).exec())
+    on.aboutToShow.connect(run_on.reload)  # `studio servers` may have changed it meanwhile
+    run_on.changed.connect(show)
+    show()
+    menu.addAction("Servers…", lambda: edit_servers(window, data_dir))
     window.backend.notice.connect(lambda text: window.statusBar().showMessage(text, 10000))
 
 
-def _set_default(window: Any, data_dir: Path, kind: BackendKind) -> None:
-    current = server_settings.load(data_dir)
-    current.default = kind
-    server_settings.save(data_dir, current)
-    window.statusBar().showMessage("New jobs run on " + ("the ComfyUI servers" if kind is BackendKind.COMFYUI
-                                                         else "this computer"), 5000)
+def edit_servers(window: Any, data_dir: Path) -> None:
+    """The Servers dialog; once saved, Run on and the Library follow the new list."""
+    if ServersDialog(data_dir, window).exec():
+        window.run_on.reload()
+        window.server_watch.check()
