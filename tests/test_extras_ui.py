@@ -196,6 +196,8 @@ def test_the_grid_dialog_runs_one_job_with_a_tile_per_cell_and_a_click_keeps_one
     qtbot.waitUntil(lambda: all(dialog.tiles.image(k) is not None for k in range(4)))
     assert [r.recipe["cfg"] for r in results[1:]] == [2.0, 5.0, 2.0, 5.0]
     assert [r.recipe["seed"] for r in results[1:]] == [3, 3, 4, 4]
+    grid_id = results[0].gallery_id  # each cell is kept as made from the grid image, as `studio grid` keeps them
+    assert [w.gallery.get(r.gallery_id).parent_id for r in results[1:]] == [grid_id] * 4
     qtbot.mouseClick(dialog.tiles, Qt.MouseButton.LeftButton, pos=dialog.tiles.tile_rect(3).center().toPoint())
     assert w.canvas.image().tobytes() == results[4].image.tobytes()
     assert w.canvas.source_id() == results[4].gallery_id

@@ -128,7 +128,7 @@ class GridDialog(QDialog):
         self.tiles.start([c.request.seed for c in cells], labels, aspect)
         self.results = []
         self.message.setText(f"{len(cells)} cells ({nx} × {ny} × {nz}) queued")
-        self.job = self.window_.backend.run_task(_grid_task(spec, self.relay))
+        self.job = self.window_.backend.run_task(_grid_task(spec, self.relay), first_is_parent=True)
         self.window_.set_busy(True)
 
     def _preview(self, index: int, image: QImage) -> None:

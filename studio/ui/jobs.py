@@ -65,8 +65,10 @@ class Job:
     sequential: bool = False
     preview_all: bool = False  # a preview for every batch item (the variation grid)
     # TASK: task(engine, on_step, should_stop) -> results, run on the worker; each result is saved with the
-    # parent its recipe names.
+    # parent its recipe names, or, with `first_is_parent`, as made from the first result (a comparison grid's
+    # cells from the grid image, as `studio grid` keeps them).
     task: Callable[[Any, Callable[[StepInfo], None], Callable[[], bool]], list[Any]] | None = None
+    first_is_parent: bool = False
     # What the window wants done with it
     target: Target = Target.CANVAS
     seeds: list[int] = field(default_factory=list)  # each picture's seed, and its tile label

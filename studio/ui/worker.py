@@ -73,9 +73,9 @@ class Backend(JobQueue):
         return self.submit(Job(JobKind.GENERATE, request=request, save=save, sequential=sequential,
                                preview_all=preview_all))
 
-    def run_task(self, task: Any) -> Job:
+    def run_task(self, task: Any, first_is_parent: bool = False) -> Job:
         """Engine work other than a generation (Upscale, a comparison grid): see Job.task."""
-        return self.submit(Job(JobKind.TASK, task=task))
+        return self.submit(Job(JobKind.TASK, task=task, first_is_parent=first_is_parent))
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         """Cancel everything and join the threads; True when they all ended in time (`stopped` follows
@@ -176,6 +176,7 @@ class Keeper:
     def __init__(self, backend: Backend, job: Job | None = None) -> None:
         self.backend, self.job = backend, job
         self.gallery: Any = None
+        self.first_id: int | None = None  # the first result kept (the parent of the rest, when the job says so)
 
     def keep(self, result: GenerationResult) -> GenerationResult:
         """The result, kept in the gallery when the job says so (then it knows its id and file)."""
@@ -188,8 +189,11 @@ class Keeper:
             self.gallery = Gallery(b.data_dir)
         request = job.request
         parent = request.parent_id if request is not None else result.recipe.get("parent_id")
+        if job.first_is_parent and self.first_id is not None:
+            parent = self.first_id
         inputs = (request.init_image, request.mask) if request is not None else ()
         result.gallery_id = self.gallery.save(result.image, result.recipe, parent_id=parent, inputs=inputs)
+        self.first_id = result.gallery_id if self.first_id is None else self.first_id
         result.path = str(self.gallery.get(result.gallery_id).file)
         return result
 
