@@ -286,6 +286,7 @@ def shot_outpaint(window: MainWindow, out: Path) -> None:
         raise ShotError("extending the canvas left no outpaint mask")
     timing = generate(window)
     report(save(window, out, "outpaint.png"), f"the outpaint: {timing}")
+    bar.actions_by_name["clear_mask"].trigger()  # the mask stays after a run; the next shots are text-to-image
 
 
 def shot_gallery(window: MainWindow, out: Path) -> None:
@@ -527,9 +528,9 @@ def shot_grid(window: MainWindow, out: Path) -> None:
     path = out / "grid-cfg-seed.png"
     if not dialog.grab().save(str(path)):
         raise ShotError(f"could not write {path}")
-    grid = args[1][0]
+    grid, *cells = args[0].results
     grid.image.save(out / "grid-cfg-seed-image.png")
-    report(path, f"{len(args[1]) - 1} cells in {grid.recipe['seconds']:.1f} s; the grid image "
+    report(path, f"{len(cells)} cells in {grid.recipe['seconds']:.1f} s; the grid image "
                  f"{grid.image.width}x{grid.image.height}")
     dialog.close()
 
