@@ -11,6 +11,7 @@ import hashlib
 import io
 import itertools
 import json
+import ssl
 import struct
 import threading
 import urllib.parse
@@ -68,7 +69,7 @@ class FakeComfy:
     _ids = itertools.count(1)
 
     def __init__(self, mode: str, hold: bool = False, checkpoints: tuple[str, ...] = ("model.safetensors",),
-                 loras: tuple[str, ...] = ()) -> None:
+                 loras: tuple[str, ...] = (), tls: ssl.SSLContext | None = None) -> None:
         self.mode, self.hold = mode, hold
         self.info = object_info(list(checkpoints), list(loras))
         self.headers: list[dict[str, str]] = []
@@ -79,7 +80,9 @@ class FakeComfy:
         handler = type("Handler", (_Handler,), {"fake": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        if tls is not None:  # https and wss, as behind a TLS proxy
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def held(self) -> list[Prompt]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 
@@ -17,7 +18,7 @@ from studio.cli import main
 from studio.engine.generate import Cancelled
 from studio.recipe.metadata import read_recipe
 from studio.recipe.request import GenerationRequest, RequestError
-from tests.fake_comfy import FakeComfy
+from tests.fake_comfy import FakeComfy, colour
 
 MODEL = "studio-tiny-sd15"
 
@@ -242,6 +243,34 @@ def test_an_image_of_the_wrong_size_is_refused_before_decoding(fake, monkeypatch
     with pytest.raises(ServerError, match="8000x8000 image where 64x64"):
         ServerPool([config]).generate(request(model="model"))
     assert all(h.get("Authorization") == "Bearer s3cret" for h in fake.headers)  # every call, websocket too
+
+
+@pytest.fixture
+def tls_server():
+    """A working stand-in behind TLS, its certificate from a CA of the test's own (trustme)."""
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server = FakeComfy("ok", tls=context)
+    with ca.cert_pem.tempfile() as ca_file:
+        yield server, ca_file
+    server.close()
+
+
+def test_tls_and_a_bearer_token_work_and_an_untrusted_certificate_is_named(tls_server, monkeypatch):
+    server, ca_file = tls_server
+    monkeypatch.setenv("STUDIO_SERVER_TOKEN", "s3cret")
+    from studio.backends import settings
+
+    with pytest.raises(ServerError, match="TLS certificate is not trusted .*SSL_CERT_FILE"):
+        ServerPool([ServerConfig(server.url, token=settings.token(server.url))]).generate(request(model="model"))
+    monkeypatch.setenv("SSL_CERT_FILE", ca_file)  # how a private CA is trusted (README)
+    [result] = ServerPool([ServerConfig(server.url, token=settings.token(server.url))]).generate(
+        request(model="model", seed=9))
+    assert server.url.startswith("https://") and result.image.getpixel((0, 0)) == colour(9)
+    assert server.headers and all(h.get("Authorization") == "Bearer s3cret" for h in server.headers)
 
 
 def test_the_comfyui_backend_needs_neither_qt_nor_torch():

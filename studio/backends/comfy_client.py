@@ -84,6 +84,9 @@ class ComfyClient:
                               f"{_error_detail(exc)}") from None
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):  # set-up, not an outage: no other server fixes it
+                raise ServerError(f"{self.url}: its TLS certificate is not trusted ({reason.verify_message}); if "
+                                  "your own CA signed it, point SSL_CERT_FILE at that CA's certificate") from None
             raise ServerGone(f"{self.url}: cannot reach the server ({reason})") from None
         if len(body) > limit:
             raise ServerError(f"{self.url}{path}: the reply is larger than {limit >> 20} MB; not reading it")
