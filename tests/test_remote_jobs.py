@@ -323,3 +323,36 @@ def test_tiles_a_job_adds_beside_another_fit_pictures_of_another_shape_without_s
     assert pixel(shot, int(centre.x()), int(centre.y())) == (250, 0, 0)
     assert pixel(shot, int(centre.x()), int(top)) != (250, 0, 0)  # letterboxed, not stretched to the square
     assert grid.label(first) == "seed 2 …" and grid.image(0) is None
+
+
+def test_a_right_click_on_a_running_jobs_tile_cancels_that_job_alone(qtbot, window, servers):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtGui import QContextMenuEvent
+    from PySide6.QtWidgets import QApplication
+
+    w = window
+    jobs = []
+    for seed in (10, 20):
+        w.controls.seed.set_seed(seed)
+        jobs.append(w.generation.generate_batch(1))
+    qtbot.waitUntil(lambda: sorted(sum(held_seeds(*servers), [])) == [10, 20], timeout=WAIT)
+    qtbot.waitUntil(lambda: w.grid.count() == 2, timeout=WAIT)
+    chosen = []
+
+    def pick_cancel() -> None:  # the menu is open (its exec() runs its own loop): take its entry
+        menu = QApplication.activePopupWidget()
+        chosen.append(menu.actions()[0].text())
+        menu.actions()[0].trigger()
+        menu.close()
+
+    QTimer.singleShot(100, pick_cancel)
+    # The event a right-click makes (the offscreen platform makes none from a synthetic press).
+    QApplication.sendEvent(w.grid, QContextMenuEvent(QContextMenuEvent.Reason.Mouse,
+                                                      w.grid.tile_rect(1).center().toPoint()))
+    qtbot.waitUntil(lambda: jobs[1].state is JobState.CANCELLED, timeout=WAIT)
+    assert chosen == ["Cancel this job (seed 20)"] and jobs[0].state is JobState.RUNNING
+    assert w.grid.label(1) == "seed 20 · cancelled"
+    for fake in servers:
+        fake.release(seed=10)
+    qtbot.waitUntil(lambda: jobs[0].state is JobState.FINISHED, timeout=WAIT)
+    assert w.grid.label(0) == "seed 10"

@@ -11,7 +11,8 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject
+from PySide6.QtCore import QObject, QPoint, Qt
+from PySide6.QtWidgets import QMenu
 
 from studio.backends.base import BackendKind
 from studio.recipe.request import (
@@ -43,6 +44,10 @@ class GenerationController(QObject):
         b.failed.connect(self._on_failed)
         b.cancelled.connect(self._on_cancelled)
         window.grid.picked.connect(self.pick_variation)
+        # A right-click on a running job's tile cancels that job alone (Cancel stops every running one), as a
+        # click on a job in krita-ai-diffusion's queue does.
+        window.grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        window.grid.customContextMenuRequested.connect(self._tile_menu)
         window.grid.chosen.connect(self.keep_variation)
 
     def _status(self, message: str, ms: int) -> None:
@@ -110,6 +115,19 @@ class GenerationController(QObject):
         if self.window.backend.running():
             self.window.backend.cancel_running()
             self._status("Cancelling…", 2000)
+
+    def job_at(self, tile: int) -> Job | None:
+        """The running job that tile `tile` of the grid belongs to."""
+        return next((job for job, first in self._tiles.items() if first <= tile < first + len(job.seeds)), None)
+
+    def _tile_menu(self, pos: QPoint) -> None:
+        job = self.job_at(self.window.grid.index_at(pos.x(), pos.y()))
+        if job is None:
+            return
+        menu = QMenu(self.window.grid)
+        seeds = ", ".join(str(s) for s in job.seeds[:4]) + (" …" if len(job.seeds) > 4 else "")
+        menu.addAction(f"Cancel this job (seed {seeds})", lambda: self.window.backend.cancel(job))
+        menu.exec(self.window.grid.mapToGlobal(pos))
 
     # ------------------------------------------------------------------ a job's signals
 
