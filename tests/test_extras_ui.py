@@ -182,6 +182,8 @@ def test_the_grid_dialog_runs_one_job_with_a_tile_per_cell_and_a_click_keeps_one
 
     w = make_window(steps=2)
     w.controls.prompt.setPlainText("a red circle")
+    with qtbot.waitSignal(w.backend.finished, timeout=120_000):  # a picture kept before: not the grid's parent
+        w.generation.generate_batch(1)
     dialog = open_grid_dialog(w)
     dialog.rows[0][0].setCurrentText("cfg")
     dialog.rows[0][1].setText("2, 5")
@@ -197,6 +199,7 @@ def test_the_grid_dialog_runs_one_job_with_a_tile_per_cell_and_a_click_keeps_one
     assert [r.recipe["cfg"] for r in results[1:]] == [2.0, 5.0, 2.0, 5.0]
     assert [r.recipe["seed"] for r in results[1:]] == [3, 3, 4, 4]
     grid_id = results[0].gallery_id  # each cell is kept as made from the grid image, as `studio grid` keeps them
+    assert w.gallery.get(grid_id).parent_id is None
     assert [w.gallery.get(r.gallery_id).parent_id for r in results[1:]] == [grid_id] * 4
     qtbot.mouseClick(dialog.tiles, Qt.MouseButton.LeftButton, pos=dialog.tiles.tile_rect(3).center().toPoint())
     assert w.canvas.image().tobytes() == results[4].image.tobytes()

@@ -174,9 +174,14 @@ class Keeper:
     """Keeps a job's results in the gallery, through a connection of the calling thread's own (sqlite)."""
 
     def __init__(self, backend: Backend, job: Job | None = None) -> None:
-        self.backend, self.job = backend, job
+        self.backend = backend
         self.gallery: Any = None
-        self.first_id: int | None = None  # the first result kept (the parent of the rest, when the job says so)
+        self.begin(job)
+
+    def begin(self, job: Job | None) -> None:
+        """The job whose results come next (the engine thread keeps one keeper for every job it runs)."""
+        self.job = job
+        self.first_id: int | None = None  # its first result kept (the parent of the rest, when the job says so)
 
     def keep(self, result: GenerationResult) -> GenerationResult:
         """The result, kept in the gallery when the job says so (then it knows its id and file)."""
@@ -223,7 +228,7 @@ class _EngineThread(QThread):
                 job, request = item
                 if not b.take(job):
                     continue  # cleared while it waited
-                keeper.job = job
+                keeper.begin(job)
                 if job.kind is JobKind.LOAD_MODEL:
                     self._load(job)
                 else:
