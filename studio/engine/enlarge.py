@@ -48,6 +48,19 @@ def load_upscaler(engine: Engine, path: Path | None) -> upscale.UpscaleModel | N
     return engine.upscalers.get(path, device)
 
 
+def upscaled(image: Image.Image, size: tuple[int, int], model: upscale.UpscaleModel | None,
+             should_stop: StopCheck | None, tile: int | None = None,
+             on_progress: upscale.ProgressCallback | None = None) -> Image.Image:
+    """`upscale.upscale` for the engine's callers (Upscale, hires fix, tiled redraw): a stop between tiles
+    raises the engine's Cancelled, which upscale.py cannot import (the engine imports it)."""
+    from studio.engine.generate import Cancelled
+
+    try:
+        return upscale.upscale(image, size, model, tile=tile, on_progress=on_progress, should_stop=should_stop)
+    except upscale.UpscaleCancelled:
+        raise Cancelled() from None
+
+
 def upscale_picture(engine: Engine, image: Image.Image, scale: float, upscaler: str = upscale.LANCZOS,
                     recipe: dict[str, Any] | None = None, parent_id: int | None = None,
                     on_step: StepCallback | None = None, should_stop: StopCheck | None = None,
@@ -55,8 +68,6 @@ def upscale_picture(engine: Engine, image: Image.Image, scale: float, upscaler: 
     """`image` at `scale` times its size, as a result to keep: the parent's recipe (so Reuse settings still
     brings back its prompt and seed) with an `upscale` entry, which the A1111 text writes as A1111's
     Extras tab does ("Postprocess upscale by", "Postprocess upscaler")."""
-    from studio.engine.generate import Cancelled
-
     if not 1.0 <= scale <= HIRES_MAX_SCALE:
         raise RequestError(f"the upscale factor must be between 1 and {HIRES_MAX_SCALE:g} (got {scale:g})")
     size = (round(image.width * scale), round(image.height * scale))
@@ -69,10 +80,7 @@ def upscale_picture(engine: Engine, image: Image.Image, scale: float, upscaler: 
         if on_step is not None:
             on_step(StepInfo(done, total, time.perf_counter() - start))
 
-    try:
-        big = upscale.upscale(image, size, model, tile=tile, on_progress=progress, should_stop=should_stop)
-    except upscale.UpscaleCancelled:
-        raise Cancelled() from None
+    big = upscaled(image, size, model, should_stop, tile=tile, on_progress=progress)
     seconds = time.perf_counter() - start
     out = {k: v for k, v in (recipe or {}).items() if k not in ("source", "seconds", "created_at")}
     out.setdefault("prompt", "")

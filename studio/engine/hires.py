@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from studio.engine import upscale
-from studio.engine.enlarge import load_upscaler, upscaler_path
+from studio.engine.enlarge import load_upscaler, upscaled, upscaler_path
 from studio.recipe.request import GenerationRequest, GenerationResult, StepInfo, pass_steps
 
 if TYPE_CHECKING:
@@ -43,8 +42,6 @@ def generate(engine: Engine, request: GenerationRequest, on_step: StepCallback |
 def _one(engine: Engine, request: GenerationRequest, item: tuple[int, int], upscaler_file: Path | None,
          on_step: StepCallback | None, should_stop: StopCheck | None, preview: bool, preview_interval: float,
          preview_all: bool) -> GenerationResult:
-    from studio.engine.generate import Cancelled
-
     start = time.perf_counter()
     hires_steps = request.hires_steps or request.steps
     totals = {"first": 0}
@@ -61,10 +58,7 @@ def _one(engine: Engine, request: GenerationRequest, item: tuple[int, int], upsc
                             preview=preview, preview_interval=preview_interval, preview_all=preview_all)
     size = target_size(low.image.width, low.image.height, request.hires_scale or 1.0)
     upscaler = load_upscaler(engine, upscaler_file)
-    try:
-        big = upscale.upscale(low.image, size, upscaler, should_stop=should_stop)
-    except upscale.UpscaleCancelled:
-        raise Cancelled() from None
+    big = upscaled(low.image, size, upscaler, should_stop)
     if on_step is not None:
         done = totals["first"]
         on_step(StepInfo(done, done + hires_steps, time.perf_counter() - start, np.asarray(big), *item,

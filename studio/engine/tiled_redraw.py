@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from studio.engine import upscale
-from studio.engine.enlarge import load_upscaler, upscaler_path
+from studio.engine.enlarge import load_upscaler, upscaled, upscaler_path
 from studio.engine.hires import target_size
 from studio.recipe.request import SEED_MAX, GenerationRequest, GenerationResult, StepInfo, from_recipe, to_recipe
 
@@ -97,10 +97,7 @@ def generate(engine: Engine, request: GenerationRequest, on_step: StepCallback |
     source = request.init_image.convert("RGB")  # type: ignore[union-attr]  # validate() checked it is there
     size = target_size(source.width, source.height, request.redraw_scale or 1.0)
     upscaler = load_upscaler(engine, upscaler_path(engine, request.redraw_upscaler))
-    try:
-        big = upscale.upscale(source, size, upscaler, should_stop=should_stop)
-    except upscale.UpscaleCancelled:
-        raise Cancelled() from None
+    big = upscaled(source, size, upscaler, should_stop)
     side = request.redraw_tile or model.native_size
     tiles = plan(size, side, request.redraw_overlap)
     canvas = np.array(big, dtype=np.float32)
